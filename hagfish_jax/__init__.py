@@ -1,0 +1,54 @@
+"""hagfish_jax: JAX-native, functional hyperparameter tuning while models train.
+
+>>> import hagfish_jax as hj
+>>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
+>>> tuner = hj.guard(hj.finite_difference(space), space=space)
+"""
+
+from . import snapshot
+from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
+from .guard import GuardState, guard
+from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
+from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
+from .tuners import (
+    FiniteDifferenceState,
+    FixedState,
+    PlateauState,
+    SPSAState,
+    finite_difference,
+    fixed,
+    plateau,
+    spsa,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KEEP",
+    "Choice",
+    "Dimension",
+    "ExtraHParams",
+    "FiniteDifferenceState",
+    "FixedState",
+    "GuardState",
+    "HParams",
+    "IntUniform",
+    "LogUniform",
+    "Observation",
+    "PlateauState",
+    "Proposal",
+    "SPSAState",
+    "Space",
+    "Tuner",
+    "Uniform",
+    "as_hparams",
+    "extra_hparams",
+    "finite_difference",
+    "fixed",
+    "get_hparams",
+    "guard",
+    "plateau",
+    "set_hparams",
+    "snapshot",
+    "spsa",
+]

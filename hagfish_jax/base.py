@@ -1,0 +1,80 @@
+"""The tuner protocol: a pair of pure functions, like ``optax.GradientTransformation``.
+
+A tuner is built by a factory that closes over its static configuration and
+returns :class:`Tuner` ``(init, update)``:
+
+* ``init(key, hparams) -> state`` starts from the hyperparameters in use;
+* ``update(state, observation) -> (proposal, state)`` sees how the last window
+  went and says what to apply for the next one.
+
+Both are pure and jittable; a tuner runs unchanged in a Python loop, inside
+``lax.scan`` and under ``vmap`` (one tuner per population member).
+
+Scores are *higher is better*. Pass ``-loss`` for a loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["KEEP", "HParams", "Observation", "Proposal", "Tuner", "as_hparams", "keep_parents"]
+
+HParams = dict[str, jax.Array]
+
+#: ``Proposal.parents`` value meaning "keep your own weights" (no exploit).
+KEEP = -1
+
+
+class Observation(NamedTuple):
+    """What happened during the last window.
+
+    Attributes:
+      score: higher is better; ``()`` for one run, ``(N,)`` for a population tuner.
+      train_score: the same metric on training data, for generalisation-gap signals.
+      cost: steps, examples or seconds spent in this window (caller's units).
+      hparams: the values actually applied during the window, when they differ
+        from what the tuner proposed (a guard clamped them). ``None`` means the
+        tuner's own last proposal was applied.
+    """
+
+    score: jax.Array
+    train_score: jax.Array | None = None
+    cost: jax.Array | None = None
+    hparams: HParams | None = None
+
+
+class Proposal(NamedTuple):
+    """What to apply for the next window.
+
+    Attributes:
+      hparams: the hyperparameters to apply.
+      parents: int; member ``i`` copies weights from member ``parents[i]``.
+        ``parents[i] == i`` or ``parents[i] == KEEP`` (-1) means keep your own.
+        Single-run tuners return ``KEEP`` so they stay correct under ``vmap``.
+      rollback: bool; restore the best snapshot before applying ``hparams``.
+    """
+
+    hparams: HParams
+    parents: jax.Array
+    rollback: jax.Array
+
+
+class Tuner(NamedTuple):
+    """A pure tuner: ``init(key, hparams) -> state``; ``update(state, obs) -> (proposal, state)``."""
+
+    init: Callable[[jax.Array, HParams], Any]
+    update: Callable[[Any, Observation], tuple[Proposal, Any]]
+
+
+def as_hparams(hp: dict[str, Any]) -> HParams:
+    """Cast every value to a strongly typed float32 array (no weak types, no retrace)."""
+    return {k: jax.lax.convert_element_type(jnp.asarray(v), jnp.float32) for k, v in hp.items()}
+
+
+def keep_parents() -> jax.Array:
+    """``parents`` for a single-run proposal: keep your own weights."""
+    return jnp.asarray(KEEP, jnp.int32)

@@ -1,0 +1,211 @@
+"""Read and write hyperparameters held inside optax states (and beside them).
+
+``optax.inject_hyperparams`` keeps numeric hyperparameters as arrays in the
+optimizer state, so a jitted step can take new values without recompiling. These
+helpers find every such state anywhere in a pytree (plain, ``optax.chain``,
+``optax.multi_transform``, nested injects, a user's train state) and read or
+write its values as one flat ``dict``.
+
+Names: a hyperparameter held by exactly one injected state is addressed by its
+plain name (``"learning_rate"``). A name held by several states is reported once
+per state with a path prefix (``"encoder/learning_rate"``, ``"0/learning_rate"``);
+writing the plain name then sets every occurrence.
+
+Non-optimizer hyperparameters (dropout, label smoothing, loss weights) live in an
+:class:`ExtraHParams` node placed anywhere in the same state; they are read and
+written through the same dict, and the user's step function reads them with
+``state.extra.hyperparams["dropout_rate"]`` (or :func:`get_hparams`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+__all__ = ["ExtraHParams", "extra_hparams", "get_hparams", "set_hparams"]
+
+
+class ExtraHParams(NamedTuple):
+    """Hyperparameters that no optimizer holds, kept in the state as arrays."""
+
+    hyperparams: dict[str, jax.Array]
+
+
+def extra_hparams(dtype=jnp.float32, **values: Any) -> ExtraHParams:
+    """Build an :class:`ExtraHParams` node with strongly typed ``dtype`` arrays.
+
+    >>> import hagfish_jax as hj
+    >>> extra = hj.extra_hparams(dropout_rate=0.1, label_smoothing=0.0)
+    >>> hj.get_hparams(extra)["dropout_rate"].dtype
+    dtype('float32')
+    """
+    return ExtraHParams({k: lax.convert_element_type(jnp.asarray(v), dtype) for k, v in values.items()})
+
+
+_INJECT_TYPES: tuple[type, ...] = tuple(
+    t
+    for t in (
+        getattr(optax, "InjectStatefulHyperparamsState", None),
+        getattr(optax, "InjectHyperparamsState", None),
+    )
+    if t is not None
+)
+_NODE_TYPES = _INJECT_TYPES + (ExtraHParams,)
+
+
+def _is_node(x: Any) -> bool:
+    return isinstance(x, _NODE_TYPES)
+
+
+def _path_parts(path) -> list[str]:
+    parts = []
+    for k in path:
+        if isinstance(k, jax.tree_util.DictKey):
+            parts.append(str(k.key))
+        elif isinstance(k, jax.tree_util.SequenceKey):
+            parts.append(str(k.idx))
+        elif isinstance(k, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(k.key))
+        # attribute names (inner_state, inner_states, ...) add nothing useful
+    return parts
+
+
+def _scheduled(node) -> frozenset[str]:
+    states = getattr(node, "hyperparams_states", None) or {}
+    return frozenset(states)
+
+
+def _index(tree) -> tuple[list, list, dict[str, list[tuple[int, str]]]]:
+    """Flatten ``tree`` down to hyperparameter nodes and map names to (node, key)."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_node)
+    nodes = [(i, path, leaf) for i, (path, leaf) in enumerate(flat) if _is_node(leaf)]
+    counts: dict[str, int] = {}
+    for _, _, node in nodes:
+        for name in node.hyperparams:
+            counts[name] = counts.get(name, 0) + 1
+    names: dict[str, list[tuple[int, str]]] = {}
+    for i, path, node in nodes:
+        prefix = "/".join(_path_parts(path)) or jax.tree_util.keystr(path)
+        for name in node.hyperparams:
+            full = name if counts[name] == 1 else f"{prefix}/{name}"
+            if full in names:  # two nodes with the same printable path
+                full = f"{jax.tree_util.keystr(path)}/{name}"
+            names.setdefault(full, []).append((i, name))
+            if counts[name] > 1:
+                # the plain name writes every occurrence
+                names.setdefault(name, []).append((i, name))
+    return flat, treedef, names
+
+
+def get_hparams(tree: Any) -> dict[str, jax.Array]:
+    """Every injected (and extra) hyperparameter found in ``tree``.
+
+    Args:
+      tree: an optax state or any pytree containing one or more.
+
+    Returns:
+      A flat dict name -> array (scalars, or ``(N,)`` for a vmapped population).
+      Names shared by several states appear once per state with a path prefix.
+
+    >>> import jax.numpy as jnp, optax, hagfish_jax as hj
+    >>> tx = optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-4)
+    >>> hp = hj.get_hparams(tx.init({"w": jnp.zeros(3)}))
+    >>> round(float(hp["learning_rate"]), 6)
+    0.001
+    """
+    flat, _, names = _index(tree)
+    out = {}
+    for full, places in names.items():
+        if len(places) == 1 or "/" in full:
+            i, key = places[0]
+            out[full] = flat[i][1].hyperparams[key]
+    return out
+
+
+def _representability_warning(name: str, value: Any, dtype) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return
+    try:
+        v = np.asarray(value, np.float64)
+    except (TypeError, ValueError):  # pragma: no cover - odd inputs are caught later
+        return
+    if not np.issubdtype(np.dtype(dtype), np.floating) or np.dtype(dtype).itemsize >= 4:
+        return
+    cast = np.asarray(jnp.asarray(v).astype(dtype)).astype(np.float64)
+    changed = np.abs(cast - v) > 1e-6 * np.maximum(np.abs(v), 1e-30)
+    if np.any(changed):
+        warnings.warn(
+            f"hyperparameter {name!r} is stored as {np.dtype(dtype).name}: {v.ravel()[0]:.6g} "
+            f"becomes {cast.ravel()[0]:.6g}; create the optimizer with "
+            "optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32)",
+            stacklevel=3,
+        )
+
+
+def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
+    """Return ``tree`` with the hyperparameters in ``hp`` replaced.
+
+    Values are cast to the stored dtype (never weakly typed) and broadcast to the
+    stored shape, so a jitted step that takes the new state does not retrace.
+
+    Args:
+      tree: an optax state or any pytree containing one or more.
+      hp: name -> value; scalars broadcast over a population axis.
+
+    Returns:
+      A new tree with the same structure, shapes and dtypes.
+
+    Raises:
+      KeyError: a name that no injected state (or :class:`ExtraHParams`) holds;
+        the message lists the names that exist.
+      ValueError: a name driven by a schedule (it would be overwritten on the next
+        update), or a value whose shape does not broadcast to the stored one.
+
+    >>> import jax.numpy as jnp, optax, hagfish_jax as hj
+    >>> tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    >>> state = hj.set_hparams(tx.init({"w": jnp.zeros(3)}), {"learning_rate": 0.05})
+    >>> round(float(hj.get_hparams(state)["learning_rate"]), 6)
+    0.05
+    """
+    flat, treedef, names = _index(tree)
+    unknown = [k for k in hp if k not in names]
+    if unknown:
+        raise KeyError(
+            f"set_hparams: no injected state holds {sorted(unknown)}; "
+            f"available: {sorted(k for k in get_hparams(tree))}"
+        )
+    updates: dict[int, dict[str, Any]] = {}
+    for full, value in hp.items():
+        for i, key in names[full]:
+            node = flat[i][1]
+            if key in _scheduled(node):
+                raise ValueError(
+                    f"set_hparams: {full!r} is driven by a schedule and would be overwritten "
+                    "on the next update; inject it as a number to tune it"
+                )
+            updates.setdefault(i, {})[key] = value
+    leaves = [leaf for _, leaf in flat]
+    for i, new in updates.items():
+        node = leaves[i]
+        hps = dict(node.hyperparams)
+        for key, value in new.items():
+            old = hps[key]
+            _representability_warning(key, value, old.dtype)
+            arr = lax.convert_element_type(jnp.asarray(value), old.dtype)
+            try:
+                arr = jnp.broadcast_to(arr, old.shape)
+            except ValueError:
+                raise ValueError(
+                    f"set_hparams: {key!r} has shape {old.shape}; got a value of shape "
+                    f"{arr.shape}"
+                ) from None
+            hps[key] = arr
+        leaves[i] = node._replace(hyperparams=hps)
+    return jax.tree_util.tree_unflatten(treedef, leaves)

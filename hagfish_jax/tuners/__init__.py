@@ -1,0 +1,17 @@
+"""Tuner factories. Each returns a :class:`hagfish_jax.Tuner`."""
+
+from .finite_difference import FiniteDifferenceState, finite_difference
+from .fixed import FixedState, fixed
+from .plateau import PlateauState, plateau
+from .spsa import SPSAState, spsa
+
+__all__ = [
+    "FiniteDifferenceState",
+    "FixedState",
+    "PlateauState",
+    "SPSAState",
+    "finite_difference",
+    "fixed",
+    "plateau",
+    "spsa",
+]
