@@ -82,16 +82,32 @@ def _scheduled(node) -> frozenset[str]:
     return frozenset(states)
 
 
-def _index(tree) -> tuple[list, list, dict[str, list[tuple[int, str]]]]:
-    """Flatten ``tree`` down to hyperparameter nodes and map names to (node, key)."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_node)
-    nodes = [(i, path, leaf) for i, (path, leaf) in enumerate(flat) if _is_node(leaf)]
+def _nodes(tree, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
+    """Every hyperparameter node in ``tree`` as ``(path, node)``, in pre-order.
+
+    Nested injects (an injected factory whose inner state holds another injected
+    state) are found too: each node's ``inner_state`` is searched after the node.
+    """
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_node)[0]:
+        if _is_node(leaf):
+            full = prefix + tuple(path)
+            out.append((full, leaf))
+            inner = getattr(leaf, "inner_state", None)
+            if inner is not None:
+                out.extend(_nodes(inner, full))
+    return out
+
+
+def _index(tree) -> tuple[list, dict[str, list[tuple[int, str]]]]:
+    """Find every hyperparameter node in ``tree`` and map names to (node, key)."""
+    nodes = _nodes(tree)
     counts: dict[str, int] = {}
-    for _, _, node in nodes:
+    for _, node in nodes:
         for name in node.hyperparams:
             counts[name] = counts.get(name, 0) + 1
     names: dict[str, list[tuple[int, str]]] = {}
-    for i, path, node in nodes:
+    for i, (path, node) in enumerate(nodes):
         prefix = "/".join(_path_parts(path)) or jax.tree_util.keystr(path)
         for name in node.hyperparams:
             full = name if counts[name] == 1 else f"{prefix}/{name}"
@@ -101,7 +117,24 @@ def _index(tree) -> tuple[list, list, dict[str, list[tuple[int, str]]]]:
             if counts[name] > 1:
                 # the plain name writes every occurrence
                 names.setdefault(name, []).append((i, name))
-    return flat, treedef, names
+    return nodes, names
+
+
+def _rebuild(tree, new_hps: dict[int, dict], counter: list[int]):
+    """``tree`` with node ``i`` (pre-order, as :func:`_nodes`) given ``new_hps[i]``."""
+    flat, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_node)
+    leaves = []
+    for leaf in flat:
+        if _is_node(leaf):
+            i = counter[0]
+            counter[0] += 1
+            if i in new_hps:
+                leaf = leaf._replace(hyperparams=new_hps[i])
+            inner = getattr(leaf, "inner_state", None)
+            if inner is not None:
+                leaf = leaf._replace(inner_state=_rebuild(inner, new_hps, counter))
+        leaves.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def get_hparams(tree: Any) -> dict[str, jax.Array]:
@@ -120,12 +153,12 @@ def get_hparams(tree: Any) -> dict[str, jax.Array]:
     >>> round(float(hp["learning_rate"]), 6)
     0.001
     """
-    flat, _, names = _index(tree)
+    nodes, names = _index(tree)
     out = {}
     for full, places in names.items():
         if len(places) == 1 or "/" in full:
             i, key = places[0]
-            out[full] = flat[i][1].hyperparams[key]
+            out[full] = nodes[i][1].hyperparams[key]
     return out
 
 
@@ -136,7 +169,8 @@ def _representability_warning(name: str, value: Any, dtype) -> None:
         v = np.asarray(value, np.float64)
     except (TypeError, ValueError):  # pragma: no cover - odd inputs are caught later
         return
-    if not np.issubdtype(np.dtype(dtype), np.floating) or np.dtype(dtype).itemsize >= 4:
+    # jnp.issubdtype, not np.issubdtype: numpy does not count bfloat16 as floating.
+    if not jnp.issubdtype(dtype, jnp.floating) or np.dtype(dtype).itemsize >= 4:
         return
     cast = np.asarray(jnp.asarray(v).astype(dtype)).astype(np.float64)
     changed = np.abs(cast - v) > 1e-6 * np.maximum(np.abs(v), 1e-30)
@@ -174,7 +208,7 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
     >>> round(float(hj.get_hparams(state)["learning_rate"]), 6)
     0.05
     """
-    flat, treedef, names = _index(tree)
+    nodes, names = _index(tree)
     unknown = [k for k in hp if k not in names]
     if unknown:
         raise KeyError(
@@ -184,16 +218,16 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
     updates: dict[int, dict[str, Any]] = {}
     for full, value in hp.items():
         for i, key in names[full]:
-            node = flat[i][1]
+            node = nodes[i][1]
             if key in _scheduled(node):
                 raise ValueError(
                     f"set_hparams: {full!r} is driven by a schedule and would be overwritten "
                     "on the next update; inject it as a number to tune it"
                 )
             updates.setdefault(i, {})[key] = value
-    leaves = [leaf for _, leaf in flat]
+    new_hps: dict[int, dict] = {}
     for i, new in updates.items():
-        node = leaves[i]
+        node = nodes[i][1]
         hps = dict(node.hyperparams)
         for key, value in new.items():
             old = hps[key]
@@ -207,5 +241,5 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
                     f"{arr.shape}"
                 ) from None
             hps[key] = arr
-        leaves[i] = node._replace(hyperparams=hps)
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+        new_hps[i] = hps
+    return _rebuild(tree, new_hps, [0])

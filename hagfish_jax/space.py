@@ -406,6 +406,8 @@ class Space:
             else:
                 tol = atol * max(1.0, abs(d.low), abs(d.high))
                 ok = (arr >= d.low - tol) & (arr <= d.high + tol)
+                if isinstance(d, IntUniform):
+                    ok = ok & (np.abs(arr - np.round(arr)) <= atol * np.maximum(1.0, np.abs(arr)))
             if not np.all(ok):
                 return False
         return True

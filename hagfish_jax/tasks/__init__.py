@@ -1,0 +1,10 @@
+"""Built-in tasks for demos, tests and benchmarks.
+
+Each task module builds pure, jittable ``init`` / ``train_window`` / ``evaluate``
+functions and declares its dynamic search space. Datasets come from optional
+extras (``pip install 'hagfish-jax[tasks]'``) and are imported lazily.
+"""
+
+from . import digits
+
+__all__ = ["digits"]

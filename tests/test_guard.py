@@ -1,0 +1,196 @@
+"""The guard's rules, one test each (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hagfish_jax as hj
+
+
+class ScriptedState(NamedTuple):
+    seen_hparams: dict  # what the guard said was applied, at the last consultation
+    seen_score: jax.Array
+    calls: jax.Array
+
+
+def multiplier(factor: float) -> hj.Tuner:
+    """A test tuner that always proposes ``applied * factor`` and records what it saw."""
+
+    def init(key, hp):
+        return ScriptedState(hj.as_hparams(hp), jnp.float32(jnp.nan), jnp.int32(0))
+
+    def update(state, obs):
+        hp = {k: v * factor for k, v in obs.hparams.items()}
+        new = ScriptedState(obs.hparams, jnp.asarray(obs.score, jnp.float32), state.calls + 1)
+        return hj.Proposal(hp, jnp.int32(hj.KEEP), jnp.asarray(False)), new
+
+    return hj.Tuner(init, update)
+
+
+def run(tuner, scores, hp0=None):
+    hp0 = hp0 or {"learning_rate": 0.01}
+    state = tuner.init(jax.random.key(0), hp0)
+    update = jax.jit(tuner.update)
+    lrs, rollbacks, states = [], [], []
+    for s in scores:
+        p, state = update(state, hj.Observation(score=jnp.float32(s)))
+        lrs.append(float(p.hparams["learning_rate"]))
+        rollbacks.append(bool(p.rollback))
+        states.append(state)
+    return np.array(lrs), rollbacks, states
+
+
+def test_no_change_during_warmup():
+    tuner = hj.guard(multiplier(1.2), warmup=3, max_delta=0.5, patience=100)
+    lrs, _, _ = run(tuner, [1.0] * 5)
+    # proposals after windows 1 and 2 are for windows 2 and 3: unchanged
+    np.testing.assert_allclose(lrs[:2], 0.01)
+    np.testing.assert_allclose(lrs[2], 0.012, rtol=1e-6)
+
+
+def test_max_delta_bounds_relative_steps_both_ways():
+    up = hj.guard(multiplier(10.0), warmup=0, max_delta=0.5, patience=100)
+    lrs, _, _ = run(up, [1.0])
+    assert lrs[0] == pytest.approx(0.015, rel=1e-6)  # 0.01 -> proposal 0.1 -> 0.015
+    down = hj.guard(multiplier(0.1), warmup=0, max_delta=0.5, patience=100)
+    lrs, _, _ = run(down, [1.0, 1.0])
+    np.testing.assert_allclose(lrs, [0.005, 0.0025], rtol=1e-6)
+
+
+def test_max_delta_lets_a_zero_dimension_move_in_unit_space():
+    class Push(NamedTuple):
+        pass
+
+    def init(key, hp):
+        return Push()
+
+    def update(state, obs):
+        return hj.Proposal({"dropout": jnp.float32(0.5)}, jnp.int32(-1), jnp.asarray(False)), state
+
+    space = hj.Space(dropout=hj.Uniform(0.0, 0.5))
+    with_space = hj.guard(hj.Tuner(init, update), warmup=0, max_delta=0.2, space=space)
+    state = with_space.init(jax.random.key(0), {"dropout": 0.0})
+    p, _ = with_space.update(state, hj.Observation(score=jnp.float32(1.0)))
+    assert float(p.hparams["dropout"]) == pytest.approx(0.1)  # 0.2 of the unit range
+    without = hj.guard(hj.Tuner(init, update), warmup=0, max_delta=0.2)
+    state = without.init(jax.random.key(0), {"dropout": 0.0})
+    p, _ = without.update(state, hj.Observation(score=jnp.float32(1.0)))
+    assert float(p.hparams["dropout"]) == pytest.approx(0.2)
+
+
+def test_smoothing_is_the_mean_of_the_last_raw_scores():
+    g3 = hj.guard(hj.fixed(), warmup=0, smoothing=3)
+    _, _, states = run(g3, [1.0, 2.0, 3.0, 6.0])
+    assert [float(s.best) for s in states] == pytest.approx([1.0, 1.5, 2.0, 11.0 / 3.0])
+    g1 = hj.guard(hj.fixed(), warmup=0, smoothing=1)
+    _, _, states = run(g1, [1.0, 2.0, 3.0])
+    assert float(states[-1].best) == 3.0
+
+
+def test_regression_beyond_tolerance_is_bad_with_negative_scores():
+    tuner = hj.guard(hj.fixed(), warmup=0, smoothing=1, tolerance=0.2, patience=10)
+    _, _, states = run(tuner, [-10.0, -11.9])
+    assert int(states[-1].bad) == 0  # within 20% of |best|
+    _, _, states = run(tuner, [-10.0, -12.5])
+    assert int(states[-1].bad) == 1
+    # A sign-naive rule (score < best * (1 - tol)) would call -7 bad; it is better.
+    _, _, states = run(tuner, [-10.0, -7.0])
+    assert int(states[-1].bad) == 0 and float(states[-1].best) == -7.0
+
+
+def test_nan_is_bad_never_best_and_never_smoothed():
+    tuner = hj.guard(hj.fixed(), warmup=0, smoothing=3, patience=10)
+    _, _, states = run(tuner, [1.0, np.nan, np.inf, 2.0])
+    assert [int(s.bad) for s in states] == [0, 1, 2, 0]
+    assert float(states[2].best) == 1.0
+    assert int(states[2].recent_count) == 1
+    assert float(states[-1].best) == pytest.approx(1.5)  # mean(1, 2): NaN/inf skipped
+
+
+def test_patience_then_exact_rollback_to_last_good_and_cooldown():
+    tuner = hj.guard(
+        multiplier(1.5), warmup=0, max_delta=0.5, smoothing=1, tolerance=0.1,
+        patience=2, cooldown=3,
+    )
+    scores = [1.0, 1.0, 0.5, 0.5, 0.1, 0.1, 5.0, 1.0]
+    lrs, rollbacks, states = run(tuner, scores)
+    # windows 1-2 good (lr 0.01 then 0.015), windows 3-4 bad -> rollback after window 4
+    assert rollbacks == [False, False, False, True, False, False, False, False]
+    # the last good window (2) ran with 0.015: proposed exactly, a 56% drop from 0.03375
+    assert lrs[3] == pytest.approx(0.015, rel=1e-6)
+    assert lrs[2] == pytest.approx(0.03375, rel=1e-6)
+    # cooldown windows 5-7: nothing judged, nothing changes, no new best from the 5.0
+    assert [int(s.bad) for s in states[4:7]] == [0, 0, 0]
+    np.testing.assert_allclose(lrs[4:7], 0.015, rtol=1e-6)
+    assert float(states[6].best) == 1.0
+    # after the cooldown judging and tuning resume
+    assert lrs[7] == pytest.approx(0.0225, rel=1e-6)
+    assert int(states[-1].rollbacks) == 1
+
+
+def test_nan_scores_trigger_rollback():
+    tuner = hj.guard(multiplier(1.5), warmup=0, smoothing=2, patience=2, cooldown=1)
+    lrs, rollbacks, _ = run(tuner, [1.0, np.nan, np.nan])
+    assert rollbacks == [False, False, True]
+    assert lrs[2] == pytest.approx(0.01)  # window 1 was the last good one
+
+
+def test_tune_every_limits_changes():
+    tuner = hj.guard(multiplier(1.1), warmup=1, tune_every=3, patience=100)
+    lrs, _, _ = run(tuner, [1.0] * 10)
+    changes = np.flatnonzero(np.diff(np.concatenate([[0.01], lrs])) != 0)
+    assert list(changes) == [0, 3, 6, 9]  # after windows 1, 4, 7, 10
+    assert np.all(np.diff(changes) >= 3)
+
+
+def test_inner_tuner_sees_applied_values_and_block_mean():
+    tuner = hj.guard(multiplier(10.0), warmup=0, max_delta=0.5, tune_every=2, patience=100)
+    _, _, states = run(tuner, [1.0, 3.0, 5.0, 7.0])
+    first, inner = states[1].inner, states[-1].inner
+    # consulted after window 2 (saw 0.01 and the mean of windows 1-2), then after
+    # window 4: it saw the clamped 0.015, not its own 0.1, and the mean of windows 3-4
+    assert int(first.calls) == 1 and float(first.seen_score) == pytest.approx(2.0)
+    assert int(inner.calls) == 2
+    assert float(inner.seen_hparams["learning_rate"]) == pytest.approx(0.015, rel=1e-6)
+    assert float(inner.seen_score) == pytest.approx(6.0)
+
+
+def test_guard_validates_every_option():
+    for kwargs, word in [
+        ({"warmup": -1}, "warmup"),
+        ({"max_delta": 0.0}, "max_delta"),
+        ({"max_delta": 1.5}, "max_delta"),
+        ({"smoothing": 0}, "smoothing"),
+        ({"tolerance": -0.1}, "tolerance"),
+        ({"patience": 0}, "patience"),
+        ({"cooldown": -2}, "cooldown"),
+        ({"tune_every": 0}, "tune_every"),
+        ({"tune_every": 1.5}, "tune_every"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            hj.guard(hj.fixed(), **kwargs)
+    with pytest.raises(TypeError, match="Tuner"):
+        hj.guard(lambda: None)
+
+
+def test_guarded_fd_stays_in_space_and_never_jumps():
+    space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0), b1=hj.Uniform(0.5, 0.99))
+    tuner = hj.guard(hj.finite_difference(space, step=0.3), warmup=0, max_delta=0.25, space=space)
+    key = jax.random.key(0)
+    scores = jax.random.normal(key, (60,))
+    state = tuner.init(key, {"learning_rate": 0.01, "b1": 0.9})
+    prev = hj.as_hparams({"learning_rate": 0.01, "b1": 0.9})
+    for s in scores:
+        p, state = tuner.update(state, hj.Observation(score=s))
+        if not bool(p.rollback):
+            for k in prev:
+                assert abs(float(p.hparams[k]) - float(prev[k])) <= 0.25 * abs(float(prev[k])) * (
+                    1 + 1e-5
+                )
+        assert space.contains(p.hparams)
+        prev = p.hparams
