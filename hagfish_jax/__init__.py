@@ -5,7 +5,7 @@
 >>> tuner = hj.guard(hj.finite_difference(space), space=space)
 """
 
-from . import snapshot
+from . import ensemble, population, snapshot
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
 from .guard import GuardState, guard
 from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
@@ -13,10 +13,12 @@ from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
 from .tuners import (
     FiniteDifferenceState,
     FixedState,
+    PBTState,
     PlateauState,
     SPSAState,
     finite_difference,
     fixed,
+    pbt,
     plateau,
     spsa,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "ExtraHParams",
     "FiniteDifferenceState",
     "FixedState",
+    "PBTState",
     "GuardState",
     "HParams",
     "IntUniform",
@@ -42,12 +45,15 @@ __all__ = [
     "Tuner",
     "Uniform",
     "as_hparams",
+    "ensemble",
     "extra_hparams",
     "finite_difference",
     "fixed",
+    "pbt",
     "get_hparams",
     "guard",
     "plateau",
+    "population",
     "set_hparams",
     "snapshot",
     "spsa",

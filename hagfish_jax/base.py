@@ -39,12 +39,16 @@ class Observation(NamedTuple):
       hparams: the values actually applied during the window, when they differ
         from what the tuner proposed (a guard clamped them). ``None`` means the
         tuner's own last proposal was applied.
+      alive: ``(N,)`` bool for population tuners: pruned (masked) members are
+        ``False``; they are never ranked, never parents and never replaced.
+        ``None`` means every member is alive.
     """
 
     score: jax.Array
     train_score: jax.Array | None = None
     cost: jax.Array | None = None
     hparams: HParams | None = None
+    alive: jax.Array | None = None
 
 
 class Proposal(NamedTuple):

@@ -2,16 +2,20 @@
 
 from .finite_difference import FiniteDifferenceState, finite_difference
 from .fixed import FixedState, fixed
+from .pbt import PBTState, pbt, truncation_size
 from .plateau import PlateauState, plateau
 from .spsa import SPSAState, spsa
 
 __all__ = [
     "FiniteDifferenceState",
     "FixedState",
+    "PBTState",
     "PlateauState",
     "SPSAState",
     "finite_difference",
     "fixed",
+    "pbt",
     "plateau",
     "spsa",
+    "truncation_size",
 ]

@@ -1,0 +1,215 @@
+"""Populations: any pytree whose leaves carry a leading axis of size N.
+
+Single-member code is written once; :func:`init` vmaps it. Exploiting a better
+member is one gather over the leading axis (:func:`exploit`), inside jit. Shapes
+never change: pruned members are masked out with an ``alive`` vector, and
+spawning overwrites a masked slot. :func:`shard` spreads the population axis
+over devices with a ``jax.sharding.Mesh`` axis named ``"pop"``; the program
+stays the same and so do its results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = [
+    "Lineage",
+    "alive_mask",
+    "exploit",
+    "init",
+    "lineage",
+    "lineage_rows",
+    "make_mesh",
+    "prune",
+    "rank",
+    "shard",
+    "size",
+    "spawn",
+]
+
+
+def size(members: Any) -> int:
+    """The population size N (the leading axis shared by every leaf)."""
+    leaves = jax.tree.leaves(members)
+    if not leaves:
+        raise ValueError("population: the pytree has no array leaves")
+    sizes = {int(np.shape(x)[0]) if np.ndim(x) else None for x in leaves}
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(
+            f"population: every leaf needs the same leading axis, got sizes {sorted(map(str, sizes))}"
+        )
+    return sizes.pop()
+
+
+def init(key: jax.Array, n: int, init_member: Callable[[jax.Array], Any]) -> Any:
+    """``n`` members from a single-member ``init_member(key)``, stacked on axis 0.
+
+    >>> import jax, jax.numpy as jnp, hagfish_jax as hj
+    >>> members = hj.population.init(jax.random.key(0), 4, lambda k: {"w": jax.random.normal(k, (3,))})
+    >>> members["w"].shape
+    (4, 3)
+    """
+    if int(n) < 1:
+        raise ValueError(f"population.init: n must be >= 1, got {n!r}")
+    return jax.vmap(init_member)(jax.random.split(key, int(n)))
+
+
+def _resolve(parents: jax.Array, n: int) -> jax.Array:
+    parents = jnp.asarray(parents, jnp.int32)
+    own = jnp.arange(n, dtype=jnp.int32)
+    return jnp.where(parents < 0, own, parents) if parents.ndim else own
+
+
+def exploit(members: Any, parents: jax.Array) -> Any:
+    """Member ``i`` becomes a copy of member ``parents[i]`` (one gather per leaf).
+
+    ``parents[i] == i`` or ``KEEP`` (-1) keeps member ``i``; a scalar ``parents``
+    (a single-run proposal) keeps everyone.
+    """
+    n = size(members)
+    idx = _resolve(parents, n)
+    return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), members)
+
+
+def alive_mask(n: int) -> jax.Array:
+    """All ``n`` members alive."""
+    return jnp.ones((int(n),), jnp.bool_)
+
+
+def rank(scores: jax.Array, eligible: jax.Array | None = None) -> jax.Array:
+    """Rank 0 = best. NaN/inf and ineligible members rank last; ties go to the lower index."""
+    scores = jnp.asarray(scores, jnp.float32)
+    n = scores.shape[0]
+    if eligible is None:
+        eligible = jnp.ones((n,), jnp.bool_)
+    # Ineligible below every non-finite eligible score, non-finite below every finite one.
+    tier = jnp.where(eligible, jnp.where(jnp.isfinite(scores), 2, 1), 0)
+    value = jnp.where(tier == 2, scores, 0.0)
+    idx = jnp.arange(n)
+    better = (tier[None, :] > tier[:, None]) | (
+        (tier[None, :] == tier[:, None])
+        & ((value[None, :] > value[:, None]) | ((value[None, :] == value[:, None]) & (idx[None, :] < idx[:, None])))
+    )
+    return jnp.sum(better, axis=1).astype(jnp.int32)
+
+
+def prune(alive: jax.Array, scores: jax.Array, k: int) -> jax.Array:
+    """Mask out the ``k`` worst alive members (NaN worst); at least one stays alive."""
+    alive = jnp.asarray(alive, jnp.bool_)
+    r = rank(scores, alive)
+    n_alive = jnp.sum(alive)
+    k_eff = jnp.minimum(jnp.int32(k), jnp.maximum(n_alive - 1, 0))
+    return alive & (r < n_alive - k_eff)
+
+
+def spawn(
+    members: Any,
+    alive: jax.Array,
+    scores: jax.Array,
+    count: int | jax.Array | None = None,
+) -> tuple[Any, jax.Array, jax.Array]:
+    """Fill up to ``count`` masked slots with copies of the best alive members.
+
+    The first empty slot gets the best member, the next the second best, and so
+    on (cycling). Only masked slots are written.
+
+    Returns:
+      ``(members, alive, parents)``; ``parents`` says which member each slot copied
+      (its own index where nothing happened), for the lineage record.
+    """
+    alive = jnp.asarray(alive, jnp.bool_)
+    n = alive.shape[0]
+    if count is None:
+        count = n
+    r = rank(scores, alive)
+    order = jnp.argsort(r)  # best first; alive members come first
+    n_alive = jnp.sum(alive)
+    dead = ~alive
+    slot = jnp.cumsum(dead) - 1  # 0, 1, ... over the masked slots
+    fill = dead & (slot < count) & (n_alive > 0)
+    source = order[jnp.mod(slot, jnp.maximum(n_alive, 1))]
+    parents = jnp.where(fill, source, jnp.arange(n)).astype(jnp.int32)
+    return exploit(members, parents), alive | fill, parents
+
+
+def make_mesh(devices=None, axis: str = "pop") -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all) with the population axis."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (axis,))
+
+
+def shard(members: Any, mesh: Mesh, axis: str = "pop") -> Any:
+    """Place the population axis of every leaf on the mesh axis ``axis``.
+
+    N must be a multiple of the axis size. Scalars (shared values) are replicated.
+    """
+    if axis not in mesh.axis_names:
+        raise ValueError(f"shard: mesh has axes {mesh.axis_names}, not {axis!r}")
+    n = size(members)
+    devices = mesh.shape[axis]
+    if n % devices:
+        raise ValueError(
+            f"shard: population size {n} is not a multiple of the {devices} devices on {axis!r}"
+        )
+    split = NamedSharding(mesh, PartitionSpec(axis))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(
+        lambda x: jax.device_put(x, split if np.ndim(x) else replicated), members
+    )
+
+
+class Lineage(NamedTuple):
+    """One generation of the family tree; ``lax.scan`` stacks it to ``(G, N)``.
+
+    Attributes:
+      parents: ``(N,)`` whom each member copied (its own index when it did not).
+      hparams: ``(N,)`` arrays: each member's hyperparameters after explore.
+      scores: ``(N,)`` the scores that decided the generation.
+      alive: ``(N,)`` the alive mask.
+    """
+
+    parents: jax.Array
+    hparams: Mapping[str, jax.Array]
+    scores: jax.Array
+    alive: jax.Array
+
+
+def lineage(proposal, scores: jax.Array, alive: jax.Array | None = None) -> Lineage:
+    """The lineage record of one generation from a population proposal."""
+    scores = jnp.asarray(scores, jnp.float32)
+    n = scores.shape[0]
+    parents = _resolve(proposal.parents, n)
+    alive = jnp.ones((n,), jnp.bool_) if alive is None else jnp.asarray(alive, jnp.bool_)
+    return Lineage(parents, dict(proposal.hparams), scores, alive)
+
+
+def lineage_rows(record: Lineage, start: int = 0) -> list[dict[str, Any]]:
+    """Host-side rows ``{generation, member, parent, score, alive, **hparams}`` for logging.
+
+    ``record`` is one generation (``(N,)`` leaves) or a scanned stack (``(G, N)``).
+    """
+    rec = jax.tree.map(np.asarray, record)
+    parents = rec.parents if rec.parents.ndim == 2 else rec.parents[None]
+    stack = lambda x: x if np.ndim(x) == 2 else np.asarray(x)[None]  # noqa: E731
+    scores, alive = stack(rec.scores), stack(rec.alive)
+    hps = {k: stack(v) for k, v in rec.hparams.items()}
+    rows = []
+    for g in range(parents.shape[0]):
+        for i in range(parents.shape[1]):
+            row = {
+                "generation": start + g,
+                "member": i,
+                "parent": int(parents[g, i]),
+                "score": float(scores[g, i]),
+                "alive": bool(alive[g, i]),
+            }
+            row.update({k: float(v[g, i]) for k, v in hps.items()})
+            rows.append(row)
+    return rows
+

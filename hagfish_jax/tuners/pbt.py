@@ -1,0 +1,153 @@
+"""Population-based training: truncation selection across the population axis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..base import HParams, Observation, Proposal, Tuner, as_hparams
+from ..population import rank
+from ..space import Space
+from ._common import tuned_space
+
+__all__ = ["PBTState", "pbt", "truncation_size"]
+
+
+class PBTState(NamedTuple):
+    """State of :func:`pbt`.
+
+    Attributes:
+      hparams: ``(N,)`` arrays, the last proposal.
+      since: ``(N,)`` windows since each member was last replaced.
+      generation: how many updates have run.
+      key: PRNG key.
+    """
+
+    hparams: HParams
+    since: jax.Array
+    generation: jax.Array
+    key: jax.Array
+
+
+def truncation_size(fraction: float, n: jax.Array | int) -> jax.Array:
+    """How many members form the top (and the bottom) set among ``n`` eligible ones.
+
+    ``round(fraction * n)`` (halves round up), at least 1 and at most ``n // 2`` so
+    the two sets never overlap; 0 when fewer than two members are eligible. For
+    ``fraction=0.25``: 2 -> 1, 5 -> 1, 16 -> 4, 33 -> 8.
+    """
+    n = jnp.asarray(n, jnp.int32)
+    k = jnp.floor(fraction * n.astype(jnp.float32) + 0.5).astype(jnp.int32)
+    return jnp.clip(k, 1, n // 2)
+
+
+def pbt(
+    space: Space,
+    fraction: float = 0.25,
+    perturb: tuple[float, float] = (0.8, 1.25),
+    resample: float = 0.25,
+    ready: int = 1,
+    names: Iterable[str] | None = None,
+) -> Tuner:
+    """Population-based training as a pure tuner over ``(N,)`` scores.
+
+    Each update ranks the *eligible* members (alive, and ``ready`` windows or
+    more since they were last replaced; all members of a synchronous population
+    are at the same training step). The bottom ``truncation_size(fraction, n)``
+    members, plus every eligible member with a NaN/inf score, are replaced: each
+    copies a member drawn uniformly from the top set (``Proposal.parents``; the
+    caller applies it with :func:`hagfish_jax.population.exploit`, which copies
+    weights, optimizer state and hyperparameters) and then explores: with
+    probability ``resample`` it draws fresh values from the space, otherwise it
+    multiplies the parent's values by one of ``perturb`` (see
+    :meth:`Space.perturb`). Everything stays inside the space. Masked (dead)
+    members are never ranked, never parents and never replaced.
+
+    Args:
+      space: the search space; only dynamic dimensions change (``names``).
+      fraction: size of the top and bottom sets, in (0, 0.5].
+      perturb: the two multiplicative factors.
+      resample: probability of a fresh draw instead of a perturbation, in [0, 1].
+      ready: windows a member must train after being replaced before it is
+        compared again (>= 1).
+      names: dimensions to explore; default every dynamic one.
+
+    >>> import jax, jax.numpy as jnp, hagfish_jax as hj
+    >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
+    >>> tuner = hj.pbt(space, fraction=0.25)
+    >>> state = tuner.init(jax.random.key(0), space.sample(jax.random.key(1), 8))
+    >>> proposal, state = tuner.update(state, hj.Observation(score=jnp.arange(8.0)))
+    >>> [int(p) in (6, 7) for p in proposal.parents[:2]]  # the worst two copy the best two
+    [True, True]
+    >>> proposal.parents[2:].tolist()
+    [2, 3, 4, 5, 6, 7]
+    """
+    sub = tuned_space(space, names, "pbt")
+    if not 0.0 < fraction <= 0.5:
+        raise ValueError(f"pbt: fraction must be in (0, 0.5], got {fraction!r}")
+    if len(perturb) != 2 or not all(f > 0 for f in perturb):
+        raise ValueError(f"pbt: perturb must be two positive factors, got {perturb!r}")
+    if not 0.0 <= resample <= 1.0:
+        raise ValueError(f"pbt: resample must be in [0, 1], got {resample!r}")
+    if isinstance(ready, bool) or int(ready) != ready or ready < 1:
+        raise ValueError(f"pbt: ready must be an integer >= 1, got {ready!r}")
+
+    def init(key, hparams) -> PBTState:
+        hp = as_hparams(dict(hparams))
+        missing = [n for n in sub.names if n not in hp]
+        if missing:
+            raise ValueError(f"pbt.init: hparams lack tuned name(s) {missing}; got {sorted(hp)}")
+        shapes = {v.shape for v in hp.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError(
+                f"pbt.init: every hyperparameter must be an (N,) array, got shapes "
+                f"{ {k: v.shape for k, v in hp.items()} }"
+            )
+        n = next(iter(shapes))[0]
+        return PBTState(hp, jnp.zeros((n,), jnp.int32), jnp.asarray(0, jnp.int32), key)
+
+    def update(state: PBTState, obs: Observation):
+        hp = dict(state.hparams)
+        if obs.hparams is not None:
+            hp.update({k: jnp.asarray(v, jnp.float32) for k, v in obs.hparams.items() if k in hp})
+        scores = jnp.asarray(obs.score, jnp.float32)
+        n = scores.shape[0]
+        alive = jnp.ones((n,), jnp.bool_) if obs.alive is None else jnp.asarray(obs.alive, bool)
+        since = state.since + 1
+        eligible = alive & (since >= ready)
+        finite = jnp.isfinite(scores)
+
+        r = rank(scores, eligible)
+        n_elig = jnp.sum(eligible)
+        n_top = jnp.minimum(truncation_size(fraction, n_elig), jnp.sum(eligible & finite))
+        k = truncation_size(fraction, n_elig)
+        top = eligible & finite & (r < n_top)
+        bottom = eligible & ((r >= n_elig - k) | ~finite) & ~top & (n_top > 0)
+
+        key, k_parent, k_explore, k_resample, k_coin = jax.random.split(state.key, 5)
+        order = jnp.argsort(r)  # best first
+        pick = jax.random.randint(k_parent, (n,), 0, jnp.maximum(n_top, 1))
+        parents = jnp.where(bottom, order[pick], jnp.arange(n)).astype(jnp.int32)
+
+        inherited = {name: v[parents] for name, v in hp.items()}
+        tuned = {name: inherited[name] for name in sub.names}
+        perturbed = sub.perturb(k_explore, tuned, perturb)
+        fresh = sub.sample(k_resample, n)
+        coin = jax.random.bernoulli(k_coin, resample, (n,))
+        new = {name: jnp.where(bottom, inherited[name], v) for name, v in hp.items()}
+        for name in sub.names:
+            explored = jnp.where(coin, fresh[name], perturbed[name])
+            new[name] = jnp.where(bottom, explored, hp[name]).astype(jnp.float32)
+
+        new_state = PBTState(
+            hparams=new,
+            since=jnp.where(bottom, 0, since).astype(jnp.int32),
+            generation=state.generation + 1,
+            key=key,
+        )
+        return Proposal(new, parents, jnp.zeros((n,), jnp.bool_)), new_state
+
+    return Tuner(init, update)
