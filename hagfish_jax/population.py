@@ -147,16 +147,19 @@ def make_mesh(devices=None, axis: str = "pop") -> Mesh:
 def shard(members: Any, mesh: Mesh, axis: str = "pop") -> Any:
     """Place the population axis of every leaf on the mesh axis ``axis``.
 
-    N must be a multiple of the axis size. Scalars (shared values) are replicated.
+    N must be a multiple of the axis size. Scalars (shared values such as a
+    generation counter or a PRNG key) are replicated, so a population tuner's
+    state can be sharded the same way.
     """
     if axis not in mesh.axis_names:
         raise ValueError(f"shard: mesh has axes {mesh.axis_names}, not {axis!r}")
-    n = size(members)
     devices = mesh.shape[axis]
-    if n % devices:
-        raise ValueError(
-            f"shard: population size {n} is not a multiple of the {devices} devices on {axis!r}"
-        )
+    for n in {int(np.shape(x)[0]) for x in jax.tree.leaves(members) if np.ndim(x)}:
+        if n % devices:
+            raise ValueError(
+                f"shard: population size {n} is not a multiple of the {devices} devices "
+                f"on {axis!r}"
+            )
     split = NamedSharding(mesh, PartitionSpec(axis))
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(

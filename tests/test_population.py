@@ -1,0 +1,302 @@
+"""Populations, PBT and ensembles."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hagfish_jax as hj
+
+SPACE = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1), b1=hj.Uniform(0.5, 0.99))
+
+
+def make_members(n, key=jax.random.key(0)):
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+
+    def init_member(k):
+        params = {"w": jax.random.normal(k, (3,)), "b": jax.random.normal(k, ())}
+        return {"params": params, "opt": tx.init(params)}
+
+    return hj.population.init(key, n, init_member)
+
+
+# -- population helpers --------------------------------------------------------------
+
+
+def test_init_stacks_members_and_exploit_copies_exact_leaves():
+    members = make_members(6)
+    assert members["params"]["w"].shape == (6, 3)
+    parents = jnp.array([5, 1, 2, 5, -1, 5])
+    out = jax.jit(hj.population.exploit)(members, parents)
+    for leaf_in, leaf_out in zip(jax.tree.leaves(members), jax.tree.leaves(out)):
+        for i, p in enumerate([5, 1, 2, 5, 4, 5]):
+            np.testing.assert_array_equal(leaf_out[i], leaf_in[p])
+    assert jax.tree.structure(out) == jax.tree.structure(members)
+
+
+def test_exploit_with_a_scalar_keep_is_identity():
+    members = make_members(3)
+    out = hj.population.exploit(members, jnp.int32(hj.KEEP))
+    for a, b in zip(jax.tree.leaves(members), jax.tree.leaves(out)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rank_puts_nan_and_ineligible_last():
+    r = hj.population.rank(jnp.array([0.1, jnp.nan, 0.9, 0.5, 0.7]), jnp.array([1, 1, 1, 1, 0], bool))
+    assert r.tolist() == [2, 3, 0, 1, 4]
+
+
+def test_prune_masks_the_worst_and_spawn_fills_only_masked_slots():
+    scores = jnp.array([0.5, 0.1, jnp.nan, 0.9, 0.7, 0.3])
+    alive = hj.population.prune(hj.population.alive_mask(6), scores, 2)
+    assert alive.tolist() == [True, False, False, True, True, True]
+    # never prune the last living member
+    assert int(hj.population.prune(jnp.array([1, 0, 0], bool), jnp.zeros(3), 5).sum()) == 1
+
+    members = make_members(6)
+    new, alive2, parents = hj.population.spawn(members, alive, scores, count=1)
+    assert alive2.tolist() == [True, True, False, True, True, True]
+    assert parents.tolist() == [0, 3, 2, 3, 4, 5]  # slot 1 gets the best (member 3)
+    for a, b in zip(jax.tree.leaves(members), jax.tree.leaves(new)):
+        np.testing.assert_array_equal(b[1], a[3])
+        np.testing.assert_array_equal(np.delete(b, 1, axis=0), np.delete(a, 1, axis=0))
+    _, alive3, parents3 = hj.population.spawn(members, alive, scores)
+    assert alive3.all() and parents3.tolist() == [0, 3, 4, 3, 4, 5]
+
+
+# -- PBT -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, k", [(2, 1), (5, 1), (16, 4), (33, 8)])
+def test_truncation_sizes(n, k):
+    assert int(hj.tuners.truncation_size(0.25, n)) == k
+    tuner = hj.pbt(SPACE, fraction=0.25)
+    state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
+    scores = jax.random.permutation(jax.random.key(2), jnp.arange(n, dtype=jnp.float32))
+    proposal, _ = tuner.update(state, hj.Observation(score=scores))
+    replaced = np.flatnonzero(np.asarray(proposal.parents) != np.arange(n))
+    order = np.argsort(-np.asarray(scores))
+    assert sorted(replaced) == sorted(order[-k:])
+    assert set(np.asarray(proposal.parents)[replaced]) <= set(order[:k])
+
+
+def test_top_members_untouched_and_explore_in_space():
+    n = 16
+    tuner = hj.pbt(SPACE, resample=0.5)
+    hp0 = SPACE.sample(jax.random.key(1), n)
+    state = tuner.init(jax.random.key(0), hp0)
+    scores = jnp.arange(n, dtype=jnp.float32)
+    proposal, _ = tuner.update(state, hj.Observation(score=scores))
+    kept = np.asarray(proposal.parents) == np.arange(n)
+    for name in hp0:
+        np.testing.assert_array_equal(np.asarray(proposal.hparams[name])[kept], np.asarray(hp0[name])[kept])
+    assert SPACE.contains(proposal.hparams)
+    assert (~kept).sum() == 4
+
+
+def test_identity_explore_copies_parent_exactly():
+    n = 8
+    tuner = hj.pbt(SPACE, perturb=(1.0, 1.0), resample=0.0)
+    hp0 = SPACE.sample(jax.random.key(1), n)
+    state = tuner.init(jax.random.key(0), hp0)
+    proposal, _ = tuner.update(state, hj.Observation(score=jnp.arange(n, dtype=jnp.float32)))
+    p = np.asarray(proposal.parents)
+    for name in hp0:
+        np.testing.assert_array_equal(proposal.hparams[name], np.asarray(hp0[name])[p])
+    members = make_members(n)
+    copied = hj.population.exploit(members, proposal.parents)
+    np.testing.assert_array_equal(copied["params"]["w"], np.asarray(members["params"]["w"])[p])
+
+
+def test_nan_members_replaced_masked_never_parents_nor_replaced():
+    n = 8
+    tuner = hj.pbt(SPACE, fraction=0.25)
+    state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
+    scores = jnp.array([0.9, jnp.nan, 0.5, 0.6, jnp.inf, 0.7, 0.95, 0.99])
+    alive = jnp.array([True, True, True, True, True, True, False, False])  # best two dead
+    for seed in range(5):
+        state = state._replace(key=jax.random.key(seed))
+        proposal, _ = tuner.update(state, hj.Observation(score=scores, alive=alive))
+        parents = np.asarray(proposal.parents)
+        assert parents[1] != 1 and parents[4] != 4  # NaN / inf replaced
+        assert parents[6] == 6 and parents[7] == 7  # dead slots untouched
+        assert not set(parents[parents != np.arange(n)]) & {6, 7}  # never parents
+        assert set(parents[parents != np.arange(n)]) <= {0, 5}  # top 2 of the 6 living
+
+
+def test_ready_gates_recently_replaced_members():
+    n = 4
+    tuner = hj.pbt(SPACE, fraction=0.25, ready=3)
+    state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
+    scores = jnp.array([0.1, 0.2, 0.3, 0.4])
+    replaced = []
+    for t in range(7):
+        proposal, state = tuner.update(state, hj.Observation(score=scores))
+        replaced.append(np.flatnonzero(np.asarray(proposal.parents) != np.arange(n)).tolist())
+    # nobody is compared before three windows; then the worst *eligible* member goes
+    assert replaced == [[], [], [0], [1], [2], [0], [1]]
+
+
+def generation_fn(tuner):
+    """One PBT generation on a toy population: score depends on the learning rate."""
+
+    def body(carry, _):
+        state, members = carry
+        lr = state.hparams["learning_rate"]
+        score = -jnp.abs(jnp.log10(lr) + 2.0) + 0.01 * members["params"]["b"]
+        proposal, state = tuner.update(state, hj.Observation(score=score))
+        members = hj.population.exploit(members, proposal.parents)
+        return (state, members), hj.population.lineage(proposal, score)
+
+    return body
+
+
+def test_same_key_same_lineage_loop_equals_scan_and_no_retrace_over_100_generations():
+    n = 8
+    tuner = hj.pbt(SPACE)
+    body = generation_fn(tuner)
+    hp0 = SPACE.sample(jax.random.key(1), n)
+    members = make_members(n)
+    traces = []
+
+    @jax.jit
+    def step(carry):
+        traces.append(1)
+        return body(carry, None)
+
+    carry = (tuner.init(jax.random.key(7), hp0), members)
+    records = []
+    for _ in range(100):
+        carry, rec = step(carry)
+        records.append(rec)
+    assert len(traces) == 1
+    loop = jax.tree.map(lambda *x: jnp.stack(x), *records)
+
+    scan = jax.jit(lambda c: jax.lax.scan(body, c, None, length=100))
+    _, scanned = scan((tuner.init(jax.random.key(7), hp0), members))
+    _, again = scan((tuner.init(jax.random.key(7), hp0), members))
+    np.testing.assert_array_equal(loop.parents, scanned.parents)
+    np.testing.assert_allclose(loop.hparams["learning_rate"], scanned.hparams["learning_rate"], rtol=1e-6)
+    np.testing.assert_array_equal(scanned.parents, again.parents)
+    assert (np.asarray(scanned.parents) != np.arange(n)).any()
+    # PBT drives the population towards the best learning rate (1e-2)
+    final = np.log10(np.asarray(scanned.hparams["learning_rate"][-1]))
+    assert np.median(np.abs(final + 2.0)) < 0.3
+    rows = hj.population.lineage_rows(jax.tree.map(lambda x: x[:2], scanned))
+    assert len(rows) == 2 * n and {"generation", "member", "parent", "learning_rate"} <= set(rows[0])
+
+
+def test_pbt_validation():
+    with pytest.raises(ValueError, match="fraction"):
+        hj.pbt(SPACE, fraction=0.6)
+    with pytest.raises(ValueError, match="resample"):
+        hj.pbt(SPACE, resample=2.0)
+    with pytest.raises(ValueError, match="ready"):
+        hj.pbt(SPACE, ready=0)
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        hj.pbt(SPACE).init(jax.random.key(0), {"learning_rate": 1e-3, "b1": 0.9})
+
+
+# -- ensembles ----------------------------------------------------------------------------
+
+
+def test_ensemble_weights_sum_to_one_order_by_score_and_ignore_masked():
+    hist = jnp.array([[0.1, 0.5, 0.9, 0.7, jnp.nan], [0.2, 0.6, 0.8, 0.7, jnp.nan]])
+    alive = jnp.array([True, True, True, False, True])
+    w = np.asarray(hj.ensemble.weights(hist, alive))
+    assert w.sum() == pytest.approx(1.0, abs=1e-6)
+    assert w[3] == 0.0 and w[4] == 0.0
+    assert w[2] > w[1] > w[0] > 0
+    # invariant to the score's units
+    np.testing.assert_allclose(hj.ensemble.weights(1000 * hist, alive), w, rtol=1e-5)
+    assert hj.ensemble.top_k(hist[-1], 2, alive).tolist() == [2, 1]
+
+
+def test_ensemble_predict_classifier_sums_to_one_and_regression_averages():
+    n, b, c = 3, 5, 4
+    params = {"w": jax.random.normal(jax.random.key(0), (n, 2, c))}
+    x = jax.random.normal(jax.random.key(1), (b, 2))
+    apply_fn = lambda p, x: x @ p["w"]  # noqa: E731
+    w = jnp.array([0.2, 0.8, 0.0])
+    probs = hj.ensemble.predict(apply_fn, params, x, w)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+    expected = 0.2 * jax.nn.softmax(x @ params["w"][0]) + 0.8 * jax.nn.softmax(x @ params["w"][1])
+    np.testing.assert_allclose(probs, expected, rtol=1e-5)
+    reg = hj.ensemble.predict(apply_fn, params, x, w, kind="regression")
+    np.testing.assert_allclose(reg, 0.2 * (x @ params["w"][0]) + 0.8 * (x @ params["w"][1]), rtol=1e-5)
+
+
+# -- sharding across devices ----------------------------------------------------------
+
+
+def test_sharded_population_matches_unsharded_on_four_devices():
+    code = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np, optax, json
+        import hagfish_jax as hj
+        assert len(jax.devices()) == 4
+        space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
+        tuner = hj.pbt(space)
+        tx = optax.inject_hyperparams(optax.sgd)(learning_rate=1e-3)
+        n = 8
+        x = jax.random.normal(jax.random.key(0), (32, 3))
+        y = x @ jnp.array([1.0, -1.0, 2.0])
+
+        def init_member(k):
+            w = jax.random.normal(k, (3,))
+            return {"w": w, "opt": tx.init(w)}
+
+        def gen(carry, _):
+            ts, m = carry
+            m = hj.set_hparams(m, {"learning_rate": ts.hparams["learning_rate"]})
+            def train(mm):
+                def step(c, _):
+                    g = jax.grad(lambda w: jnp.mean((x @ w - y) ** 2))(c["w"])
+                    u, o = tx.update(g, c["opt"], c["w"])
+                    return {"w": optax.apply_updates(c["w"], u), "opt": o}, None
+                return jax.lax.scan(step, mm, None, length=5)[0]
+            m = jax.vmap(train)(m)
+            score = -jax.vmap(lambda w: jnp.mean((x @ w - y) ** 2))(m["w"])
+            p, ts = tuner.update(ts, hj.Observation(score=score))
+            m = hj.population.exploit(m, p.parents)
+            return (ts, m), (score, p.parents)
+
+        members = hj.population.init(jax.random.key(1), n, init_member)
+        ts = tuner.init(jax.random.key(2), space.sample(jax.random.key(3), n))
+        run = jax.jit(lambda c: jax.lax.scan(gen, c, None, length=10))
+        (_, m1), (s1, p1) = run((ts, members))
+        mesh = hj.population.make_mesh()
+        sharded = hj.population.shard(members, mesh)
+        ts_sharded = hj.population.shard(ts, mesh)
+        devs = {d for leaf in jax.tree.leaves(sharded) for d in leaf.sharding.device_set}
+        (_, m2), (s2, p2) = run((ts_sharded, sharded))
+        out_devs = {d for d in m2["w"].sharding.device_set}
+        print(json.dumps({
+            "devices": len(devs), "out_devices": len(out_devs),
+            "scores_equal": bool(np.allclose(s1, s2, rtol=1e-5, atol=1e-6)),
+            "lineage_equal": bool(np.array_equal(p1, p2)),
+            "exploited": bool((np.asarray(p1) != np.arange(n)).any()),
+        }))
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {
+        "devices": 4,
+        "out_devices": 4,
+        "scores_equal": True,
+        "lineage_equal": True,
+        "exploited": True,
+    }
