@@ -68,7 +68,10 @@ class Proposal(NamedTuple):
 
 
 class Tuner(NamedTuple):
-    """A pure tuner: ``init(key, hparams) -> state``; ``update(state, obs) -> (proposal, state)``."""
+    """A pure tuner.
+
+    ``init(key, hparams) -> state``; ``update(state, obs) -> (proposal, state)``.
+    """
 
     init: Callable[[jax.Array, HParams], Any]
     update: Callable[[Any, Observation], tuple[Proposal, Any]]

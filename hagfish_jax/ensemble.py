@@ -46,7 +46,7 @@ def weights(
         h = h[None]
     if h.ndim != 2:
         raise ValueError(f"weights: score_history must be (T, N) or (N,), got shape {h.shape}")
-    recent = h[-int(window):]
+    recent = h[-int(window) :]
     finite = jnp.isfinite(recent)
     count = jnp.sum(finite, axis=0)
     mean = jnp.sum(jnp.where(finite, recent, 0.0), axis=0) / jnp.maximum(count, 1)

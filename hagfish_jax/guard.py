@@ -170,7 +170,9 @@ def guard(
         # Smoothing window: finite scores only.
         recent = jnp.where(finite, state.recent.at[state.recent_pos].set(raw), state.recent)
         pos = jnp.where(finite, (state.recent_pos + 1) % smoothing, state.recent_pos)
-        count = jnp.where(finite, jnp.minimum(state.recent_count + 1, smoothing), state.recent_count)
+        count = jnp.where(
+            finite, jnp.minimum(state.recent_count + 1, smoothing), state.recent_count
+        )
         valid = jnp.arange(smoothing) < count
         smoothed = jnp.sum(jnp.where(valid, recent, 0.0)) / jnp.maximum(count, 1)
 
@@ -189,9 +191,7 @@ def guard(
         block_bad = state.block_bad | ~finite
         block_score = jnp.where(block_bad, jnp.nan, block_sum / block_count).astype(jnp.float32)
 
-        can_tune = (
-            judge & ~trigger & (t >= warmup) & (jnp.mod(t - warmup, tune_every) == 0)
-        )
+        can_tune = judge & ~trigger & (t >= warmup) & (jnp.mod(t - warmup, tune_every) == 0)
         inner_obs = Observation(block_score, obs.train_score, obs.cost, state.applied)
         proposal, inner_next = tuner.update(state.inner, inner_obs)
         stepped = dict(state.applied)

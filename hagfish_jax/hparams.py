@@ -46,7 +46,9 @@ def extra_hparams(dtype=jnp.float32, **values: Any) -> ExtraHParams:
     >>> hj.get_hparams(extra)["dropout_rate"].dtype
     dtype('float32')
     """
-    return ExtraHParams({k: lax.convert_element_type(jnp.asarray(v), dtype) for k, v in values.items()})
+    return ExtraHParams(
+        {k: lax.convert_element_type(jnp.asarray(v), dtype) for k, v in values.items()}
+    )
 
 
 _INJECT_TYPES: tuple[type, ...] = tuple(
@@ -73,8 +75,13 @@ def _path_parts(path) -> list[str]:
             parts.append(str(k.idx))
         elif isinstance(k, jax.tree_util.FlattenedIndexKey):
             parts.append(str(k.key))
-        # attribute names (inner_state, inner_states, ...) add nothing useful
+        elif isinstance(k, jax.tree_util.GetAttrKey) and k.name not in _OPTAX_FIELDS:
+            parts.append(k.name)  # a user's train-state field, e.g. "opt_state"
     return parts
+
+
+# Field names inside optax states: they say nothing a user would recognise.
+_OPTAX_FIELDS = frozenset({"inner_state", "inner_states", "hyperparams_states"})
 
 
 def _scheduled(node) -> frozenset[str]:
@@ -237,8 +244,7 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
                 arr = jnp.broadcast_to(arr, old.shape)
             except ValueError:
                 raise ValueError(
-                    f"set_hparams: {key!r} has shape {old.shape}; got a value of shape "
-                    f"{arr.shape}"
+                    f"set_hparams: {key!r} has shape {old.shape}; got a value of shape {arr.shape}"
                 ) from None
             hps[key] = arr
         new_hps[i] = hps

@@ -42,7 +42,8 @@ def size(members: Any) -> int:
     sizes = {int(np.shape(x)[0]) if np.ndim(x) else None for x in leaves}
     if None in sizes or len(sizes) != 1:
         raise ValueError(
-            f"population: every leaf needs the same leading axis, got sizes {sorted(map(str, sizes))}"
+            "population: every leaf needs the same leading axis, got sizes "
+            f"{sorted(map(str, sizes))}"
         )
     return sizes.pop()
 
@@ -51,7 +52,8 @@ def init(key: jax.Array, n: int, init_member: Callable[[jax.Array], Any]) -> Any
     """``n`` members from a single-member ``init_member(key)``, stacked on axis 0.
 
     >>> import jax, jax.numpy as jnp, hagfish_jax as hj
-    >>> members = hj.population.init(jax.random.key(0), 4, lambda k: {"w": jax.random.normal(k, (3,))})
+    >>> init_member = lambda k: {"w": jax.random.normal(k, (3,))}
+    >>> members = hj.population.init(jax.random.key(0), 4, init_member)
     >>> members["w"].shape
     (4, 3)
     """
@@ -94,7 +96,10 @@ def rank(scores: jax.Array, eligible: jax.Array | None = None) -> jax.Array:
     idx = jnp.arange(n)
     better = (tier[None, :] > tier[:, None]) | (
         (tier[None, :] == tier[:, None])
-        & ((value[None, :] > value[:, None]) | ((value[None, :] == value[:, None]) & (idx[None, :] < idx[:, None])))
+        & (
+            (value[None, :] > value[:, None])
+            | ((value[None, :] == value[:, None]) & (idx[None, :] < idx[:, None]))
+        )
     )
     return jnp.sum(better, axis=1).astype(jnp.int32)
 
@@ -157,14 +162,11 @@ def shard(members: Any, mesh: Mesh, axis: str = "pop") -> Any:
     for n in {int(np.shape(x)[0]) for x in jax.tree.leaves(members) if np.ndim(x)}:
         if n % devices:
             raise ValueError(
-                f"shard: population size {n} is not a multiple of the {devices} devices "
-                f"on {axis!r}"
+                f"shard: population size {n} is not a multiple of the {devices} devices on {axis!r}"
             )
     split = NamedSharding(mesh, PartitionSpec(axis))
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(
-        lambda x: jax.device_put(x, split if np.ndim(x) else replicated), members
-    )
+    return jax.tree.map(lambda x: jax.device_put(x, split if np.ndim(x) else replicated), members)
 
 
 class Lineage(NamedTuple):
@@ -215,4 +217,3 @@ def lineage_rows(record: Lineage, start: int = 0) -> list[dict[str, Any]]:
             row.update({k: float(v[g, i]) for k, v in hps.items()})
             rows.append(row)
     return rows
-

@@ -33,7 +33,9 @@ def _where(flag: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(pick, a, b)
 
 
-def init(state: Any, score: jax.Array | float | None = None, population: int | None = None) -> Snapshot:
+def init(
+    state: Any, score: jax.Array | float | None = None, population: int | None = None
+) -> Snapshot:
     """Start a snapshot holding ``state``.
 
     Args:

@@ -86,7 +86,9 @@ class Uniform(Dimension):
         lo = _check_bound(name, "low", self.low)
         hi = _check_bound(name, "high", self.high)
         if lo >= hi:
-            raise ValueError(f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}")
+            raise ValueError(
+                f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}"
+            )
 
     def to_unit(self, x):
         return (x - self.low) / (self.high - self.low)
@@ -119,7 +121,9 @@ class LogUniform(Dimension):
                 f"{name}: LogUniform bounds must be > 0, got low={self.low!r}, high={self.high!r}"
             )
         if lo >= hi:
-            raise ValueError(f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}")
+            raise ValueError(
+                f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}"
+            )
 
     def to_unit(self, x):
         lo, hi = math.log(self.low), math.log(self.high)
@@ -153,7 +157,9 @@ class IntUniform(Dimension):
                 f"high={self.high!r}"
             )
         if lo >= hi:
-            raise ValueError(f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}")
+            raise ValueError(
+                f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}"
+            )
 
     def to_unit(self, x):
         return (x - self.low) / (self.high - self.low)
@@ -361,7 +367,9 @@ class Space:
         """Clip each given value into its dimension (rounding ints, snapping choices)."""
         self._check_names(hp.keys(), "clip")
         dims = self.dims
-        return {n: dims[n].clip(jnp.asarray(v, jnp.float32)).astype(jnp.float32) for n, v in hp.items()}
+        return {
+            n: dims[n].clip(jnp.asarray(v, jnp.float32)).astype(jnp.float32) for n, v in hp.items()
+        }
 
     def perturb(
         self,

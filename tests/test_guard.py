@@ -114,8 +114,13 @@ def test_nan_is_bad_never_best_and_never_smoothed():
 
 def test_patience_then_exact_rollback_to_last_good_and_cooldown():
     tuner = hj.guard(
-        multiplier(1.5), warmup=0, max_delta=0.5, smoothing=1, tolerance=0.1,
-        patience=2, cooldown=3,
+        multiplier(1.5),
+        warmup=0,
+        max_delta=0.5,
+        smoothing=1,
+        tolerance=0.1,
+        patience=2,
+        cooldown=3,
     )
     scores = [1.0, 1.0, 0.5, 0.5, 0.1, 0.1, 5.0, 1.0]
     lrs, rollbacks, states = run(tuner, scores)

@@ -18,7 +18,8 @@ import hagfish_jax as hj
 SPACE = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1), b1=hj.Uniform(0.5, 0.99))
 
 
-def make_members(n, key=jax.random.key(0)):
+def make_members(n, seed=0):
+    key = jax.random.key(seed)
     tx = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
 
     def init_member(k):
@@ -50,7 +51,9 @@ def test_exploit_with_a_scalar_keep_is_identity():
 
 
 def test_rank_puts_nan_and_ineligible_last():
-    r = hj.population.rank(jnp.array([0.1, jnp.nan, 0.9, 0.5, 0.7]), jnp.array([1, 1, 1, 1, 0], bool))
+    r = hj.population.rank(
+        jnp.array([0.1, jnp.nan, 0.9, 0.5, 0.7]), jnp.array([1, 1, 1, 1, 0], bool)
+    )
     assert r.tolist() == [2, 3, 0, 1, 4]
 
 
@@ -97,7 +100,9 @@ def test_top_members_untouched_and_explore_in_space():
     proposal, _ = tuner.update(state, hj.Observation(score=scores))
     kept = np.asarray(proposal.parents) == np.arange(n)
     for name in hp0:
-        np.testing.assert_array_equal(np.asarray(proposal.hparams[name])[kept], np.asarray(hp0[name])[kept])
+        np.testing.assert_array_equal(
+            np.asarray(proposal.hparams[name])[kept], np.asarray(hp0[name])[kept]
+        )
     assert SPACE.contains(proposal.hparams)
     assert (~kept).sum() == 4
 
@@ -138,7 +143,7 @@ def test_ready_gates_recently_replaced_members():
     state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
     scores = jnp.array([0.1, 0.2, 0.3, 0.4])
     replaced = []
-    for t in range(7):
+    for _ in range(7):
         proposal, state = tuner.update(state, hj.Observation(score=scores))
         replaced.append(np.flatnonzero(np.asarray(proposal.parents) != np.arange(n)).tolist())
     # nobody is compared before three windows; then the worst *eligible* member goes
@@ -184,14 +189,18 @@ def test_same_key_same_lineage_loop_equals_scan_and_no_retrace_over_100_generati
     _, scanned = scan((tuner.init(jax.random.key(7), hp0), members))
     _, again = scan((tuner.init(jax.random.key(7), hp0), members))
     np.testing.assert_array_equal(loop.parents, scanned.parents)
-    np.testing.assert_allclose(loop.hparams["learning_rate"], scanned.hparams["learning_rate"], rtol=1e-6)
+    np.testing.assert_allclose(
+        loop.hparams["learning_rate"], scanned.hparams["learning_rate"], rtol=1e-6
+    )
     np.testing.assert_array_equal(scanned.parents, again.parents)
     assert (np.asarray(scanned.parents) != np.arange(n)).any()
     # PBT drives the population towards the best learning rate (1e-2)
     final = np.log10(np.asarray(scanned.hparams["learning_rate"][-1]))
     assert np.median(np.abs(final + 2.0)) < 0.3
     rows = hj.population.lineage_rows(jax.tree.map(lambda x: x[:2], scanned))
-    assert len(rows) == 2 * n and {"generation", "member", "parent", "learning_rate"} <= set(rows[0])
+    assert len(rows) == 2 * n and {"generation", "member", "parent", "learning_rate"} <= set(
+        rows[0]
+    )
 
 
 def test_pbt_validation():
@@ -231,7 +240,9 @@ def test_ensemble_predict_classifier_sums_to_one_and_regression_averages():
     expected = 0.2 * jax.nn.softmax(x @ params["w"][0]) + 0.8 * jax.nn.softmax(x @ params["w"][1])
     np.testing.assert_allclose(probs, expected, rtol=1e-5)
     reg = hj.ensemble.predict(apply_fn, params, x, w, kind="regression")
-    np.testing.assert_allclose(reg, 0.2 * (x @ params["w"][0]) + 0.8 * (x @ params["w"][1]), rtol=1e-5)
+    np.testing.assert_allclose(
+        reg, 0.2 * (x @ params["w"][0]) + 0.8 * (x @ params["w"][1]), rtol=1e-5
+    )
 
 
 # -- sharding across devices ----------------------------------------------------------
@@ -287,8 +298,12 @@ def test_sharded_population_matches_unsharded_on_four_devices():
         }))
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 

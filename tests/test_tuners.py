@@ -78,7 +78,9 @@ def test_loop_equals_scan(runs):
 def test_vmap_over_eight_members_matches_single_runs(runs):
     name, tuner, _, _ = runs
     keys = jax.random.split(jax.random.key(11), 8)
-    hp0s = {k: jnp.linspace(0.5, 1.5, 8) * v if k != "width" else jnp.full(8, v) for k, v in HP0.items()}
+    hp0s = {
+        k: jnp.linspace(0.5, 1.5, 8) * v if k != "width" else jnp.full(8, v) for k, v in HP0.items()
+    }
     hp0s["b1"] = jnp.clip(hp0s["b1"], 0.5, 0.99)
     batched = jax.jit(jax.vmap(lambda k, h: scan_run(tuner, k, h)))(keys, hp0s)
     for i in (0, 5):

@@ -1,0 +1,437 @@
+"""get_hparams / set_hparams on optax states: structures, populations, dtypes, no retrace."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hagfish_jax as hj
+
+PARAMS = {"w": jnp.ones((3,)), "b": jnp.ones((2,))}
+ADAMW_NAMES = {"learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay"}
+
+
+def adamw():
+    return optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-4)
+
+
+def assert_strong(tree, dtype=None):
+    """Every hyperparameter is a strongly typed array (of ``dtype`` if given)."""
+    for name, v in hj.get_hparams(tree).items():
+        assert isinstance(v, jax.Array), name
+        assert not v.weak_type, name
+        if dtype is not None:
+            assert v.dtype == dtype, (name, v.dtype)
+
+
+def same_layout(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        assert getattr(x, "weak_type", False) == getattr(y, "weak_type", False)
+
+
+# ------------------------------------------------------------------ plain
+def test_plain_inject_read_and_write():
+    state = adamw().init(PARAMS)
+    hp = hj.get_hparams(state)
+    assert set(hp) == ADAMW_NAMES
+    np.testing.assert_allclose(hp["learning_rate"], 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(hp["weight_decay"], 1e-4, rtol=1e-6)
+    new = hj.set_hparams(state, {"learning_rate": 0.02, "b1": 0.8})
+    same_layout(new, state)
+    got = hj.get_hparams(new)
+    np.testing.assert_allclose(got["learning_rate"], 0.02, rtol=1e-6)
+    np.testing.assert_allclose(got["b1"], 0.8, rtol=1e-6)
+    np.testing.assert_allclose(got["weight_decay"], 1e-4, rtol=1e-6)  # untouched
+    # the input state is not modified
+    np.testing.assert_allclose(hj.get_hparams(state)["learning_rate"], 1e-3, rtol=1e-6)
+    # a round trip of get -> set is the identity
+    same_layout(hj.set_hparams(state, hp), state)
+
+
+def test_plain_state_without_injection_has_no_hparams():
+    state = optax.adam(1e-3).init(PARAMS)
+    assert hj.get_hparams(state) == {}
+    with pytest.raises(KeyError):
+        hj.set_hparams(state, {"learning_rate": 0.1})
+
+
+# ------------------------------------------------------------------ chain
+def test_chain_unique_names_are_plain():
+    tx = optax.chain(
+        optax.inject_hyperparams(optax.adam)(learning_rate=1e-2),
+        optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=1e-3),
+    )
+    state = tx.init(PARAMS)
+    hp = hj.get_hparams(state)
+    assert set(hp) == {"learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay"}
+    new = hj.set_hparams(state, {"weight_decay": 0.5, "learning_rate": 0.25})
+    same_layout(new, state)
+    assert float(new[1].hyperparams["weight_decay"]) == 0.5
+    assert float(new[0].hyperparams["learning_rate"]) == 0.25
+
+
+def test_chain_duplicate_names_get_index_prefixes():
+    tx = optax.chain(
+        optax.inject_hyperparams(optax.sgd)(learning_rate=0.1),
+        optax.inject_hyperparams(optax.sgd)(learning_rate=0.2),
+    )
+    state = tx.init(PARAMS)
+    hp = hj.get_hparams(state)
+    assert "learning_rate" not in hp
+    np.testing.assert_allclose(hp["0/learning_rate"], 0.1)
+    np.testing.assert_allclose(hp["1/learning_rate"], 0.2)
+
+
+# ------------------------------------------------------------------ multi_transform
+def multi():
+    return optax.multi_transform(
+        {
+            "a": optax.inject_hyperparams(optax.sgd)(learning_rate=0.1),
+            "b": optax.inject_hyperparams(optax.sgd)(learning_rate=0.2),
+        },
+        {"w": "a", "b": "b"},
+    )
+
+
+def test_multi_transform_prefixed_names():
+    state = multi().init(PARAMS)
+    hp = hj.get_hparams(state)
+    assert set(hp) == {"a/learning_rate", "b/learning_rate"}
+    np.testing.assert_allclose(hp["a/learning_rate"], 0.1, rtol=1e-6)
+    np.testing.assert_allclose(hp["b/learning_rate"], 0.2, rtol=1e-6)
+
+
+def test_multi_transform_plain_name_writes_all_and_prefixed_writes_one():
+    tx = multi()
+    state = tx.init(PARAMS)
+    both = hj.get_hparams(hj.set_hparams(state, {"learning_rate": 0.7}))
+    assert float(both["a/learning_rate"]) == np.float32(0.7)
+    assert float(both["b/learning_rate"]) == np.float32(0.7)
+    one_state = hj.set_hparams(state, {"a/learning_rate": 0.5})
+    same_layout(one_state, state)
+    one = hj.get_hparams(one_state)
+    assert float(one["a/learning_rate"]) == 0.5
+    assert float(one["b/learning_rate"]) == np.float32(0.2)
+    # and the update really uses them: w follows "a", b follows "b"
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    updates, _ = tx.update(grads, one_state, PARAMS)
+    np.testing.assert_allclose(updates["w"], -0.5, rtol=1e-6)
+    np.testing.assert_allclose(updates["b"], -0.2, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ nested
+def nested():
+    def factory(learning_rate):
+        return optax.chain(
+            optax.inject_hyperparams(optax.add_decayed_weights)(weight_decay=1e-4),
+            optax.sgd(learning_rate),
+        )
+
+    return optax.inject_hyperparams(factory)(learning_rate=0.1)
+
+
+def test_nested_inject_found_and_written():
+    tx = nested()
+    state = tx.init(PARAMS)
+    hp = hj.get_hparams(state)
+    assert set(hp) == {"learning_rate", "weight_decay"}
+    np.testing.assert_allclose(hp["weight_decay"], 1e-4, rtol=1e-6)
+    new = hj.set_hparams(state, {"weight_decay": 0.5, "learning_rate": 0.2})
+    same_layout(new, state)
+    got = hj.get_hparams(new)
+    assert float(got["weight_decay"]) == 0.5 and float(got["learning_rate"]) == np.float32(0.2)
+    # the inner (nested) value reaches the update: grads 0, params 1 -> -lr * wd * 1
+    zeros = jax.tree.map(jnp.zeros_like, PARAMS)
+    updates, new2 = tx.update(zeros, new, PARAMS)
+    np.testing.assert_allclose(updates["w"], -0.2 * 0.5, rtol=1e-6)
+    assert float(hj.get_hparams(new2)["weight_decay"]) == 0.5
+
+
+# ------------------------------------------------------------------ user train state
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    extra: hj.ExtraHParams
+
+
+class FlaxTrainState(flax.struct.PyTreeNode):
+    params: Any
+    opt_state: Any
+    extra: hj.ExtraHParams
+    step: int = flax.struct.field(pytree_node=False, default=0)
+
+
+@pytest.mark.parametrize("cls", [TrainState, FlaxTrainState])
+def test_train_state_with_extras(cls):
+    tx = adamw()
+    ts = cls(params=PARAMS, opt_state=tx.init(PARAMS), extra=hj.extra_hparams(dropout_rate=0.1))
+    hp = hj.get_hparams(ts)
+    assert set(hp) == ADAMW_NAMES | {"dropout_rate"}
+    np.testing.assert_allclose(hp["dropout_rate"], 0.1, rtol=1e-6)
+    new = hj.set_hparams(ts, {"dropout_rate": 0.3, "learning_rate": 0.01})
+    assert type(new) is cls
+    same_layout(new, ts)
+    assert_strong(new, jnp.float32)
+    assert float(new.extra.hyperparams["dropout_rate"]) == np.float32(0.3)
+    assert float(new.opt_state.hyperparams["learning_rate"]) == np.float32(0.01)
+    np.testing.assert_array_equal(new.params["w"], PARAMS["w"])
+
+
+def test_extra_hparams_helper():
+    extra = hj.extra_hparams(dropout_rate=0.1, label_smoothing=0)
+    for v in extra.hyperparams.values():
+        assert v.dtype == jnp.float32 and not v.weak_type
+    e16 = hj.extra_hparams(jnp.bfloat16, dropout_rate=0.5)
+    assert e16.hyperparams["dropout_rate"].dtype == jnp.bfloat16
+
+
+def test_extra_sharing_an_optimizer_name_is_prefixed():
+    ts = TrainState(PARAMS, adamw().init(PARAMS), hj.extra_hparams(learning_rate=0.5))
+    hp = hj.get_hparams(ts)
+    lr_names = [n for n in hp if n.endswith("learning_rate")]
+    assert len(lr_names) == 2 and "learning_rate" not in hp
+    assert sorted(float(hp[n]) for n in lr_names) == [np.float32(1e-3), 0.5]
+    both = hj.get_hparams(hj.set_hparams(ts, {"learning_rate": 0.25}))
+    assert all(float(both[n]) == 0.25 for n in lr_names)
+
+
+# ------------------------------------------------------------------ populations
+POP = 4
+
+
+def stacked(params, n=POP):
+    return jax.tree.map(lambda x: jnp.stack([x * (i + 1) for i in range(n)]), params)
+
+
+def test_population_state_read_and_write():
+    tx = adamw()
+    state = jax.vmap(tx.init)(stacked(PARAMS))
+    hp = hj.get_hparams(state)
+    for v in hp.values():
+        assert v.shape == (POP,)
+    new = hj.set_hparams(state, {"learning_rate": 0.05})
+    same_layout(new, state)
+    np.testing.assert_array_equal(
+        hj.get_hparams(new)["learning_rate"], np.full(POP, np.float32(0.05))
+    )
+    per = np.asarray([0.1, 0.2, 0.3, 0.4], np.float32)
+    new = hj.set_hparams(state, {"learning_rate": per, "b1": jnp.asarray(per)})
+    same_layout(new, state)
+    np.testing.assert_array_equal(hj.get_hparams(new)["learning_rate"], per)
+    np.testing.assert_array_equal(hj.get_hparams(new)["b1"], per)
+
+
+@pytest.mark.parametrize("shape", [(POP + 1,), (POP, 1), (2, POP), (3,)])
+def test_population_wrong_shape_raises(shape):
+    state = jax.vmap(adamw().init)(stacked(PARAMS))
+    with pytest.raises(ValueError, match="learning_rate"):
+        hj.set_hparams(state, {"learning_rate": np.full(shape, 0.1, np.float32)})
+
+
+def test_single_state_rejects_array_value():
+    state = adamw().init(PARAMS)
+    with pytest.raises(ValueError, match="shape"):
+        hj.set_hparams(state, {"learning_rate": np.full((3,), 0.1, np.float32)})
+
+
+# ------------------------------------------------------------------ dtypes
+def bf16_params():
+    return jax.tree.map(lambda x: x.astype(jnp.bfloat16), PARAMS)
+
+
+def test_float32_state_stays_float32_and_strong():
+    state = adamw().init(PARAMS)
+    assert_strong(state, jnp.float32)
+    for value in (0.5, 1, np.float64(0.25), jnp.asarray(0.125), jnp.asarray(0.1, jnp.float16)):
+        new = hj.set_hparams(state, {"learning_rate": value})
+        lr = new.hyperparams["learning_rate"]
+        assert lr.dtype == jnp.float32 and not lr.weak_type, value
+        assert lr.shape == ()
+        same_layout(new, state)
+
+
+def test_bfloat16_state_stays_bfloat16_and_strong():
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.5)
+    state = tx.init(bf16_params())
+    assert hj.get_hparams(state)["learning_rate"].dtype == jnp.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0.25 is exact in bfloat16: no warning
+        new = hj.set_hparams(state, {"learning_rate": 0.25})
+    lr = new.hyperparams["learning_rate"]
+    assert lr.dtype == jnp.bfloat16 and not lr.weak_type and float(lr) == 0.25
+    same_layout(new, state)
+
+
+def test_bfloat16_unrepresentable_value_warns():
+    state = optax.inject_hyperparams(optax.adam)(learning_rate=0.5).init(bf16_params())
+    with pytest.warns(UserWarning, match="hyperparam_dtype"):
+        new = hj.set_hparams(state, {"b2": 0.999})
+    assert new.hyperparams["b2"].dtype == jnp.bfloat16  # stored value is rounded (to 1.0)
+    assert float(new.hyperparams["b2"]) != pytest.approx(0.999, abs=1e-4)
+
+
+def test_float32_hyperparam_dtype_with_bfloat16_params_no_warning():
+    tx = optax.inject_hyperparams(optax.adam, hyperparam_dtype=jnp.float32)(learning_rate=0.5)
+    state = tx.init(bf16_params())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = hj.set_hparams(state, {"b2": 0.999, "learning_rate": 1e-3})
+    b2 = new.hyperparams["b2"]
+    assert b2.dtype == jnp.float32 and not b2.weak_type
+    assert float(b2) == np.float32(0.999)
+
+
+# ------------------------------------------------------------------ errors
+def test_unknown_name_raises_keyerror_listing_names():
+    state = adamw().init(PARAMS)
+    with pytest.raises(KeyError) as info:
+        hj.set_hparams(state, {"learning_rat": 0.1})
+    msg = str(info.value)
+    assert "learning_rat" in msg
+    for name in ADAMW_NAMES:
+        assert name in msg
+    # nothing is half-written by a failed call (pure function, input unchanged)
+    np.testing.assert_allclose(hj.get_hparams(state)["learning_rate"], 1e-3, rtol=1e-6)
+
+
+def test_schedule_driven_hparam_cannot_be_written():
+    sched = optax.linear_schedule(0.1, 0.01, 10)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=sched, momentum=0.9)
+    state = tx.init(PARAMS)
+    assert "learning_rate" in hj.get_hparams(state)
+    with pytest.raises(ValueError, match="schedule"):
+        hj.set_hparams(state, {"learning_rate": 0.05})
+    # numeric neighbours of a schedule remain writable
+    new = hj.set_hparams(state, {"momentum": 0.5})
+    assert float(new.hyperparams["momentum"]) == 0.5
+
+
+# ------------------------------------------------------------------ no retrace
+@pytest.fixture(scope="module")
+def single_step():
+    tx = adamw()
+    traces = []  # one entry per trace of the step
+
+    @jax.jit
+    def step(params, opt_state, grads):
+        traces.append(1)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return tx, step, traces
+
+
+def test_set_hparams_does_not_retrace(single_step):
+    tx, step, traces = single_step
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    params, opt_state = step(PARAMS, tx.init(PARAMS), grads)
+    assert len(traces) >= 1
+    n0 = len(traces)  # the jitted step is shared by the module: count from here
+    for lr in (0.5, 0.01, 1, np.float64(0.2)):
+        opt_state = hj.set_hparams(opt_state, {"learning_rate": lr, "weight_decay": 0.0})
+        params, opt_state = step(params, opt_state, grads)
+        params, opt_state = step(params, opt_state, grads)
+    assert len(traces) == n0
+    assert float(opt_state.hyperparams["learning_rate"]) == np.float32(0.2)
+
+
+def test_weak_write_would_retrace_control(single_step):
+    """Control for the counter: a naive weakly typed write does retrace."""
+    tx, step, traces = single_step
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    params, opt_state = step(PARAMS, tx.init(PARAMS), grads)
+    n0 = len(traces)
+    naive = opt_state._replace(
+        hyperparams={**opt_state.hyperparams, "learning_rate": jnp.asarray(0.5)}
+    )
+    assert naive.hyperparams["learning_rate"].weak_type
+    step(params, naive, grads)
+    assert len(traces) == n0 + 1
+
+
+def test_population_set_hparams_does_not_retrace():
+    tx = adamw()
+    traces = []
+
+    def inner(params, opt_state, grads):
+        traces.append(1)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    step = jax.jit(jax.vmap(inner))
+    params = stacked(PARAMS)
+    grads = jax.tree.map(jnp.ones_like, params)
+    params, opt_state = step(params, jax.vmap(tx.init)(params), grads)
+    assert len(traces) == 1
+    for value in (0.3, np.linspace(0.1, 0.4, POP), jnp.arange(POP, dtype=jnp.float32) / 10):
+        opt_state = hj.set_hparams(opt_state, {"learning_rate": value, "b1": 0.8})
+        params, opt_state = step(params, opt_state, grads)
+        params, opt_state = step(params, opt_state, grads)
+    assert len(traces) == 1
+    np.testing.assert_allclose(
+        opt_state.hyperparams["learning_rate"], np.arange(POP) / 10, rtol=1e-6
+    )
+
+
+# ------------------------------------------------------------------ takes effect
+@pytest.mark.parametrize("lr", [0.5, 0.1])
+def test_new_learning_rate_takes_effect(lr):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.01)
+    state = hj.set_hparams(tx.init(PARAMS), {"learning_rate": lr})
+    grads = {"w": jnp.asarray([1.0, 2.0, -3.0]), "b": jnp.asarray([0.5, -0.5])}
+    updates, _ = jax.jit(tx.update)(grads, state, PARAMS)
+    for k in grads:
+        np.testing.assert_allclose(updates[k], -lr * grads[k], rtol=1e-6)
+
+
+def test_learning_rate_ratio_in_population():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.01)
+    params = stacked(PARAMS, 2)
+    state = hj.set_hparams(jax.vmap(tx.init)(params), {"learning_rate": jnp.asarray([0.5, 0.1])})
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = jax.vmap(tx.update)(grads, state, params)
+    np.testing.assert_allclose(updates["w"][0] / updates["w"][1], 5.0, rtol=1e-5)
+    np.testing.assert_allclose(updates["w"][0], -0.5, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ inside jit
+def test_set_hparams_inside_jit():
+    tx = adamw()
+    state = tx.init(PARAMS)
+
+    @jax.jit
+    def write(s, lr, wd):
+        return hj.set_hparams(s, {"learning_rate": lr, "weight_decay": wd})
+
+    new = write(state, 0.3, jnp.asarray(0.02))
+    assert jax.tree.structure(new) == jax.tree.structure(state)
+    same_layout(new, state)
+    assert float(new.hyperparams["learning_rate"]) == np.float32(0.3)
+    assert float(new.hyperparams["weight_decay"]) == np.float32(0.02)
+
+
+def test_set_hparams_inside_jit_bfloat16_and_population():
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.5)
+    state = jax.vmap(tx.init)(stacked(bf16_params()))
+
+    @jax.jit
+    def write(s, lr):
+        return hj.set_hparams(s, {"learning_rate": lr})
+
+    for value in (jnp.float32(0.25), jnp.full((POP,), 0.125, jnp.float32)):
+        new = write(state, value)
+        same_layout(new, state)
+        lr = new.hyperparams["learning_rate"]
+        assert lr.dtype == jnp.bfloat16 and lr.shape == (POP,)
+        np.testing.assert_array_equal(
+            np.asarray(lr, np.float32), np.full(POP, float(value.ravel()[0]))
+        )
