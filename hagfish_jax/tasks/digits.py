@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from .. import snapshot as snapshot_lib
-from ..base import HParams, Observation, Tuner
+from ..base import Observation, Tuner
 from ..hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
 from ..space import LogUniform, Space, Uniform
 
@@ -125,7 +125,7 @@ def load_digits_split(
 
     >>> data = load_digits_split(seed=0)
     >>> data.x_train.shape, data.x_val.shape, data.x_test.shape
-    ((1077, 64), (360, 64), (360, 64))
+    ((1079, 64), (359, 64), (359, 64))
     """
     _require_sklearn()
     from sklearn.datasets import load_digits
@@ -142,7 +142,9 @@ def load_digits_split(
             f"{val_fraction + test_fraction!r}"
         )
     if not 0.0 < train_fraction <= 1.0:
-        raise ValueError(f"load_digits_split: train_fraction must be in (0, 1], got {train_fraction!r}")
+        raise ValueError(
+            f"load_digits_split: train_fraction must be in (0, 1], got {train_fraction!r}"
+        )
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
@@ -385,7 +387,9 @@ class DemoCarry(NamedTuple):
     key: jax.Array
 
 
-def demo_init(task: DigitsTask, tuner: Tuner, key: jax.Array, hparams: Mapping[str, Any]) -> DemoCarry:
+def demo_init(
+    task: DigitsTask, tuner: Tuner, key: jax.Array, hparams: Mapping[str, Any]
+) -> DemoCarry:
     """Initial carry: a fresh model, the tuner started from ``hparams``, an empty snapshot."""
     init_key, tuner_key, key = jax.random.split(key, 3)
     hp = {**task.default_hparams, **hparams}
@@ -393,7 +397,9 @@ def demo_init(task: DigitsTask, tuner: Tuner, key: jax.Array, hparams: Mapping[s
     return DemoCarry(state, tuner.init(tuner_key, hp), snapshot_lib.init(state), key)
 
 
-def demo_window(task: DigitsTask, tuner: Tuner) -> Callable[[DemoCarry, Any], tuple[DemoCarry, dict]]:
+def demo_window(
+    task: DigitsTask, tuner: Tuner
+) -> Callable[[DemoCarry, Any], tuple[DemoCarry, dict]]:
     """The ``lax.scan`` body of a tuned run: train, evaluate, tune, keep best, roll back.
 
     The returned row holds the metrics of the window and the hyperparameters that
@@ -418,6 +424,17 @@ def demo_window(task: DigitsTask, tuner: Tuner) -> Callable[[DemoCarry, Any], tu
     return body
 
 
-def run_windows(body, carry: DemoCarry, length: int) -> tuple[DemoCarry, HParams]:
-    """``lax.scan`` ``body`` for ``length`` windows (jit this)."""
+def run_windows(body, carry: DemoCarry, length: int) -> tuple[DemoCarry, dict]:
+    """``lax.scan`` ``body`` for ``length`` windows; rows come back stacked (jit this).
+
+    >>> import functools, jax, hagfish_jax as hj
+    >>> from hagfish_jax.tasks import digits
+    >>> task = digits.make_task(digits.load_digits_split(), hidden=(16,), steps_per_window=4)
+    >>> tuner = hj.guard(hj.finite_difference(task.space.subspace(["learning_rate"])))
+    >>> carry = digits.demo_init(task, tuner, jax.random.key(0), task.default_hparams)
+    >>> run = jax.jit(functools.partial(run_windows, demo_window(task, tuner), length=3))
+    >>> carry, rows = run(carry)
+    >>> rows["score"].shape
+    (3,)
+    """
     return jax.lax.scan(body, carry, None, length=length)
