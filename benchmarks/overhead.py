@@ -15,8 +15,8 @@ window by window from Python: one jitted call per window (in (b) it trains,
 evaluates, updates the tuner and writes the proposal with set_hparams, the wiring
 the quick start recommends), and a ``block_until_ready`` host sync at the end of
 every window. Both return every evaluation metric, so neither can drop work the
-other does. Compilation is excluded (warm-up first); repeats interleave all cases (alternating their order). The table shows median
-milliseconds per window, the extra microseconds per window, and the median (and
+other does. Compilation is excluded (warm-up first); repeats interleave all cases
+(alternating their order). The table shows median milliseconds per window, the extra microseconds per window, and the median (and
 range) of the per-repeat ratios b/a, each b timed next to its a.
 
     python benchmarks/overhead.py --windows 50 --repeats 7 [--breakdown]
