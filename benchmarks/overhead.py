@@ -16,8 +16,9 @@ evaluates, updates the tuner and writes the proposal with set_hparams, the wirin
 the quick start recommends), and a ``block_until_ready`` host sync at the end of
 every window. Both return every evaluation metric, so neither can drop work the
 other does. Compilation is excluded (warm-up first); repeats interleave all cases
-(alternating their order). The table shows median milliseconds per window, the extra microseconds per window, and the median (and
-range) of the per-repeat ratios b/a, each b timed next to its a.
+(alternating their order). The table shows median milliseconds per window, the
+extra microseconds per window, and the median (and range) of the per-repeat ratios
+b/a, each b timed next to its a.
 
     python benchmarks/overhead.py --windows 50 --repeats 7 [--breakdown]
 
