@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import hagfish_jax as hj
-from hagfish_jax import cli
+from hagfish_jax import cli, demo
 from hagfish_jax.tasks import digits
 
 pytest.importorskip("sklearn")
@@ -141,8 +141,13 @@ def test_windows_do_not_retrace_when_hparams_change(task, state):
 
 @pytest.mark.parametrize(
     "name, value",
-    [("dropout_rate", 0.4), ("label_smoothing", 0.2), ("learning_rate", 3e-2),
-     ("weight_decay", 1e-2), ("b1", 0.5)],
+    [
+        ("dropout_rate", 0.4),
+        ("label_smoothing", 0.2),
+        ("learning_rate", 3e-2),
+        ("weight_decay", 1e-2),
+        ("b1", 0.5),
+    ],
 )
 def test_each_hparam_is_read_dynamically(state, window_loss, name, value):
     base = window_loss(state)
@@ -193,10 +198,63 @@ def test_make_task_rejects_bad_arguments(data):
 # -- the demo and the example ---------------------------------------------------------
 
 
-def test_demo_end_to_end(tmp_path):
+def test_pbt_demo_end_to_end(tmp_path):
     out = tmp_path / "run"
-    argv = ["demo", "--windows", "6", "--steps-per-window", "16", "--hidden", "32",
-            "--out", str(out), "--quiet"]
+    argv = [
+        "demo",
+        "--population",
+        "4",
+        "--generations",
+        "4",
+        "--steps-per-window",
+        "12",
+        "--hidden",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert cli.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 4
+    assert [(int(r["generation"]), int(r["member"])) for r in rows[:5]] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (1, 0),
+    ]
+    assert {"score", "train_score", "parent", "learning_rate", "dropout_rate"} <= set(rows[0])
+    assert summary["tuner"] == "pbt" and summary["population"] == 4
+    assert summary["total_steps"] == 4 * 4 * 12
+    assert summary["best_val_accuracy"] == pytest.approx(max(float(r["score"]) for r in rows))
+    assert summary["best_val_accuracy"] > 0.5  # chance is 0.1
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["ensemble_test_accuracy"] > 0.3
+    assert sum(summary["ensemble_weights"]) == pytest.approx(1.0, abs=1e-3)
+    assert summary["exploits"] == sum(int(r["parent"]) != int(r["member"]) for r in rows)
+    assert summary["exploits"] >= 1  # one member replaced per generation at N=4
+    assert digits.space.contains(summary["best_hparams"])
+
+
+def test_guarded_demo_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        "demo",
+        "--tuner",
+        "guard",
+        "--windows",
+        "6",
+        "--steps-per-window",
+        "16",
+        "--hidden",
+        "32",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli.main(argv) == 0
 
     summary = json.loads((out / "summary.json").read_text())
@@ -205,6 +263,7 @@ def test_demo_end_to_end(tmp_path):
     assert len(rows) == 6
     assert [int(r["window"]) for r in rows] == list(range(6))
     assert {"score", "train_score", "val_loss", "learning_rate", "dropout_rate"} <= set(rows[0])
+    assert summary["tuner"] == "guard(finite_difference)"
     assert summary["windows"] == 6 and summary["steps_per_window"] == 16
     assert summary["best_val_accuracy"] == pytest.approx(max(float(r["score"]) for r in rows))
     assert summary["best_val_accuracy"] > 0.6  # chance is 0.1
@@ -220,7 +279,7 @@ def test_cli_without_arguments_prints_help(capsys):
 
 def test_chunks_divide_the_windows():
     for windows in (1, 6, 7, 40, 97, 100):
-        chunk = cli._chunk_size(windows)
+        chunk = demo.chunk_size(windows)
         assert windows % chunk == 0 and 1 <= chunk <= max(1, windows // 10)
 
 
@@ -232,3 +291,33 @@ def test_quickstart_example_runs():
     assert result["rows"]["val_acc"].shape == (4,)
     assert result["best_val_accuracy"] > 0.3
     assert 0.0 <= result["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["demo", "--windows", "0"], "--windows"),
+        (["demo", "--population", "1"], "--population"),
+        (["demo", "--steps-per-window", "0"], "--steps-per-window"),
+        (["demo", "--tuner", "bayes"], "--tuner"),
+    ],
+)
+def test_cli_rejects_bad_options_before_any_work(argv, word, capsys):
+    with pytest.raises(SystemExit) as err:
+        cli.main(argv)
+    assert err.value.code == 2
+    assert word in capsys.readouterr().err
+
+
+def test_population_program_keeps_the_best_member_and_vmaps_the_task(task):
+    tuner = hj.pbt(task.space)
+    init, generation = demo.population_program(task, tuner, 4)
+    carry = jax.jit(init)(jax.random.key(0), task.space.sample(jax.random.key(1), 4))
+    run = jax.jit(lambda c: jax.lax.scan(generation, c, None, length=3))
+    carry, rows = run(carry)
+    assert rows["score"].shape == (3, 4) and rows["parent"].shape == (3, 4)
+    assert float(carry.best.score) == pytest.approx(float(np.max(rows["score"])))
+    # the hyperparameters in each row are the ones in force: generation 0 = the samples
+    np.testing.assert_allclose(
+        rows["learning_rate"][0], task.space.sample(jax.random.key(1), 4)["learning_rate"]
+    )

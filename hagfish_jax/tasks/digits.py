@@ -80,8 +80,7 @@ def _require_sklearn():
         import sklearn  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the digits task needs scikit-learn; install it with "
-            "pip install 'hagfish-jax[tasks]'"
+            "the digits task needs scikit-learn; install it with pip install 'hagfish-jax[tasks]'"
         ) from err
 
 
@@ -254,6 +253,8 @@ class DigitsTask(NamedTuple):
     default_hparams: dict[str, float]
     steps_per_window: int
     batch_size: int
+    logits: Callable[[Any, jax.Array], jax.Array]  # (params, x) -> logits, no dropout
+    data: DigitsData
 
 
 def make_task(
@@ -341,8 +342,13 @@ def make_task(
         def step(state: TrainState, inputs):
             idx, k = inputs
             (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, x_train[idx], y_train[idx],
-                hp["label_smoothing"], hp["dropout_rate"], k, False,
+                state.params,
+                x_train[idx],
+                y_train[idx],
+                hp["label_smoothing"],
+                hp["dropout_rate"],
+                k,
+                False,
             )
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             acc = jnp.mean(jnp.argmax(logits, -1) == y_train[idx])
@@ -364,14 +370,30 @@ def make_task(
     def evaluate(state: TrainState) -> dict:
         val_acc, val_loss = _metrics(state.params, x_val, y_val)
         train_acc, train_loss = _metrics(state.params, x_train, y_train)
-        return {"score": val_acc, "val_loss": val_loss, "train_score": train_acc,
-                "train_loss": train_loss}
+        return {
+            "score": val_acc,
+            "val_loss": val_loss,
+            "train_score": train_acc,
+            "train_loss": train_loss,
+        }
 
     def test_accuracy(state: TrainState) -> jax.Array:
         return _metrics(state.params, x_test, y_test)[0]
 
+    def logits(params, x) -> jax.Array:
+        return net.apply(params, x, dropout_rate=0.0, deterministic=True)
+
     return DigitsTask(
-        init, train_window, evaluate, test_accuracy, space, dict(default_hparams), steps, batch_size
+        init,
+        train_window,
+        evaluate,
+        test_accuracy,
+        space,
+        dict(default_hparams),
+        steps,
+        batch_size,
+        logits,
+        data,
     )
 
 
@@ -417,8 +439,12 @@ def demo_window(
         snap = snapshot_lib.update(carry.snap, state, metrics["score"])
         state = snapshot_lib.restore_if(proposal.rollback, snap, state)
         state = set_hparams(state, proposal.hparams)
-        row = {**metrics, "window_loss": train_metrics["loss"], "rollback": proposal.rollback,
-               **{k: in_force[k] for k in task.space.names}}
+        row = {
+            **metrics,
+            "window_loss": train_metrics["loss"],
+            "rollback": proposal.rollback,
+            **{k: in_force[k] for k in task.space.names},
+        }
         return DemoCarry(state, tuner_state, snap, key), row
 
     return body
