@@ -321,3 +321,13 @@ def test_population_program_keeps_the_best_member_and_vmaps_the_task(task):
     np.testing.assert_allclose(
         rows["learning_rate"][0], task.space.sample(jax.random.key(1), 4)["learning_rate"]
     )
+
+
+def test_pbt_example_runs(capsys):
+    spec = importlib.util.spec_from_file_location("pbt_digits", ROOT / "examples" / "pbt_digits.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    scores, parents = example.run(n=4, generations=3, steps_per_window=8, hidden=(16,))
+    assert scores.shape == (3, 4) and parents.shape == (3, 4)
+    assert int((parents != jnp.arange(4)).sum()) == 3  # one of four replaced per generation
+    assert "best member" in capsys.readouterr().out
