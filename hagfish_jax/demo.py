@@ -62,6 +62,13 @@ def _scan_chunks(body, carry, windows: int, progress: Progress | None, on_block)
     return carry
 
 
+def _digits_task(seed, model, steps_per_window, hidden):
+    from .tasks import digits
+
+    data = digits.load_digits_split(seed)
+    return digits.make_task(data, model=model, steps_per_window=steps_per_window, hidden=hidden)
+
+
 # -- population-based training ----------------------------------------------------------
 
 
@@ -133,19 +140,12 @@ def run_pbt(
     the validation split only; the test split is measured once at the end, for the
     best member seen and for the score-weighted ensemble of the final population.
     """
-    from .tasks import digits
-
     if population_size < 2:
         raise ValueError(f"run_pbt: population_size must be >= 2, got {population_size!r}")
     if generations < 1:
         raise ValueError(f"run_pbt: generations must be >= 1, got {generations!r}")
     start = time.perf_counter()
-    task = digits.make_task(
-        digits.load_digits_split(seed),
-        model=model,
-        steps_per_window=steps_per_window,
-        hidden=hidden,
-    )
+    task = _digits_task(seed, model, steps_per_window, hidden)
     tuner = pbt(task.space, fraction=fraction)
     init, generation = population_program(task, tuner, population_size)
     key = jax.random.key(seed)
@@ -229,12 +229,7 @@ def run_guarded(
     if windows < 1:
         raise ValueError(f"run_guarded: windows must be >= 1, got {windows!r}")
     start = time.perf_counter()
-    task = digits.make_task(
-        digits.load_digits_split(seed),
-        model=model,
-        steps_per_window=steps_per_window,
-        hidden=hidden,
-    )
+    task = _digits_task(seed, model, steps_per_window, hidden)
     tuner = guard(finite_difference(task.space.subspace(tuned)), space=task.space)
     carry = digits.demo_init(task, tuner, jax.random.key(seed), task.default_hparams)
     columns = ("score", "val_loss", "train_score", "train_loss", "window_loss", "rollback")

@@ -75,8 +75,8 @@ class Dimension:
 
 
 @dataclasses.dataclass(frozen=True)
-class Uniform(Dimension):
-    """A real interval ``[low, high]``, linear in unit space. Dynamic by default."""
+class _Interval(Dimension):
+    """A real interval ``[low, high]`` (shared by :class:`Uniform` and :class:`LogUniform`)."""
 
     low: float
     high: float
@@ -85,19 +85,28 @@ class Uniform(Dimension):
     def _validate(self, name: str) -> None:
         lo = _check_bound(name, "low", self.low)
         hi = _check_bound(name, "high", self.high)
+        self._check_domain(name, lo, hi)
         if lo >= hi:
             raise ValueError(
                 f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}"
             )
+
+    def _check_domain(self, name: str, lo: float, hi: float) -> None:
+        del name, lo, hi
+
+    def clip(self, x):
+        return jnp.clip(x, self.low, self.high)
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform(_Interval):
+    """A real interval ``[low, high]``, linear in unit space. Dynamic by default."""
 
     def to_unit(self, x):
         return (x - self.low) / (self.high - self.low)
 
     def from_unit(self, u):
         return jnp.clip(self.low + u * (self.high - self.low), self.low, self.high)
-
-    def clip(self, x):
-        return jnp.clip(x, self.low, self.high)
 
     def perturb(self, x, factor):
         # Multiplicative around the value, with a floor so a value at 0 still moves.
@@ -106,23 +115,13 @@ class Uniform(Dimension):
 
 
 @dataclasses.dataclass(frozen=True)
-class LogUniform(Dimension):
+class LogUniform(_Interval):
     """A positive interval ``[low, high]``, linear in ``log`` in unit space."""
 
-    low: float
-    high: float
-    dynamic: bool = True
-
-    def _validate(self, name: str) -> None:
-        lo = _check_bound(name, "low", self.low)
-        hi = _check_bound(name, "high", self.high)
+    def _check_domain(self, name: str, lo: float, hi: float) -> None:
         if lo <= 0 or hi <= 0:
             raise ValueError(
                 f"{name}: LogUniform bounds must be > 0, got low={self.low!r}, high={self.high!r}"
-            )
-        if lo >= hi:
-            raise ValueError(
-                f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}"
             )
 
     def to_unit(self, x):
@@ -132,9 +131,6 @@ class LogUniform(Dimension):
     def from_unit(self, u):
         lo, hi = math.log(self.low), math.log(self.high)
         return jnp.clip(jnp.exp(lo + u * (hi - lo)), self.low, self.high)
-
-    def clip(self, x):
-        return jnp.clip(x, self.low, self.high)
 
     def perturb(self, x, factor):
         return self.clip(x * factor)
@@ -274,7 +270,7 @@ class Space:
         if not dims:
             raise ValueError("Space needs at least one dimension")
         for name, dim in dims.items():
-            if not isinstance(dim, Dimension) or type(dim) is Dimension:
+            if not isinstance(dim, Dimension) or type(dim) in (Dimension, _Interval):
                 raise ValueError(
                     f"{name}: expected Uniform, LogUniform, IntUniform or Choice, got {dim!r}"
                 )
