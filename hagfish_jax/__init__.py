@@ -5,17 +5,19 @@
 >>> tuner = hj.guard(hj.finite_difference(space), space=space)
 """
 
-from . import ensemble, population, snapshot
+from . import ensemble, gp, population, snapshot
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
 from .guard import GuardState, guard
 from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
 from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
 from .tuners import (
+    BayesState,
     FiniteDifferenceState,
     FixedState,
     PBTState,
     PlateauState,
     SPSAState,
+    bayes,
     finite_difference,
     fixed,
     pbt,
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KEEP",
+    "BayesState",
     "Choice",
     "Dimension",
     "ExtraHParams",
@@ -45,10 +48,12 @@ __all__ = [
     "Tuner",
     "Uniform",
     "as_hparams",
+    "bayes",
     "ensemble",
     "extra_hparams",
     "finite_difference",
     "fixed",
+    "gp",
     "pbt",
     "get_hparams",
     "guard",

@@ -33,6 +33,9 @@ TUNERS = {
     "spsa": lambda: hj.spsa(SPACE),
     "guard_fd": lambda: hj.guard(hj.finite_difference(SPACE), warmup=1, space=SPACE),
     "guard_spsa": lambda: hj.guard(hj.spsa(SPACE), warmup=2, tune_every=2, space=SPACE),
+    "guard_bayes": lambda: hj.guard(
+        hj.bayes(SPACE, capacity=8, candidates=16, fit_steps=3), warmup=1, space=SPACE
+    ),
 }
 WINDOWS = 30
 

@@ -1,5 +1,6 @@
 """Tuner factories. Each returns a :class:`hagfish_jax.Tuner`."""
 
+from .bayes import BayesState, bayes
 from .finite_difference import FiniteDifferenceState, finite_difference
 from .fixed import FixedState, fixed
 from .pbt import PBTState, pbt, truncation_size
@@ -7,11 +8,13 @@ from .plateau import PlateauState, plateau
 from .spsa import SPSAState, spsa
 
 __all__ = [
+    "BayesState",
     "FiniteDifferenceState",
     "FixedState",
     "PBTState",
     "PlateauState",
     "SPSAState",
+    "bayes",
     "finite_difference",
     "fixed",
     "pbt",
