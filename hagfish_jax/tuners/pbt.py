@@ -13,7 +13,7 @@ from ..population import rank
 from ..space import Space
 from ._common import tuned_space
 
-__all__ = ["PBTState", "pbt", "truncation_size"]
+__all__ = ["PBTState", "pbt", "select", "truncation_size"]
 
 
 class PBTState(NamedTuple):
@@ -42,6 +42,57 @@ def truncation_size(fraction: float, n: jax.Array | int) -> jax.Array:
     n = jnp.asarray(n, jnp.int32)
     k = jnp.floor(fraction * n.astype(jnp.float32) + 0.5).astype(jnp.int32)
     return jnp.clip(k, 1, n // 2)
+
+
+def population_hparams(last: HParams, obs: Observation) -> HParams:
+    """The ``(N,)`` hyperparameters in force: the last proposal, or what was applied."""
+    hp = dict(last)
+    if obs.hparams is not None:
+        hp.update({k: jnp.asarray(v, jnp.float32) for k, v in obs.hparams.items() if k in hp})
+    return hp
+
+
+def select(
+    key: jax.Array, obs: Observation, since: jax.Array, fraction: float, ready: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Truncation selection over the population axis.
+
+    Returns:
+      ``(parents, replaced, since)``: whom each member copies (its own index when
+      kept), which members were replaced, and the updated windows-since-replaced.
+    """
+    scores = jnp.asarray(obs.score, jnp.float32)
+    n = scores.shape[0]
+    alive = jnp.ones((n,), jnp.bool_) if obs.alive is None else jnp.asarray(obs.alive, bool)
+    since = since + 1
+    eligible = alive & (since >= ready)
+    finite = jnp.isfinite(scores)
+
+    r = rank(scores, eligible)
+    n_elig = jnp.sum(eligible)
+    k = truncation_size(fraction, n_elig)
+    n_top = jnp.minimum(k, jnp.sum(eligible & finite))
+    top = eligible & finite & (r < n_top)
+    bottom = eligible & ((r >= n_elig - k) | ~finite) & ~top & (n_top > 0)
+
+    order = jnp.argsort(r)  # best first
+    pick = jax.random.randint(key, (n,), 0, jnp.maximum(n_top, 1))
+    parents = jnp.where(bottom, order[pick], jnp.arange(n)).astype(jnp.int32)
+    return parents, bottom, jnp.where(bottom, 0, since).astype(jnp.int32)
+
+
+def check_population_init(sub: Space, hparams, where: str) -> HParams:
+    hp = as_hparams(dict(hparams))
+    missing = [n for n in sub.names if n not in hp]
+    if missing:
+        raise ValueError(f"{where}.init: hparams lack tuned name(s) {missing}; got {sorted(hp)}")
+    shapes = {v.shape for v in hp.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(
+            f"{where}.init: every hyperparameter must be an (N,) array, got shapes "
+            f"{ {k: v.shape for k, v in hp.items()} }"
+        )
+    return hp
 
 
 def pbt(
@@ -96,41 +147,15 @@ def pbt(
         raise ValueError(f"pbt: ready must be an integer >= 1, got {ready!r}")
 
     def init(key, hparams) -> PBTState:
-        hp = as_hparams(dict(hparams))
-        missing = [n for n in sub.names if n not in hp]
-        if missing:
-            raise ValueError(f"pbt.init: hparams lack tuned name(s) {missing}; got {sorted(hp)}")
-        shapes = {v.shape for v in hp.values()}
-        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-            raise ValueError(
-                f"pbt.init: every hyperparameter must be an (N,) array, got shapes "
-                f"{ {k: v.shape for k, v in hp.items()} }"
-            )
-        n = next(iter(shapes))[0]
+        hp = check_population_init(sub, hparams, "pbt")
+        n = next(iter(hp.values())).shape[0]
         return PBTState(hp, jnp.zeros((n,), jnp.int32), jnp.asarray(0, jnp.int32), key)
 
     def update(state: PBTState, obs: Observation):
-        hp = dict(state.hparams)
-        if obs.hparams is not None:
-            hp.update({k: jnp.asarray(v, jnp.float32) for k, v in obs.hparams.items() if k in hp})
-        scores = jnp.asarray(obs.score, jnp.float32)
-        n = scores.shape[0]
-        alive = jnp.ones((n,), jnp.bool_) if obs.alive is None else jnp.asarray(obs.alive, bool)
-        since = state.since + 1
-        eligible = alive & (since >= ready)
-        finite = jnp.isfinite(scores)
-
-        r = rank(scores, eligible)
-        n_elig = jnp.sum(eligible)
-        n_top = jnp.minimum(truncation_size(fraction, n_elig), jnp.sum(eligible & finite))
-        k = truncation_size(fraction, n_elig)
-        top = eligible & finite & (r < n_top)
-        bottom = eligible & ((r >= n_elig - k) | ~finite) & ~top & (n_top > 0)
-
-        key, k_parent, k_explore, k_resample, k_coin = jax.random.split(state.key, 5)
-        order = jnp.argsort(r)  # best first
-        pick = jax.random.randint(k_parent, (n,), 0, jnp.maximum(n_top, 1))
-        parents = jnp.where(bottom, order[pick], jnp.arange(n)).astype(jnp.int32)
+        hp = population_hparams(state.hparams, obs)
+        key, k_select, k_explore, k_resample, k_coin = jax.random.split(state.key, 5)
+        parents, bottom, since = select(k_select, obs, state.since, fraction, ready)
+        n = parents.shape[0]
 
         inherited = {name: v[parents] for name, v in hp.items()}
         tuned = {name: inherited[name] for name in sub.names}
@@ -144,7 +169,7 @@ def pbt(
 
         new_state = PBTState(
             hparams=new,
-            since=jnp.where(bottom, 0, since).astype(jnp.int32),
+            since=since,
             generation=state.generation + 1,
             key=key,
         )
