@@ -7,6 +7,7 @@
 
 from . import ensemble, gp, population, snapshot
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
+from .config import TuningConfig, from_config
 from .guard import GuardState, guard
 from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
 from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
@@ -49,6 +50,7 @@ __all__ = [
     "SPSAState",
     "Space",
     "Tuner",
+    "TuningConfig",
     "Uniform",
     "as_hparams",
     "bayes",
@@ -56,6 +58,7 @@ __all__ = [
     "extra_hparams",
     "finite_difference",
     "fixed",
+    "from_config",
     "gp",
     "pb2",
     "pbt",

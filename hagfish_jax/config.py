@@ -1,0 +1,338 @@
+"""Config-driven tuning: a dict or a YAML file describes the space, tuner, guard and schedule.
+
+```yaml
+space:
+  learning_rate: [1e-4, 1e-1]             # a range; log-scaled (spans >= 2 decades)
+  weight_decay: {low: 1e-6, high: 1e-2, log: true}
+  b1: {low: 0.8, high: 0.99}              # a linear range
+  dropout_rate: [0.0, 0.5]                # linear (starts at 0)
+  batch_size: {choice: [32, 64, 128]}     # choices are always written out
+  layers: {low: 1, high: 4, int: true}
+tuner:
+  strategy: bayes                         # fixed, plateau, finite_difference, spsa, bayes, pbt, pb2
+  candidates: 128                         # any option of that factory
+guard:                                    # single-run strategies only; `guard: false` disables
+  max_delta: 0.5
+  smoothing: 3
+  tolerance: 0.2
+  patience: 2
+  cooldown: 3
+schedule:
+  tune_every: 2
+  warmup: 2
+```
+
+A two-number list is a range: logarithmic when both ends are positive and span at
+least two decades, linear otherwise; write the mapping form to choose explicitly.
+Numbers in scientific notation (``1e-4``) are numbers. Every option takes effect;
+anything unknown or out of range raises ``ValueError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .base import Tuner
+from .guard import guard as guard_factory
+from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
+from .tuners import bayes, finite_difference, fixed, pb2, pbt, plateau, spsa
+
+__all__ = ["STRATEGIES", "TuningConfig", "from_config", "load_yaml"]
+
+#: strategy name -> (factory, takes a space, works on a population)
+STRATEGIES: dict[str, tuple[Any, bool, bool]] = {
+    "fixed": (fixed, False, False),
+    "plateau": (plateau, False, False),
+    "finite_difference": (finite_difference, True, False),
+    "spsa": (spsa, True, False),
+    "bayes": (bayes, True, False),
+    "pbt": (pbt, True, True),
+    "pb2": (pb2, True, True),
+}
+_SECTIONS = ("space", "tuner", "guard", "schedule")
+_GUARD_KEYS = (
+    "warmup",
+    "max_delta",
+    "smoothing",
+    "tolerance",
+    "patience",
+    "cooldown",
+    "tune_every",
+)
+_SCHEDULE_KEYS = ("tune_every", "warmup")
+_RANGE_KEYS = {"low", "high", "log", "int", "dynamic"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningConfig:
+    """A validated tuning set-up. ``build()`` returns the tuner it describes.
+
+    Attributes:
+      space: the search space.
+      strategy: the tuner factory's name.
+      options: keyword arguments for the factory.
+      guard: keyword arguments for :func:`hagfish_jax.guard` (``None``: unguarded).
+    """
+
+    space: Space
+    strategy: str
+    options: tuple[tuple[str, Any], ...]
+    guard: tuple[tuple[str, Any], ...] | None
+
+    def build(self) -> Tuner:
+        factory, takes_space, _ = STRATEGIES[self.strategy]
+        options = dict(self.options)
+        tuner = factory(self.space, **options) if takes_space else factory(**options)
+        if self.guard is None:
+            return tuner
+        return guard_factory(tuner, space=self.space, **dict(self.guard))
+
+    @property
+    def population(self) -> bool:
+        """Whether the strategy works across a population axis (pbt, pb2)."""
+        return STRATEGIES[self.strategy][2]
+
+
+# -- YAML -----------------------------------------------------------------------------------
+
+_FLOAT = re.compile(
+    r"""^[-+]?(?:
+        [0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?   # 1, 1.5, 1e-4, 1.5e3
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?                  # .5, .5e-3
+        |\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """Read a YAML file, taking ``1e-4`` (no dot) as a number as people expect."""
+    try:
+        import yaml
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("reading YAML needs PyYAML: pip install 'hagfish-jax[config]'") from err
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    with open(path) as f:
+        return yaml.load(f, Loader=Loader)
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{key}: expected a number, got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    return value
+
+
+def _dimension(name: str, spec: Any) -> Dimension:
+    key = f"space.{name}"
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != 2:
+            raise ValueError(
+                f"{key}: a list must be a range [low, high] (two numbers); write choices "
+                f"as {{choice: [...]}}, got {spec!r}"
+            )
+        low, high = (_number(key, v) for v in spec)
+        log = low > 0 and high > 0 and high / low >= 100.0
+        return LogUniform(low, high) if log else Uniform(low, high)
+    if isinstance(spec, Mapping):
+        if "choice" in spec:
+            extra = set(spec) - {"choice", "dynamic"}
+            if extra:
+                raise ValueError(f"{key}: unknown key(s) {sorted(extra)} beside 'choice'")
+            values = spec["choice"]
+            if not isinstance(values, (list, tuple)):
+                raise ValueError(f"{key}.choice: expected a list, got {values!r}")
+            return Choice(values, dynamic=bool(spec.get("dynamic", False)))
+        unknown = set(spec) - _RANGE_KEYS
+        if unknown:
+            raise ValueError(
+                f"{key}: unknown key(s) {sorted(unknown)}; accepted: low, high, log, int, "
+                "dynamic, or choice"
+            )
+        if "low" not in spec or "high" not in spec:
+            raise ValueError(f"{key}: a range needs both 'low' and 'high', got {dict(spec)!r}")
+        low, high = _number(f"{key}.low", spec["low"]), _number(f"{key}.high", spec["high"])
+        if spec.get("int", False):
+            if spec.get("log", False):
+                raise ValueError(f"{key}: 'int' and 'log' cannot be combined")
+            return IntUniform(low, high, dynamic=bool(spec.get("dynamic", False)))
+        cls = LogUniform if spec.get("log", False) else Uniform
+        return cls(low, high, dynamic=bool(spec.get("dynamic", True)))
+    raise ValueError(
+        f"{key}: expected [low, high], {{low, high, log}} or {{choice: [...]}}, got {spec!r}"
+    )
+
+
+def _int_option(key: str, value: Any, minimum: int) -> int:
+    value = _number(key, value)
+    if value != int(value) or value < minimum:
+        raise ValueError(f"{key}: must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _guard_options(section: Any, schedule: Mapping[str, Any]) -> dict[str, Any]:
+    if section is None:
+        section = {}
+    if not isinstance(section, Mapping):
+        raise ValueError(f"guard: expected a mapping or false, got {section!r}")
+    unknown = set(section) - set(_GUARD_KEYS)
+    if unknown:
+        raise ValueError(f"guard: unknown key(s) {sorted(unknown)}; accepted: {list(_GUARD_KEYS)}")
+    opts = dict(section)
+    for k, v in schedule.items():
+        if k in opts and opts[k] != v:
+            raise ValueError(f"schedule.{k} ({v!r}) contradicts guard.{k} ({opts[k]!r})")
+        opts[k] = v
+    out: dict[str, Any] = {}
+    for k, v in opts.items():
+        where = f"schedule.{k}" if k in schedule else f"guard.{k}"
+        if k in ("warmup", "cooldown"):
+            out[k] = _int_option(where, v, 0)
+        elif k in ("smoothing", "patience", "tune_every"):
+            out[k] = _int_option(where, v, 1)
+        elif k == "max_delta":
+            v = _number(where, v)
+            if not 0.0 < v <= 1.0 or math.isnan(v):
+                raise ValueError(f"{where}: must be in (0, 1], got {v!r}")
+            out[k] = float(v)
+        elif k == "tolerance":
+            v = _number(where, v)
+            if not v >= 0.0:
+                raise ValueError(f"{where}: must be >= 0, got {v!r}")
+            out[k] = float(v)
+    return out
+
+
+def _tuner_options(section: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if "strategy" not in section:
+        raise ValueError(f"tuner.strategy: missing; accepted: {sorted(STRATEGIES)}")
+    strategy = section["strategy"]
+    if strategy not in STRATEGIES:
+        raise ValueError(
+            f"tuner.strategy: unknown strategy {strategy!r}; accepted: {sorted(STRATEGIES)}"
+        )
+    options = dict(section.get("options") or {})
+    for k, v in section.items():
+        if k not in ("strategy", "options"):
+            if k in options:
+                raise ValueError(f"tuner.{k}: given both inline and under tuner.options")
+            options[k] = v
+    factory, takes_space, _ = STRATEGIES[strategy]
+    params = inspect.signature(factory).parameters
+    accepted = [p for p in params if p != "space"]
+    for k, v in options.items():
+        if k not in accepted:
+            raise ValueError(f"tuner.{k}: not an option of {strategy}; accepted: {accepted}")
+        default = params[k].default
+        if isinstance(default, float) and not isinstance(v, bool):
+            options[k] = float(_number(f"tuner.{k}", v))
+        elif isinstance(default, tuple) and isinstance(v, list):
+            options[k] = tuple(v)
+        elif k == "names" and isinstance(v, list):
+            options[k] = tuple(v)
+    return strategy, options
+
+
+def from_config(source: Mapping[str, Any] | str | os.PathLike) -> TuningConfig:
+    """Build a :class:`TuningConfig` from a dict or a YAML file path.
+
+    Args:
+      source: a mapping with sections ``space`` (required), ``tuner`` (required),
+        ``guard`` and ``schedule``; or the path of a YAML file holding one.
+
+    Returns:
+      The validated config; ``config.build()`` gives the tuner, ``config.space``
+      the space.
+
+    Raises:
+      ValueError: an unknown section, strategy or option, or an invalid value; the
+        message names the key and what it accepts.
+
+    >>> import hagfish_jax as hj
+    >>> config = hj.from_config({
+    ...     "space": {"learning_rate": [1e-4, 1e-1]},
+    ...     "tuner": {"strategy": "finite_difference", "step": 0.05},
+    ...     "schedule": {"tune_every": 2},
+    ... })
+    >>> config.space["learning_rate"]
+    LogUniform(low=0.0001, high=0.1, dynamic=True)
+    >>> tuner = config.build()
+    """
+    if isinstance(source, (str, os.PathLike)):
+        source = load_yaml(source)
+    if not isinstance(source, Mapping):
+        raise ValueError(f"config: expected a mapping of sections, got {type(source).__name__}")
+    unknown = set(source) - set(_SECTIONS)
+    if unknown:
+        raise ValueError(
+            f"config: unknown section(s) {sorted(unknown)}; accepted: {list(_SECTIONS)}"
+        )
+    space_section = source.get("space")
+    if not isinstance(space_section, Mapping) or not space_section:
+        raise ValueError("space: required, a mapping of name -> range or choice")
+    space = Space(**{name: _dimension(name, spec) for name, spec in space_section.items()})
+
+    tuner_section = source.get("tuner")
+    if not isinstance(tuner_section, Mapping):
+        raise ValueError(f"tuner: required, a mapping with 'strategy'; got {tuner_section!r}")
+    strategy, options = _tuner_options(tuner_section)
+
+    schedule = source.get("schedule") or {}
+    if not isinstance(schedule, Mapping):
+        raise ValueError(f"schedule: expected a mapping, got {schedule!r}")
+    unknown = set(schedule) - set(_SCHEDULE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"schedule: unknown key(s) {sorted(unknown)}; accepted: {list(_SCHEDULE_KEYS)}"
+        )
+
+    population = STRATEGIES[strategy][2]
+    guard_section = source.get("guard")
+    if population:
+        if guard_section not in (None, False) or schedule:
+            raise ValueError(
+                f"guard/schedule: {strategy} tunes a population; the guard and schedule apply "
+                "to single-run strategies (use the tuner's 'ready' option to pace it)"
+            )
+        guard_opts = None
+    elif guard_section is False:
+        if schedule:
+            raise ValueError("schedule: needs the guard; remove 'guard: false' or the schedule")
+        guard_opts = None
+    else:
+        guard_opts = _guard_options(guard_section, schedule)
+
+    # Build once now so factory-level validation errors surface here.
+    config = TuningConfig(
+        space,
+        strategy,
+        tuple(sorted(options.items())),
+        None if guard_opts is None else tuple(sorted(guard_opts.items())),
+    )
+    try:
+        config.build()
+    except ValueError as err:
+        raise ValueError(f"tuner: {err}") from None
+    return config
