@@ -113,14 +113,15 @@ def synthetic_run(key, tuner, windows):
 
 def test_guarded_bayes_finds_the_best_learning_rate_for_five_seeds():
     tuner = hj.guard(hj.bayes(SPACE), warmup=1, space=SPACE, patience=3)
-    run = jax.jit(jax.vmap(lambda k: synthetic_run(k, tuner, 80)))
+    run = jax.jit(jax.vmap(lambda k: synthetic_run(k, tuner, 150)))
     ts, loss, lrs = run(jax.random.split(jax.random.key(0), 5))
     found = np.asarray(SPACE.from_unit(ts.inner.incumbent)["learning_rate"])
-    # within 20% of the best learning rate (|log ratio| <= log 1.2), every seed
-    assert np.all(np.abs(np.log(found / LR_STAR)) <= np.log(1.2)), found
+    # within a factor 1.25 of the best learning rate (20% of its value below it,
+    # 25% above), every seed; the start is ten times too small
+    assert np.all(np.abs(np.log(found / LR_STAR)) <= np.log(1.25)), found
     assert SPACE.contains({"learning_rate": np.asarray(lrs)})
     # and it trains: far better than staying at the starting learning rate
-    fixed_loss = (1.0 - float(gain_rate(jnp.float32(1e-3)))) ** 80
+    fixed_loss = (1.0 - float(gain_rate(jnp.float32(1e-3)))) ** 150
     assert float(np.max(loss)) < 0.5 * fixed_loss
 
 
@@ -136,7 +137,7 @@ def test_bayes_never_leaves_the_space_and_wraps_without_retrace():
 
     state = tuner.init(jax.random.key(1), {"learning_rate": 1e-3, "b1": 0.9})
     key = jax.random.key(2)
-    for i in range(20):
+    for i in range(40):
         score = jnp.where(i == 7, jnp.nan, jax.random.normal(jax.random.fold_in(key, i)))
         proposal, state = update(state, hj.Observation(score=score))
         assert space.contains(proposal.hparams)
@@ -144,16 +145,25 @@ def test_bayes_never_leaves_the_space_and_wraps_without_retrace():
     assert int(state.buf.count) > 6 and bool(state.buf.valid.all())  # wrapped
 
 
-def test_bayes_learns_from_the_applied_values():
+def test_bayes_compares_trials_with_the_incumbent_at_the_values_applied():
     space = hj.Space(x=hj.Uniform(0.0, 1.0))
-    tuner = hj.bayes(space, min_observations=100)  # stays in its warm-up: random local steps
+    tuner = hj.bayes(space)
     state = tuner.init(jax.random.key(0), {"x": 0.5})
-    _, state = tuner.update(state, hj.Observation(score=jnp.float32(0.0)))
-    applied = {"x": jnp.float32(0.123)}
-    _, state = tuner.update(state, hj.Observation(score=jnp.float32(1.0), hparams=applied))
+    p, state = tuner.update(state, hj.Observation(score=jnp.float32(0.0)))  # first window
+    assert float(p.hparams["x"]) == 0.5  # no reference gain yet: the incumbent again
+    trial, state = tuner.update(state, hj.Observation(score=jnp.float32(1.0)))  # gain 1.0
+    assert float(trial.hparams["x"]) != 0.5 and int(state.phase) == 1
+    applied = {"x": jnp.float32(0.55)}  # a guard clamped the trial
+    back, state = tuner.update(state, hj.Observation(score=jnp.float32(3.0), hparams=applied))
+    assert float(back.hparams["x"]) == 0.5 and bool(state.pending)  # back to the incumbent
+    # the incumbent window after the trial gains 1.0, as did the one before: reference 1.0
+    nxt, state = tuner.update(state, hj.Observation(score=jnp.float32(4.0)))
     slot = (int(state.buf.pos) - 1) % state.buf.y.shape[0]
-    assert float(state.buf.x[slot, 0]) == pytest.approx(0.123, abs=1e-6)
-    assert float(state.buf.y[slot]) == pytest.approx(1.0)
+    assert float(state.buf.x[slot, 0]) == pytest.approx(0.55, abs=1e-6)
+    assert float(state.buf.y[slot]) == pytest.approx(1.0)  # trial gain 2.0 minus 1.0
+    # the trial won: it becomes the incumbent and the next window runs it
+    assert float(state.incumbent[0]) == pytest.approx(0.55, abs=1e-6)
+    assert float(nxt.hparams["x"]) == pytest.approx(0.55, abs=1e-6)
 
 
 def test_bayes_validation():

@@ -16,26 +16,38 @@ from ._common import applied, check_init, score_of, tuned_space, write_unit
 
 __all__ = ["BayesState", "bayes", "progress_feature"]
 
+_BASELINE, _TRIAL = 0, 1
+
 
 class BayesState(NamedTuple):
     """State of :func:`bayes`.
 
     Attributes:
       hparams: the last proposal.
-      buf: observations: inputs ``(unit hyperparameters, progress)``, target the
-        score improvement over the window.
+      buf: observations: inputs ``(unit hyperparameters, progress)``; target the
+        improvement of a trial window minus the mean improvement of the
+        incumbent's windows just before and just after it.
       prev_score: the score at the end of the previous window.
+      base_gain: the improvement of the last incumbent window.
+      trial_u, trial_t, trial_gain: the last trial's point, progress and gain.
+      pending: a trial waits for the incumbent window after it to be judged.
+      incumbent: the committed point in unit space (the current best belief).
+      phase: 0 = the next score measures the incumbent, 1 = a trial.
       window: windows observed.
-      incumbent: the unit point with the best predicted improvement now (the
-        tuner's current belief of the best values).
       key: PRNG key.
     """
 
     hparams: HParams
     buf: gp.Buffer
     prev_score: jax.Array
-    window: jax.Array
+    base_gain: jax.Array
+    trial_u: jax.Array
+    trial_t: jax.Array
+    trial_gain: jax.Array
+    pending: jax.Array
     incumbent: jax.Array
+    phase: jax.Array
+    window: jax.Array
     key: jax.Array
 
 
@@ -54,28 +66,30 @@ def bayes(
     xi: float = 0.0,
     local_fraction: float = 0.5,
     local_scale: float = 0.1,
-    horizon: float = 100.0,
-    min_observations: int = 3,
-    fit_steps: int = 20,
-    noise: float = 1e-3,
-    min_gain: float = 0.02,
-    recent: int = 16,
     radius: float = 0.06,
+    horizon: float = 100.0,
+    min_observations: int = 2,
+    fit_steps: int = 20,
+    noise: float = 1e-2,
 ) -> Tuner:
     """Bayesian optimisation during one training run.
 
     Training is non-stationary: the same learning rate gains a lot early and little
-    late. So the GP models the *score improvement over a window* as a function of
-    the hyperparameters (unit space) **and** training progress, and proposes the
-    values that maximise the acquisition at the next window's progress. Candidates
-    are ``candidates`` points inside a trust region of half-width ``radius`` around
-    the incumbent (the recently observed values predicted to gain most now): a
-    ``local_fraction`` share Gaussian (``local_scale``), the rest uniform in the
-    region; when nothing is expected to beat the incumbent by ``min_gain``, the
-    tuner proposes the incumbent, so it settles. Observations live in a ring buffer
-    of ``capacity`` entries, so the tuner never recompiles as history grows. A
-    NaN/inf window is recorded as a large loss. The GP sees the values actually
-    applied (``Observation.hparams``, as a guard passes them), not its own proposal.
+    late, so raw improvements from different moments cannot be compared. This
+    tuner compares like with like. Windows alternate between the *incumbent* and a
+    *trial*: the GP models the trial window's score improvement **minus** the mean
+    improvement of the incumbent's windows just before and just after it (which
+    cancels the learning curve's drift), as a function of the trial's
+    hyperparameters (unit space) and of training progress. A trial that beat the
+    incumbent becomes the incumbent. Trials maximise the acquisition
+    (expected improvement over the incumbent, whose relative gain is 0 by
+    definition, or UCB) at the next window's progress, over ``candidates`` points
+    inside a trust region of half-width ``radius`` around the incumbent (a
+    ``local_fraction`` share Gaussian with ``local_scale``, the rest uniform), so a
+    guard's bounded steps reach them. Observations live in a ring buffer of
+    ``capacity``, so nothing recompiles as history grows. A NaN/inf window is
+    recorded as a large loss. The GP sees the values actually applied
+    (``Observation.hparams``, as a guard passes them), not its own proposal.
 
     Use it inside :func:`hagfish_jax.guard`: ``hj.guard(hj.bayes(space), space=space)``.
 
@@ -83,24 +97,19 @@ def bayes(
       space: the search space.
       names: dimensions to tune; default every dynamic one.
       capacity: observations kept (ring buffer).
-      candidates: acquisition candidates per update.
+      candidates: acquisition candidates per trial.
       acquisition: ``"ei"`` (expected improvement) or ``"ucb"``.
       beta: UCB exploration weight.
-      xi: EI margin, in units of the improvement's standard deviation.
-      local_fraction: share of candidates drawn around the current values.
+      xi: EI margin, in standard deviations of the observed relative gains.
+      local_fraction: share of candidates drawn around the incumbent.
       local_scale: standard deviation of local candidates, unit space.
+      radius: half-width of the trust region around the incumbent, unit space;
+        trials closer than a quarter of it are not considered. Match it to the
+        guard's ``max_delta`` so that a trial and the way back each take one step.
       horizon: windows that map to progress 1 (``log1p`` scale; later is fine).
-      min_observations: below this many observations, propose a local random step.
-      fit_steps: Adam steps refining the length scales each update.
+      min_observations: below this many trials, trials are random local steps.
+      fit_steps: Adam steps refining the length scales each trial.
       noise: initial observation noise (standardised units).
-      radius: candidates stay in a box of this half-width (unit space) around the
-        incumbent: a trust region, so proposals are reachable in a few of a
-        guard's bounded steps. 1.0 searches the whole space.
-      recent: only values observed in the last ``recent`` windows can be the
-        incumbent.
-      min_gain: with EI, when the best expected improvement over the incumbent is
-        below ``min_gain`` standard deviations of the observed improvements, the
-        tuner proposes the incumbent instead of exploring (so it settles).
 
     >>> import jax, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
@@ -121,99 +130,108 @@ def bayes(
         raise ValueError(f"bayes: local_fraction must be in [0, 1], got {local_fraction!r}")
     if not local_scale > 0.0:
         raise ValueError(f"bayes: local_scale must be > 0, got {local_scale!r}")
-    if not horizon > 0:
-        raise ValueError(f"bayes: horizon must be > 0, got {horizon!r}")
-    if int(recent) < 1:
-        raise ValueError(f"bayes: recent must be >= 1, got {recent!r}")
     if not 0.0 < radius <= 1.0:
         raise ValueError(f"bayes: radius must be in (0, 1], got {radius!r}")
-    if not min_gain >= 0:
-        raise ValueError(f"bayes: min_gain must be >= 0, got {min_gain!r}")
+    if not horizon > 0:
+        raise ValueError(f"bayes: horizon must be > 0, got {horizon!r}")
     if not beta >= 0:
         raise ValueError(f"bayes: beta must be >= 0, got {beta!r}")
+    if not noise > 0:
+        raise ValueError(f"bayes: noise must be > 0, got {noise!r}")
     d = len(sub)
-    n_local = int(round(local_fraction * (candidates - 2)))
-    n_global = candidates - 2 - n_local
+    n_local = int(round(local_fraction * (candidates - 1)))
+    n_global = candidates - 1 - n_local
 
     def init(key, hparams) -> BayesState:
         hp = check_init(sub, hparams, "bayes")
         u = sub.to_unit({n: hp[n] for n in sub.names})
+        nan = jnp.asarray(jnp.nan, jnp.float32)
         return BayesState(
             hparams=hp,
             buf=gp.buffer(capacity, d + 1),
-            prev_score=jnp.asarray(jnp.nan, jnp.float32),
-            window=jnp.asarray(0, jnp.int32),
+            prev_score=nan,
+            base_gain=nan,
+            trial_u=u,
+            trial_t=jnp.asarray(0.0, jnp.float32),
+            trial_gain=nan,
+            pending=jnp.asarray(False),
             incumbent=u,
+            phase=jnp.asarray(_BASELINE, jnp.int32),
+            window=jnp.asarray(0, jnp.int32),
             key=key,
         )
 
+    def propose_trial(key, buf, centre, t_next):
+        k_local, k_global, k_pick = jax.random.split(key, 3)
+        lo_box = jnp.clip(centre - radius, 0.0, 1.0)
+        hi_box = jnp.clip(centre + radius, 0.0, 1.0)
+        local = centre + local_scale * jax.random.normal(k_local, (n_local, d))
+        local = jnp.clip(local, lo_box, hi_box)
+        uniform = lo_box + (hi_box - lo_box) * jax.random.uniform(k_global, (n_global, d))
+        cands = jnp.concatenate([centre[None], local, uniform], axis=0)
+        xq = jnp.concatenate([cands, jnp.full((candidates, 1), t_next)], axis=1)
+        post = gp.posterior(buf, gp.fit(buf, noise=noise, steps=fit_steps))
+        mean, std = gp.predict(post, xq)
+        if acquisition == "ei":
+            acq = gp.expected_improvement(mean, std, 0.0, xi * post.sd)
+        else:
+            acq = gp.ucb(mean, std, beta)
+        # A trial must differ from the incumbent enough to be measurable.
+        far = jnp.max(jnp.abs(cands - centre), axis=1) >= 0.25 * radius
+        acq = jnp.where(jnp.isfinite(acq) & far, acq, -jnp.inf)
+        chosen = cands[jnp.argmax(acq)]
+        pick = jax.random.randint(k_pick, (), 0, max(candidates - 1, 1))
+        random_local = cands[1 + pick]
+        warm = jnp.sum(buf.valid) >= min_observations
+        return jnp.where(warm, chosen, random_local)
+
     def update(state: BayesState, obs: Observation):
         hp = applied(obs, state.hparams)
-        u = sub.to_unit({n: hp[n] for n in sub.names})
+        u = sub.to_unit({n: hp[n] for n in sub.names})  # what really ran
         score = score_of(obs)
         finite = jnp.isfinite(score)
-        prev_ok = jnp.isfinite(state.prev_score)
+        gain = score - state.prev_score  # NaN for the first window
+        in_baseline = state.phase == _BASELINE
+        t_now = progress_feature(state.window, horizon)
 
-        # Record the improvement of the window that just ran (a divergence as a big loss).
+        # An incumbent window right after a trial closes the trial: compare the trial's
+        # gain with the mean of the incumbent's gains just before and just after it,
+        # which cancels the drift of the learning curve.
         buf = state.buf
         n_valid = jnp.sum(buf.valid)
         lo = jnp.min(jnp.where(buf.valid, buf.y, jnp.inf))
         hi = jnp.max(jnp.where(buf.valid, buf.y, -jnp.inf))
         penalty = jnp.where(n_valid > 0, lo - jnp.maximum(hi - lo, 1e-3), -1.0)
-        gain = score - state.prev_score
-        target = jnp.where(finite, gain, penalty)
-        x = jnp.concatenate([u, progress_feature(state.window, horizon)[None]])
-        buf = gp.add(buf, x, target, valid=prev_ok | ~finite)
-        prev_score = jnp.where(finite, score, state.prev_score)
+        reference = 0.5 * (state.base_gain + gain)
+        relative = jnp.where(jnp.isfinite(state.trial_gain), state.trial_gain - reference, penalty)
+        closing = in_baseline & state.pending & jnp.isfinite(reference)
+        x = jnp.concatenate([state.trial_u, state.trial_t[None]])
+        buf = gp.add(buf, x, relative, valid=closing)
+        won = closing & (relative > 0)
+        incumbent = jnp.where(won, state.trial_u, jnp.where(in_baseline, u, state.incumbent))
 
-        # Fit and maximise the acquisition at the next window's progress.
-        key, k_local, k_global, k_pick = jax.random.split(state.key, 4)
-        params = gp.fit(buf, noise=noise, steps=fit_steps)
-        post = gp.posterior(buf, params)
+        # Next: after an incumbent window, a trial (or the new incumbent if the last
+        # trial won); after a trial, the incumbent.
+        key, k_trial = jax.random.split(state.key)
         t_next = progress_feature(state.window + 1, horizon)
-
-        # The incumbent: the observed point predicted to gain most at the next window.
-        seen = jnp.concatenate([buf.x[:, :d], jnp.full((capacity, 1), t_next)], axis=1)
-        seen_mean, _ = gp.predict(post, seen)
-        # Only recent observations can be the incumbent: far from any data in time the
-        # GP reverts to the average gain, which early, large gains inflate.
-        cutoff = progress_feature(jnp.maximum(state.window - recent, 0), horizon)
-        seen_mean = jnp.where(buf.valid & (buf.x[:, d] >= cutoff), seen_mean, -jnp.inf)
-        incumbent_u = buf.x[jnp.argmax(seen_mean), :d]
-        best_mean = jnp.max(seen_mean)
-        warm = jnp.sum(buf.valid) >= min_observations
-
-        # Candidates in a trust region around the incumbent (around the values in
-        # force until the GP is warm), so exploration never drifts away step by step.
-        centre = jnp.where(warm, incumbent_u, u)
-        lo_box = jnp.clip(centre - radius, 0.0, 1.0)
-        hi_box = jnp.clip(centre + radius, 0.0, 1.0)
-        noise_l = local_scale * jax.random.normal(k_local, (n_local, d))
-        local = jnp.clip(centre + noise_l, lo_box, hi_box)
-        uniform = lo_box + (hi_box - lo_box) * jax.random.uniform(k_global, (n_global, d))
-        cands = jnp.concatenate([u[None], centre[None], local, uniform], axis=0)
-        xq = jnp.concatenate([cands, jnp.full((candidates, 1), t_next)], axis=1)
-        mean, std = gp.predict(post, xq)
-        if acquisition == "ei":
-            acq = gp.expected_improvement(mean, std, best_mean, xi * post.sd)
-            # Once nothing is expected to beat the incumbent by a meaningful margin,
-            # stop exploring and train with the incumbent.
-            worth = jnp.max(acq) > min_gain * post.sd
-        else:
-            acq = gp.ucb(mean, std, beta)
-            worth = jnp.max(acq) > best_mean
-        acq = jnp.where(jnp.isfinite(acq), acq, -jnp.inf)
-        chosen = jnp.where(worth, cands[jnp.argmax(acq)], incumbent_u)
-        random_local = local[jax.random.randint(k_pick, (), 0, max(n_local, 1))] if n_local else u
-        new_u = jnp.where(warm, chosen, random_local)
-        incumbent = jnp.where(warm, incumbent_u, state.incumbent)
+        trial = propose_trial(k_trial, buf, incumbent, t_next)
+        start_trial = in_baseline & jnp.isfinite(gain) & ~won
+        new_u = jnp.where(start_trial, trial, incumbent)
 
         new_state = BayesState(
             hparams=write_unit(sub, hp, new_u),
             buf=buf,
-            prev_score=prev_score.astype(jnp.float32),
-            window=(state.window + 1).astype(jnp.int32),
+            prev_score=jnp.where(finite, score, state.prev_score).astype(jnp.float32),
+            base_gain=jnp.where(in_baseline, gain, state.base_gain).astype(jnp.float32),
+            trial_u=jnp.where(in_baseline, state.trial_u, u),
+            trial_t=jnp.where(in_baseline, state.trial_t, t_now).astype(jnp.float32),
+            trial_gain=jnp.where(
+                in_baseline, state.trial_gain, jnp.where(finite, gain, jnp.nan)
+            ).astype(jnp.float32),
+            pending=jnp.where(in_baseline, False, True),
             incumbent=incumbent,
+            phase=jnp.where(start_trial, _TRIAL, _BASELINE).astype(jnp.int32),
+            window=(state.window + 1).astype(jnp.int32),
             key=key,
         )
         return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False)), new_state
