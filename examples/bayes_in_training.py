@@ -37,9 +37,8 @@ def run(windows=40, seed=0, start_lr=1e-4, steps_per_window=None, hidden=(64,), 
         print(f"{'window':>6} {'val acc':>8} {'learning rate':>14}")
         for w in range(0, windows, max(1, windows // 10)):
             flag = "  rollback" if rows["rollback"][w] else ""
-            print(
-                f"{w:>6} {float(rows['score'][w]):>8.4f} {float(rows['learning_rate'][w]):>14.3e}{flag}"
-            )
+            score, lr = float(rows["score"][w]), float(rows["learning_rate"][w])
+            print(f"{w:>6} {score:>8.4f} {lr:>14.3e}{flag}")
         print(f"best val accuracy {float(carry.snap.score):.4f}, its test accuracy {test:.4f}")
     return rows, float(carry.snap.score), test
 
