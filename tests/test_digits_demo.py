@@ -331,3 +331,15 @@ def test_pbt_example_runs(capsys):
     assert scores.shape == (3, 4) and parents.shape == (3, 4)
     assert int((parents != jnp.arange(4)).sum()) == 3  # one of four replaced per generation
     assert "best member" in capsys.readouterr().out
+
+
+def test_bayes_example_runs(capsys):
+    path = ROOT / "examples" / "bayes_in_training.py"
+    spec = importlib.util.spec_from_file_location("bayes_in_training", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows, best, test = example.run(windows=6, steps_per_window=8, hidden=(16,))
+    assert rows["score"].shape == (6,)
+    assert best == pytest.approx(float(np.max(rows["score"])))
+    assert 0.0 <= test <= 1.0
+    assert "best val accuracy" in capsys.readouterr().out
