@@ -1,0 +1,110 @@
+"""The evaluation-backoff state machine."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hagfish_jax.loop import Backoff, Phase
+
+
+def feed(b, scores, start=0):
+    out = []
+    for i, s in enumerate(scores):
+        out.append(b.observe(start + i, s))
+    return out
+
+
+def test_interval_backs_off_geometrically_and_resets_on_improvement():
+    b = Backoff(base=1, backoff=2.0, max_interval=8, plateau=100, dormant=100, noise=0.0)
+    d = feed(b, [1.0, 1.0, 1.0, 1.0, 1.0])
+    # first score improves (interval 1), then 2, 4, 8, 8
+    assert [x.next_window - w for w, x in enumerate(d)] == [1, 2, 4, 8, 8]
+    d = b.observe(5, 2.0)
+    assert d.improved and d.next_window == 6
+    assert not b.due(5) and b.due(6)
+
+
+def test_transitions_active_cooling_active_dormant():
+    b = Backoff(plateau=2, dormant=4, noise=0.0)
+    phases = [x.phase for x in feed(b, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0])]
+    A, C, D = Phase.ACTIVE, Phase.COOLING, Phase.DORMANT
+    assert phases == [A, A, C, A, A, C, C, D]
+    assert b.done and not b.due(10_000)
+
+
+def test_min_windows_delays_dormant():
+    b = Backoff(plateau=1, dormant=2, noise=0.0, min_windows=10)
+    phases = [x.phase for x in feed(b, [1.0] * 12)]
+    assert Phase.DORMANT not in phases[:9]
+    assert phases[9] is Phase.DORMANT  # window 9 is the 10th window
+
+
+def test_noise_floor_and_scale_invariance():
+    rng = np.random.default_rng(0)
+    scores = np.cumsum(rng.normal(0.01, 0.05, 60)) + 0.5
+    a = Backoff(plateau=3, dormant=8, noise=1.0)
+    b = Backoff(plateau=3, dormant=8, noise=1.0)
+    pa = [(x.phase, x.improved, x.next_window) for x in feed(a, scores)]
+    pb = [(x.phase, x.improved, x.next_window) for x in feed(b, 1000.0 * scores)]
+    assert pa == pb
+    # with a floor, gains smaller than the noise are not improvements
+    c = Backoff(noise=2.0, plateau=100, dormant=100)
+    feed(c, [0.0, 1.0, 0.0, 1.0])  # spread ~0.58
+    assert not c.observe(4, 1.5).improved
+    assert c.observe(5, 3.0).improved
+
+
+def test_degradation_with_negative_scores():
+    b = Backoff(degradation=0.95, patience=1, noise=0.0, plateau=100, dormant=100)
+    b.observe(0, -100.0)
+    assert not b.observe(1, -104.0).degraded
+    assert b.observe(2, -106.0).degraded
+
+
+def test_degradation_needs_patience_and_nan_is_bad():
+    b = Backoff(degradation=0.9, patience=2, noise=0.0, plateau=100, dormant=100)
+    b.observe(0, 1.0)
+    assert not b.observe(1, 0.5).degraded
+    assert not b.observe(2, 0.95).degraded  # streak broken
+    assert not b.observe(3, math.nan).degraded
+    d = b.observe(4, math.nan)
+    assert d.degraded and not d.improved and b.best == 1.0
+
+
+def test_watchdog_in_continuous_mode():
+    b = Backoff(plateau=1, dormant=2, max_interval=16, continuous=True, noise=0.0, patience=1)
+    d = feed(b, [1.0, 1.0, 1.0])
+    assert d[-1].phase is Phase.WATCHDOG and d[-1].transition == (Phase.COOLING, Phase.WATCHDOG)
+    assert d[-1].next_window == 2 + 16
+    assert not b.done and b.due(18)
+    assert b.observe(18, 0.5).degraded  # watched: degradation flagged
+    assert b.observe(34, 5.0).phase is Phase.ACTIVE  # a real improvement wakes it
+
+
+def test_state_dict_round_trip():
+    b = Backoff(plateau=2, dormant=5)
+    feed(b, [0.1, 0.3, 0.2, 0.25])
+    c = Backoff(plateau=2, dormant=5)
+    c.load_state_dict(b.state_dict())
+    assert c.state_dict() == b.state_dict()
+    assert c.observe(10, 0.2) == b.observe(10, 0.2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"base": 0}, "base"),
+        ({"backoff": 0.5}, "backoff"),
+        ({"max_interval": 0}, "max_interval"),
+        ({"plateau": 3, "dormant": 2}, "dormant"),
+        ({"degradation": 0.0}, "degradation"),
+        ({"patience": 0}, "patience"),
+        ({"noise": -1.0}, "noise"),
+    ],
+)
+def test_validation(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        Backoff(**kwargs)
