@@ -1,5 +1,6 @@
 """The imperative shell around jitted training: backoff, checkpoints, rollback, callbacks."""
 
 from .backoff import Backoff, Decision, Phase
+from .checkpoints import Checkpoints
 
-__all__ = ["Backoff", "Decision", "Phase"]
+__all__ = ["Backoff", "Checkpoints", "Decision", "Phase"]
