@@ -5,11 +5,12 @@
 >>> tuner = hj.guard(hj.finite_difference(space), space=space)
 """
 
-from . import ensemble, gp, population, snapshot
+from . import ensemble, gp, loop, population, snapshot
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
 from .config import TuningConfig, from_config
 from .guard import GuardState, guard
 from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
+from .loop import Advice, Backoff, Callback, Loop, LoopResult, MetaController, RegimeDetector
 from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
 from .tuners import (
     BayesState,
@@ -32,6 +33,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KEEP",
+    "Advice",
+    "Backoff",
+    "Callback",
+    "Loop",
+    "LoopResult",
+    "MetaController",
+    "RegimeDetector",
     "BayesState",
     "Choice",
     "Dimension",
@@ -64,6 +72,7 @@ __all__ = [
     "pbt",
     "get_hparams",
     "guard",
+    "loop",
     "plateau",
     "population",
     "set_hparams",

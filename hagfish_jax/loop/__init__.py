@@ -2,5 +2,21 @@
 
 from .backoff import Backoff, Decision, Phase
 from .checkpoints import Checkpoints
+from .control import Action, MetaController, Regime, RegimeDetector, spawn_noise
+from .loop import Advice, Callback, Loop, LoopResult
 
-__all__ = ["Backoff", "Checkpoints", "Decision", "Phase"]
+__all__ = [
+    "Action",
+    "Advice",
+    "Backoff",
+    "Callback",
+    "Checkpoints",
+    "Decision",
+    "Loop",
+    "LoopResult",
+    "MetaController",
+    "Phase",
+    "Regime",
+    "RegimeDetector",
+    "spawn_noise",
+]

@@ -12,9 +12,10 @@ evaluations mean:
 * **WATCHDOG**: in continuous mode, after DORMANT: evaluate at ``max_interval`` and
   watch for degradation.
 
-Improvement is credited only beyond a noise floor, ``noise`` times the spread
-(standard deviation) of the last ``noise_window`` scores, so multiplying every score
-by a positive constant gives the same sequence of states. Degradation is
+Improvement is credited only beyond a noise floor, ``noise`` times the noise level
+of the last ``noise_window`` scores (the spread of their successive differences, so
+a trend is not counted as noise); multiplying every score by a positive constant
+gives the same sequence of states. Degradation is
 ``patience`` evaluations in a row below ``best - max(|best| * (1 - degradation),
 noise floor)``, which is right for negative scores too; NaN/inf scores count as
 degraded and never improve.
@@ -132,12 +133,19 @@ class Backoff:
 
     # -- helpers -----------------------------------------------------------------------
     def noise_floor(self) -> float:
-        """``noise`` times the standard deviation of the recent finite scores."""
-        if len(self.recent) < 2:
+        """``noise`` times the noise level of the recent finite scores.
+
+        The level is the standard deviation of successive differences over
+        ``sqrt(2)``: for a trend plus independent noise it estimates the noise
+        alone, so a steadily improving run is not mistaken for a noisy one.
+        """
+        if len(self.recent) < 3:
             return 0.0
-        mean = sum(self.recent) / len(self.recent)
-        var = sum((x - mean) ** 2 for x in self.recent) / (len(self.recent) - 1)
-        return self.noise * math.sqrt(var)
+        r = list(self.recent)
+        diffs = [b - a for a, b in zip(r, r[1:])]
+        mean = sum(diffs) / len(diffs)
+        var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+        return self.noise * math.sqrt(var / 2.0)
 
     def due(self, window: int) -> bool:
         """Whether the loop should evaluate after ``window``."""
