@@ -28,6 +28,7 @@ __all__ = [
     "fit",
     "log_marginal_likelihood",
     "matern52",
+    "penalty",
     "posterior",
     "predict",
     "ucb",
@@ -71,6 +72,17 @@ def add(buf: Buffer, x: jax.Array, y: jax.Array, valid: jax.Array | bool = True)
         buf.count + 1,
     )
     return jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, buf)
+
+
+def penalty(buf: Buffer) -> jax.Array:
+    """A target for a diverged (NaN/inf) observation: clearly below everything seen.
+
+    The lowest valid target minus the observed range (at least ``1e-3``), or -1 in
+    an empty buffer.
+    """
+    lo = jnp.min(jnp.where(buf.valid, buf.y, jnp.inf))
+    hi = jnp.max(jnp.where(buf.valid, buf.y, -jnp.inf))
+    return jnp.where(jnp.any(buf.valid), lo - jnp.maximum(hi - lo, 1e-3), -1.0)
 
 
 class GPParams(NamedTuple):

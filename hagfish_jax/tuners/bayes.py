@@ -198,10 +198,7 @@ def bayes(
         # gain with the mean of the incumbent's gains just before and just after it,
         # which cancels the drift of the learning curve.
         buf = state.buf
-        n_valid = jnp.sum(buf.valid)
-        lo = jnp.min(jnp.where(buf.valid, buf.y, jnp.inf))
-        hi = jnp.max(jnp.where(buf.valid, buf.y, -jnp.inf))
-        penalty = jnp.where(n_valid > 0, lo - jnp.maximum(hi - lo, 1e-3), -1.0)
+        penalty = gp.penalty(buf)
         reference = 0.5 * (state.base_gain + gain)
         relative = jnp.where(jnp.isfinite(state.trial_gain), state.trial_gain - reference, penalty)
         closing = in_baseline & state.pending & jnp.isfinite(reference)

@@ -130,10 +130,7 @@ def pb2(
         measured = alive & jnp.isfinite(state.prev_score)
         finite = jnp.isfinite(scores)
         buf = state.buf
-        lo = jnp.min(jnp.where(buf.valid, buf.y, jnp.inf))
-        hi = jnp.max(jnp.where(buf.valid, buf.y, -jnp.inf))
-        penalty = jnp.where(jnp.any(buf.valid), lo - jnp.maximum(hi - lo, 1e-3), -1.0)
-        gains = jnp.where(finite, scores - state.prev_score, penalty)
+        gains = jnp.where(finite, scores - state.prev_score, gp.penalty(buf))
         buf = _add_many(buf, xs, gains, measured)
 
         key, k_select, k_cands = jax.random.split(state.key, 3)
