@@ -24,7 +24,23 @@ __all__ = ["main"]
 
 def _summary_lines(summary: dict[str, Any], out: Path) -> list[tuple[str, str]]:
     hp = [(f"  {k}", f"{v:.4g}") for k, v in summary["best_hparams"].items()]
-    if summary["tuner"] == "pbt":
+    if summary["task"] == "cartpole":
+        lines = [
+            (
+                "population",
+                f"{summary['population']} PPO agents x {summary['generations']} "
+                f"generations ({summary['env_steps_per_member']} env steps each)",
+            ),
+            (
+                "best member",
+                f"member {summary['best_member']} at generation {summary['best_generation']}",
+            ),
+            *hp,
+            ("best mean return", f"{summary['best_return']:.1f}"),
+            ("first generation at 475", str(summary["first_generation_at_475"])),
+            ("exploits", str(summary["exploits"])),
+        ]
+    elif summary["tuner"] == "pbt":
         lines = [
             (
                 "population",
@@ -79,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
                 bar.set_description("training")
                 bar.reset()
                 return
-            bar.set_postfix(val_acc=f"{row['score']:.3f}", lr=f"{row['learning_rate']:.2e}")
+            bar.set_postfix(score=f"{row['score']:.3f}", lr=f"{row['learning_rate']:.2e}")
             bar.update(done - bar.n)
 
         common = dict(
@@ -89,7 +105,14 @@ def _demo(args: argparse.Namespace) -> int:
             hidden=hidden,
             progress=progress,
         )
-        if args.tuner == "pbt":
+        if args.task == "cartpole":
+            result = demo.run_pbt_cartpole(
+                population_size=args.population,
+                generations=args.windows,
+                seed=args.seed,
+                progress=progress,
+            )
+        elif args.tuner == "pbt":
             result = demo.run_pbt(
                 population_size=args.population, generations=args.windows, **common
             )
@@ -114,13 +137,23 @@ def _parser() -> argparse.ArgumentParser:
         "writes summary.json and metrics.csv.",
     )
     demo.add_argument(
+        "--task",
+        choices=("digits", "cartpole"),
+        default="digits",
+        help="digits: MLPs on scikit-learn's digits (default); cartpole: PPO agents on "
+        "gymnasium's functional CartPole (PBT of 8)",
+    )
+    demo.add_argument(
         "--tuner",
         choices=("pbt", "guard"),
         default="pbt",
         help="pbt: a population (default); guard: one guarded run",
     )
     demo.add_argument(
-        "--population", type=int, default=16, help="population size for pbt (default 16)"
+        "--population",
+        type=int,
+        default=None,
+        help="population size for pbt (default 16 on digits, 8 on cartpole)",
     )
     demo.add_argument(
         "--windows",
@@ -154,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.windows < 1:
         parser.error(f"--windows must be >= 1, got {args.windows}")
+    if args.population is None:
+        args.population = 8 if args.task == "cartpole" else 16
+    if args.task == "cartpole" and args.tuner != "pbt":
+        parser.error("--task cartpole runs PBT only (--tuner pbt)")
     if args.population < 2:
         parser.error(f"--population must be >= 2, got {args.population}")
     if args.steps_per_window is not None and args.steps_per_window < 1:

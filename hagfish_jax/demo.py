@@ -32,6 +32,7 @@ __all__ = [
     "population_program",
     "run_guarded",
     "run_pbt",
+    "run_pbt_cartpole",
     "write_run",
 ]
 
@@ -109,13 +110,13 @@ def population_program(task, tuner, n: int):
         leader = jnp.argmax(safe)
         best = snapshot.update(carry.best, jax.tree.map(lambda x: x[leader], states), score[leader])
         proposal, tuner_state = tuner.update(
-            carry.tuner_state, Observation(score, metrics["train_score"])
+            carry.tuner_state, Observation(score, metrics.get("train_score"))
         )
         states = population.exploit(states, proposal.parents)
         states = set_hparams(states, proposal.hparams)
         row = {
             **metrics,
-            "window_loss": train_metrics["loss"],
+            **{f"window_{k}": v for k, v in train_metrics.items()},
             "parent": proposal.parents,
             **{k: in_force[k] for k in task.space.names},
         }
@@ -203,6 +204,76 @@ def run_pbt(
         "ensemble_val_accuracy": ens_val,
         "ensemble_test_accuracy": ens_test,
         "ensemble_weights": [round(float(w), 4) for w in weights],
+        "exploits": int(sum(r["parent"] != r["member"] for r in rows)),
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+    return {"summary": summary, "rows": rows}
+
+
+def run_pbt_cartpole(
+    population_size: int = 8,
+    generations: int = 30,
+    seed: int = 0,
+    fraction: float = 0.25,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """PBT over a population of PPO agents on the functional CartPole.
+
+    Each generation is one window of PPO updates per member (vmapped); the score
+    is the mean return of each member's last finished episodes. Members start from
+    hyperparameters drawn from :data:`hagfish_jax.rl.space`.
+    """
+    import types
+
+    from .rl import PPO
+    from .rl import space as rl_space
+
+    if population_size < 2:
+        raise ValueError(f"run_pbt_cartpole: population_size must be >= 2, got {population_size!r}")
+    if generations < 1:
+        raise ValueError(f"run_pbt_cartpole: generations must be >= 1, got {generations!r}")
+    start = time.perf_counter()
+    ppo = PPO()
+    task = types.SimpleNamespace(
+        init=ppo.init, train_window=ppo.train_window, evaluate=ppo.evaluate, space=rl_space
+    )
+    tuner = pbt(rl_space, fraction=fraction)
+    init, generation = population_program(task, tuner, population_size)
+    k_hp, k_run = jax.random.split(jax.random.key(seed))
+    carry = jax.jit(init)(k_run, rl_space.sample(k_hp, population_size))
+    names = rl_space.names
+    rows: list[dict] = []
+
+    def on_block(block, done):
+        for g in range(block["score"].shape[0]):
+            for i in range(population_size):
+                row = {"generation": done + g, "member": i}
+                row.update({k: block[k][g, i].item() for k in ("score", "parent") + names})
+                rows.append(row)
+        return {
+            "score": float(np.max(block["score"][-1])),
+            "learning_rate": float(np.median(block["learning_rate"][-1])),
+        }
+
+    carry = _scan_chunks(generation, carry, generations, progress, on_block)
+    best_row = max(rows, key=lambda r: r["score"])
+    steps = ppo.updates_per_window * ppo.num_envs * ppo.num_steps
+    solved = [r["generation"] for r in rows if r["score"] >= 475.0]
+    summary = {
+        "task": "cartpole",
+        "tuner": "pbt",
+        "population": population_size,
+        "generations": generations,
+        "env_steps_per_member": generations * steps,
+        "total_env_steps": population_size * generations * steps,
+        "seed": seed,
+        "best_generation": best_row["generation"],
+        "best_member": best_row["member"],
+        "best_return": float(carry.best.score),
+        "best_hparams": {n: best_row[n] for n in names},
+        "first_generation_at_475": min(solved) if solved else None,
         "exploits": int(sum(r["parent"] != r["member"] for r in rows)),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "jax_version": jax.__version__,

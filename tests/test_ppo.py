@@ -86,3 +86,38 @@ def test_ppo_validation():
         PPO(num_envs=3, num_steps=5, num_minibatches=4)
     with pytest.raises(ValueError, match="num_envs"):
         PPO(num_envs=0)
+
+
+def test_cartpole_demo_end_to_end(tmp_path):
+    import json
+
+    from hagfish_jax import cli
+
+    out = tmp_path / "cp"
+    argv = [
+        "demo",
+        "--task",
+        "cartpole",
+        "--population",
+        "4",
+        "--generations",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert cli.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "cartpole" and summary["population"] == 4
+    assert summary["env_steps_per_member"] == 3 * 4 * 16 * 64
+    assert summary["exploits"] == 3  # one of four replaced per generation
+    assert hj.rl.space.contains(summary["best_hparams"])
+    assert (out / "metrics.csv").read_text().count("\n") == 1 + 3 * 4
+
+
+def test_cartpole_demo_rejects_the_guard(capsys):
+    from hagfish_jax import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--task", "cartpole", "--tuner", "guard"])
+    assert "PBT only" in capsys.readouterr().err
