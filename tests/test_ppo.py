@@ -121,3 +121,30 @@ def test_cartpole_demo_rejects_the_guard(capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--task", "cartpole", "--tuner", "guard"])
     assert "PBT only" in capsys.readouterr().err
+
+
+def test_numpy_gymnasium_cartpole_through_the_loop():
+    from hagfish_jax.rl import NumpyPPO
+
+    env = NumpyPPO(seed=0)
+    agent = env.init(jax.random.key(0))
+    space = hj.rl.space.subspace(["learning_rate"])
+    updates = []
+
+    class Count(hj.Callback):
+        def on_hparams_update(self, loop, window, hparams, source):
+            updates.append(hparams["learning_rate"])
+
+    loop = hj.Loop(
+        env.train_window,
+        env.evaluate,
+        backoff=hj.Backoff(noise=0.0, plateau=50, dormant=100),
+        tuner=hj.guard(hj.finite_difference(space), warmup=2, space=space),
+        space=space,
+        callbacks=[Count()],
+    )
+    result = loop.run(agent, jax.random.key(1), max_windows=20)
+    assert result.windows == 20 and result.reason == "budget"
+    assert result.best_score > 150.0  # random play scores about 20
+    assert int(result.state.steps) % (8 * 128) == 0 and int(result.state.steps) > 0
+    assert len(set(updates)) > 1 and all(space.contains({"learning_rate": u}) for u in updates)

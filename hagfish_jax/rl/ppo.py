@@ -25,7 +25,7 @@ import optax
 from ..hparams import ExtraHParams, extra_hparams, set_hparams
 from ..space import LogUniform, Space, Uniform
 
-__all__ = ["PPO", "PPOState", "default_hparams", "space"]
+__all__ = ["PPO", "PPOState", "Transition", "default_hparams", "space"]
 
 #: The tunable PPO hyperparameters (all dynamic).
 space = Space(
@@ -233,9 +233,19 @@ class PPO:
         return jax.lax.scan(env_step, state, jax.random.split(key, self.num_steps))
 
     def _update(self, state: PPOState, key):
-        hp = state.extra.hyperparams
         state, traj = self._rollout(state, key)
-        _, last_value = self.network.apply(state.params, state.obs)
+        params, opt_state = self.learn(
+            state.params, state.opt_state, state.extra.hyperparams, traj, state.obs, key
+        )
+        return state._replace(params=params, opt_state=opt_state), jnp.mean(traj.reward)
+
+    def learn(self, params, opt_state, hp, traj: Transition, last_obs, key):
+        """GAE and ``update_epochs`` of minibatch SGD on one rollout (pure, jittable).
+
+        ``traj`` leaves are ``(num_steps, num_envs, ...)``; ``last_obs`` is the
+        observation after the rollout (for bootstrapping).
+        """
+        _, last_value = self.network.apply(params, last_obs)
 
         def gae(carry, t):
             adv, next_value = carry
@@ -251,7 +261,7 @@ class PPO:
         targets = advantages + traj.value
         batch = (traj.obs, traj.action, traj.log_prob, advantages, targets)
         batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
-        n = self.num_envs * self.num_steps
+        n = batch[0].shape[0]
         tx = self.tx(default_hparams["learning_rate"])
 
         def loss_fn(params, mb):
@@ -283,8 +293,8 @@ class PPO:
             return jax.lax.scan(step, (params, opt_state), mbs)[0], None
 
         keys = jax.random.split(jax.random.fold_in(key, 1), self.update_epochs)
-        (params, opt_state), _ = jax.lax.scan(epoch, (state.params, state.opt_state), keys)
-        return state._replace(params=params, opt_state=opt_state), jnp.mean(traj.reward)
+        (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state), keys)
+        return params, opt_state
 
     def train_window(self, state: PPOState, key) -> tuple[PPOState, dict]:
         """``updates_per_window`` PPO updates; metrics include ``mean_return``."""
