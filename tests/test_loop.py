@@ -324,3 +324,24 @@ def test_loop_validation():
         Loop(make_step(), evaluate, advisor=object())
     with pytest.raises(ValueError, match="max_windows"):
         Loop(make_step(), evaluate).run(init_state(), jax.random.key(0), 0)
+
+
+def test_spawns_build_a_weighted_ensemble_capped_at_max_size():
+    step = jax.jit(lambda s, k: ({"t": s["t"] + 1}, {"loss": jnp.float32(0)}))
+    scripted = iter([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0] + [3.0] * 50)
+    loop = Loop(
+        step,
+        lambda s: {"score": next(scripted)},  # a plateau after every gain
+        backoff=Backoff(plateau=1, dormant=2, noise=0.0, max_interval=1),
+        controller=MetaController(max_spawns=3, flat=100.0),  # always spawn when dormant
+        max_ensemble_size=2,
+    )
+    r = loop.run({"t": jnp.zeros((), jnp.int32)}, jax.random.key(0), max_windows=80)
+    assert r.spawns == 3 and r.reason == "spawn budget spent"
+    assert len(r.ensemble) == 2 and len(r.ensemble_states) == 2  # 4 variants, capped at 2
+    scores = [m["score"] for m in r.ensemble]
+    assert scores == [3.0, 2.0] and scores[0] == r.best_score
+    weights = [m["weight"] for m in r.ensemble]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-6) and weights[0] > weights[1]
+    assert int(r.ensemble_states[0]["t"]) == int(r.state["t"])  # the best member first
+    assert len(r.summary()["ensemble"]) == 2

@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..base import Observation, Tuner
+from ..ensemble import weights as ensemble_weights
 from ..hparams import get_hparams, set_hparams
 from ..space import Space
 from .backoff import Backoff, Phase
@@ -71,6 +73,8 @@ class LoopResult:
     history: list[dict[str, Any]]
     error: BaseException | None = None
     callback_errors: list[str] = dataclasses.field(default_factory=list)
+    ensemble: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    ensemble_states: list[Any] = dataclasses.field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -91,6 +95,7 @@ class LoopResult:
             "phase": self.phase,
             "regime": self.regime,
             "hparams": self.hparams,
+            "ensemble": {f"window {m['window']}": m["weight"] for m in self.ensemble},
         }
 
     def report(self, file=None) -> dict[str, Any]:
@@ -128,6 +133,9 @@ class Loop:
       regime: the :class:`RegimeDetector` for the report.
       target: stop once the score is ``>= target`` for ``target_patience`` evaluations.
       callbacks: :class:`Callback` objects.
+      max_ensemble_size: how many of the best states (one per variant: the best
+        before each spawn, and the final best) the result keeps as an ensemble,
+        weighted by :func:`hagfish_jax.ensemble.weights` of their scores.
     """
 
     def __init__(
@@ -146,6 +154,7 @@ class Loop:
         target: float | None = None,
         target_patience: int = 1,
         callbacks: Sequence[Callback] = (),
+        max_ensemble_size: int = 3,
     ):
         if not callable(step) or not callable(evaluate):
             raise TypeError("Loop: step and evaluate must be callables")
@@ -168,6 +177,9 @@ class Loop:
         self.target = target
         self.target_patience = int(target_patience)
         self.callbacks = list(callbacks)
+        if int(max_ensemble_size) < 1:
+            raise ValueError(f"Loop: max_ensemble_size must be >= 1, got {max_ensemble_size!r}")
+        self.max_ensemble_size = int(max_ensemble_size)
         self._stop = False
         self.callback_errors: list[str] = []
 
@@ -224,6 +236,7 @@ class Loop:
         history: list[dict[str, Any]] = []
         best_state, best_score, best_window = state, -math.inf, -1
         rollbacks = spawns = 0
+        members: dict[int, tuple[float, Any]] = {}  # window -> (score, state): the ensemble
         start_window = 0
         tstate = None
         if self.checkpoints is not None and self.checkpoints.latest is not None:
@@ -320,6 +333,7 @@ class Loop:
                                 spawns,
                             )
                             if action is Action.SPAWN and best_window >= 0:
+                                members[best_window] = (best_score, best_state)
                                 key, k_spawn = jax.random.split(key)
                                 state = self._spawn(best_state, history, k_spawn, window)
                                 spawns += 1
@@ -351,6 +365,10 @@ class Loop:
         if self.checkpoints is not None and error is None and best_window >= 0:
             save(windows - 1, state, None)
         scores = [h["score"] for h in history]
+        if best_window >= 0:
+            members[best_window] = (best_score, best_state)
+        kept = sorted(members.items(), key=lambda m: -m[1][0])[: self.max_ensemble_size]
+        weights = ensemble_weights(jnp.asarray([m[1][0] for m in kept])) if kept else []
         result = LoopResult(
             state=final,
             reason=reason,
@@ -366,6 +384,11 @@ class Loop:
             history=history,
             error=error,
             callback_errors=list(self.callback_errors),
+            ensemble=[
+                {"window": w, "score": sc, "weight": float(wt)}
+                for (w, (sc, _)), wt in zip(kept, weights)
+            ],
+            ensemble_states=[st for _, (_, st) in kept],
         )
         self._fire("on_loop_stop", result)
         return result
