@@ -175,3 +175,25 @@ def test_bayes_validation():
     ]:
         with pytest.raises(ValueError, match=word):
             hj.bayes(SPACE, **kwargs)
+
+
+def test_refit_every_reuses_length_scales_between_fits():
+    space = hj.Space(x=hj.Uniform(0.0, 1.0))
+    tuner = hj.bayes(space, refit_every=3, candidates=16, fit_steps=3)
+    update = jax.jit(tuner.update)
+    state = tuner.init(jax.random.key(0), {"x": 0.5})
+    fitted = []
+    for i in range(30):
+        score = jnp.float32(np.sin(i) + 0.1 * i)
+        before = state.gp_params.lengthscales
+        p, state = update(state, hj.Observation(score=score))
+        assert space.contains(p.hparams)
+        changed = not np.array_equal(before, state.gp_params.lengthscales)
+        fitted.append((int(state.trials), changed))
+    # the length scales only change on trials 1, 4, 7, ... (trials counted after the update)
+    for trials, changed in fitted:
+        if changed:
+            assert (trials - 1) % 3 == 0
+    assert int(state.trials) >= 7 and sum(c for _, c in fitted) >= 2
+    with pytest.raises(ValueError, match="refit_every"):
+        hj.bayes(space, refit_every=0)

@@ -34,6 +34,8 @@ class BayesState(NamedTuple):
       incumbent: the committed point in unit space (the current best belief).
       phase: 0 = the next score measures the incumbent, 1 = a trial.
       window: windows observed.
+      trials: trials proposed so far.
+      gp_params: the kernel parameters of the last fit.
       key: PRNG key.
     """
 
@@ -48,6 +50,8 @@ class BayesState(NamedTuple):
     incumbent: jax.Array
     phase: jax.Array
     window: jax.Array
+    trials: jax.Array
+    gp_params: gp.GPParams
     key: jax.Array
 
 
@@ -71,6 +75,7 @@ def bayes(
     min_observations: int = 2,
     fit_steps: int = 20,
     noise: float = 1e-2,
+    refit_every: int = 1,
 ) -> Tuner:
     """Bayesian optimisation during one training run.
 
@@ -110,6 +115,8 @@ def bayes(
       min_observations: below this many trials, trials are random local steps.
       fit_steps: Adam steps refining the length scales each trial.
       noise: initial observation noise (standardised units).
+      refit_every: refit the length scales every this many trials and reuse them
+        in between (the fit dominates the cost of an update on long histories).
 
     >>> import jax, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
@@ -136,6 +143,8 @@ def bayes(
         raise ValueError(f"bayes: horizon must be > 0, got {horizon!r}")
     if not beta >= 0:
         raise ValueError(f"bayes: beta must be >= 0, got {beta!r}")
+    if isinstance(refit_every, bool) or int(refit_every) != refit_every or refit_every < 1:
+        raise ValueError(f"bayes: refit_every must be an integer >= 1, got {refit_every!r}")
     if not noise > 0:
         raise ValueError(f"bayes: noise must be > 0, got {noise!r}")
     d = len(sub)
@@ -158,10 +167,12 @@ def bayes(
             incumbent=u,
             phase=jnp.asarray(_BASELINE, jnp.int32),
             window=jnp.asarray(0, jnp.int32),
+            trials=jnp.asarray(0, jnp.int32),
+            gp_params=gp.GPParams(jnp.full((d + 1,), 0.2, jnp.float32), jnp.float32(noise)),
             key=key,
         )
 
-    def propose_trial(key, buf, centre, t_next):
+    def propose_trial(key, buf, centre, t_next, params):
         k_local, k_global, k_pick = jax.random.split(key, 3)
         lo_box = jnp.clip(centre - radius, 0.0, 1.0)
         hi_box = jnp.clip(centre + radius, 0.0, 1.0)
@@ -170,7 +181,7 @@ def bayes(
         uniform = lo_box + (hi_box - lo_box) * jax.random.uniform(k_global, (n_global, d))
         cands = jnp.concatenate([centre[None], local, uniform], axis=0)
         xq = jnp.concatenate([cands, jnp.full((candidates, 1), t_next)], axis=1)
-        post = gp.posterior(buf, gp.fit(buf, noise=noise, steps=fit_steps))
+        post = gp.posterior(buf, params)
         mean, std = gp.predict(post, xq)
         if acquisition == "ei":
             acq = gp.expected_improvement(mean, std, 0.0, xi * post.sd)
@@ -211,8 +222,21 @@ def bayes(
         # trial won); after a trial, the incumbent.
         key, k_trial = jax.random.split(state.key)
         t_next = progress_feature(state.window + 1, horizon)
-        trial = propose_trial(k_trial, buf, incumbent, t_next)
         start_trial = in_baseline & jnp.isfinite(gain) & ~won
+
+        def with_trial(_):
+            # Refit the length scales every `refit_every` trials; reuse them between.
+            params = jax.lax.cond(
+                state.trials % refit_every == 0,
+                lambda: gp.fit(buf, noise=noise, steps=fit_steps),
+                lambda: state.gp_params,
+            )
+            return propose_trial(k_trial, buf, incumbent, t_next, params), params
+
+        # The GP is only needed when a trial starts (about every other window).
+        trial, gp_params = jax.lax.cond(
+            start_trial, with_trial, lambda _: (incumbent, state.gp_params), None
+        )
         new_u = jnp.where(start_trial, trial, incumbent)
 
         new_state = BayesState(
@@ -229,6 +253,8 @@ def bayes(
             incumbent=incumbent,
             phase=jnp.where(start_trial, _TRIAL, _BASELINE).astype(jnp.int32),
             window=(state.window + 1).astype(jnp.int32),
+            trials=(state.trials + start_trial.astype(jnp.int32)).astype(jnp.int32),
+            gp_params=gp_params,
             key=key,
         )
         return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False)), new_state
