@@ -132,6 +132,12 @@ def load_yaml(path: str | os.PathLike) -> Any:
 # -- parsing --------------------------------------------------------------------------------
 
 
+def _reject_unknown(where: str, keys, accepted) -> None:
+    unknown = set(keys) - set(accepted)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; accepted: {list(accepted)}")
+
+
 def _number(key: str, value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{key}: expected a number, got {value!r}")
@@ -197,9 +203,7 @@ def _guard_options(section: Any, schedule: Mapping[str, Any]) -> dict[str, Any]:
         section = {}
     if not isinstance(section, Mapping):
         raise ValueError(f"guard: expected a mapping or false, got {section!r}")
-    unknown = set(section) - set(_GUARD_KEYS)
-    if unknown:
-        raise ValueError(f"guard: unknown key(s) {sorted(unknown)}; accepted: {list(_GUARD_KEYS)}")
+    _reject_unknown("guard", section, _GUARD_KEYS)
     opts = dict(section)
     for k, v in schedule.items():
         if k in opts and opts[k] != v:
@@ -284,11 +288,7 @@ def from_config(source: Mapping[str, Any] | str | os.PathLike) -> TuningConfig:
         source = load_yaml(source)
     if not isinstance(source, Mapping):
         raise ValueError(f"config: expected a mapping of sections, got {type(source).__name__}")
-    unknown = set(source) - set(_SECTIONS)
-    if unknown:
-        raise ValueError(
-            f"config: unknown section(s) {sorted(unknown)}; accepted: {list(_SECTIONS)}"
-        )
+    _reject_unknown("config", source, _SECTIONS)
     space_section = source.get("space")
     if not isinstance(space_section, Mapping) or not space_section:
         raise ValueError("space: required, a mapping of name -> range or choice")
@@ -302,11 +302,7 @@ def from_config(source: Mapping[str, Any] | str | os.PathLike) -> TuningConfig:
     schedule = source.get("schedule") or {}
     if not isinstance(schedule, Mapping):
         raise ValueError(f"schedule: expected a mapping, got {schedule!r}")
-    unknown = set(schedule) - set(_SCHEDULE_KEYS)
-    if unknown:
-        raise ValueError(
-            f"schedule: unknown key(s) {sorted(unknown)}; accepted: {list(_SCHEDULE_KEYS)}"
-        )
+    _reject_unknown("schedule", schedule, _SCHEDULE_KEYS)
 
     population = STRATEGIES[strategy][2]
     guard_section = source.get("guard")

@@ -51,6 +51,19 @@ def window_loss(task):
     return fn
 
 
+def read_run(out):
+    """``(summary, metrics rows)`` of a run directory."""
+    with open(out / "metrics.csv", newline="") as f:
+        return json.loads((out / "summary.json").read_text()), list(csv.DictReader(f))
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _rows(a):
     return {r.tobytes() for r in a}
 
@@ -215,9 +228,7 @@ def test_pbt_demo_end_to_end(tmp_path):
         "--quiet",
     ]
     assert cli.main(argv) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    summary, rows = read_run(out)
     assert len(rows) == 4 * 4
     assert [(int(r["generation"]), int(r["member"])) for r in rows[:5]] == [
         (0, 0),
@@ -257,9 +268,7 @@ def test_guarded_demo_end_to_end(tmp_path):
     ]
     assert cli.main(argv) == 0
 
-    summary = json.loads((out / "summary.json").read_text())
-    with open(out / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    summary, rows = read_run(out)
     assert len(rows) == 6
     assert [int(r["window"]) for r in rows] == list(range(6))
     assert {"score", "train_score", "val_loss", "learning_rate", "dropout_rate"} <= set(rows[0])
@@ -284,9 +293,7 @@ def test_chunks_divide_the_windows():
 
 
 def test_quickstart_example_runs():
-    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "examples" / "quickstart.py")
-    quickstart = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quickstart)
+    quickstart = load_example("quickstart")
     result = quickstart.run(windows=4, steps_per_window=16, hidden=(32,), verbose=False)
     assert result["rows"]["val_acc"].shape == (4,)
     assert result["best_val_accuracy"] > 0.3
@@ -324,9 +331,7 @@ def test_population_program_keeps_the_best_member_and_vmaps_the_task(task):
 
 
 def test_pbt_example_runs(capsys):
-    spec = importlib.util.spec_from_file_location("pbt_digits", ROOT / "examples" / "pbt_digits.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("pbt_digits")
     scores, parents = example.run(n=4, generations=3, steps_per_window=8, hidden=(16,))
     assert scores.shape == (3, 4) and parents.shape == (3, 4)
     assert int((parents != jnp.arange(4)).sum()) == 3  # one of four replaced per generation
@@ -334,10 +339,7 @@ def test_pbt_example_runs(capsys):
 
 
 def test_bayes_example_runs(capsys):
-    path = ROOT / "examples" / "bayes_in_training.py"
-    spec = importlib.util.spec_from_file_location("bayes_in_training", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("bayes_in_training")
     rows, best, test = example.run(windows=6, steps_per_window=8, hidden=(16,))
     assert rows["score"].shape == (6,)
     assert best == pytest.approx(float(np.max(rows["score"])))

@@ -49,7 +49,6 @@ __all__ = [
     "dropout",
     "load_digits_split",
     "make_task",
-    "run_windows",
     "space",
 ]
 
@@ -426,6 +425,16 @@ def demo_window(
 
     The returned row holds the metrics of the window and the hyperparameters that
     were in force during it.
+
+    >>> import jax, hagfish_jax as hj
+    >>> from hagfish_jax.tasks import digits
+    >>> task = digits.make_task(digits.load_digits_split(), hidden=(16,), steps_per_window=4)
+    >>> tuner = hj.guard(hj.finite_difference(task.space.subspace(["learning_rate"])))
+    >>> carry = digits.demo_init(task, tuner, jax.random.key(0), task.default_hparams)
+    >>> body = digits.demo_window(task, tuner)
+    >>> carry, rows = jax.jit(lambda c: jax.lax.scan(body, c, None, length=3))(carry)
+    >>> rows["score"].shape
+    (3,)
     """
 
     def body(carry: DemoCarry, _=None) -> tuple[DemoCarry, dict]:
@@ -449,18 +458,3 @@ def demo_window(
 
     return body
 
-
-def run_windows(body, carry: DemoCarry, length: int) -> tuple[DemoCarry, dict]:
-    """``lax.scan`` ``body`` for ``length`` windows; rows come back stacked (jit this).
-
-    >>> import functools, jax, hagfish_jax as hj
-    >>> from hagfish_jax.tasks import digits
-    >>> task = digits.make_task(digits.load_digits_split(), hidden=(16,), steps_per_window=4)
-    >>> tuner = hj.guard(hj.finite_difference(task.space.subspace(["learning_rate"])))
-    >>> carry = digits.demo_init(task, tuner, jax.random.key(0), task.default_hparams)
-    >>> run = jax.jit(functools.partial(run_windows, demo_window(task, tuner), length=3))
-    >>> carry, rows = run(carry)
-    >>> rows["score"].shape
-    (3,)
-    """
-    return jax.lax.scan(body, carry, None, length=length)
