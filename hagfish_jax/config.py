@@ -17,6 +17,7 @@ guard:                                    # single-run strategies only; `guard: 
   tolerance: 0.2
   patience: 2
   cooldown: 3
+  shrink: {learning_rate: 0.1}            # on divergence (the default)
 schedule:
   tune_every: 2
   warmup: 2
@@ -64,6 +65,7 @@ _GUARD_KEYS = (
     "patience",
     "cooldown",
     "tune_every",
+    "shrink",
 )
 _SCHEDULE_KEYS = ("tune_every", "warmup")
 _RANGE_KEYS = {"low", "high", "log", "int", "dynamic"}
@@ -91,7 +93,10 @@ class TuningConfig:
         tuner = factory(self.space, **options) if takes_space else factory(**options)
         if self.guard is None:
             return tuner
-        return guard_factory(tuner, space=self.space, **dict(self.guard))
+        guard = dict(self.guard)
+        if "shrink" in guard:
+            guard["shrink"] = dict(guard["shrink"])
+        return guard_factory(tuner, space=self.space, **guard)
 
     @property
     def population(self) -> bool:
@@ -226,6 +231,16 @@ def _guard_options(section: Any, schedule: Mapping[str, Any]) -> dict[str, Any]:
             if not v >= 0.0:
                 raise ValueError(f"{where}: must be >= 0, got {v!r}")
             out[k] = float(v)
+        elif k == "shrink":
+            if not isinstance(v, Mapping):
+                raise ValueError(f"{where}: expected a mapping name -> factor, got {v!r}")
+            factors = {}
+            for name, factor in v.items():
+                factor = _number(f"{where}.{name}", factor)
+                if not 0.0 < factor < 1.0:
+                    raise ValueError(f"{where}.{name}: must be in (0, 1), got {factor!r}")
+                factors[str(name)] = float(factor)
+            out[k] = tuple(sorted(factors.items()))  # hashable, like the other options
     return out
 
 

@@ -105,6 +105,8 @@ def population_program(task, tuner, n: int):
             carry.states, jax.random.split(k_train, n)
         )
         metrics = jax.vmap(task.evaluate)(states)
+        if "diverged" in train_metrics:  # a diverged member scores NaN and is replaced
+            metrics["score"] = jnp.where(train_metrics["diverged"], jnp.nan, metrics["score"])
         score = metrics["score"]
         safe = jnp.where(jnp.isfinite(score), score, -jnp.inf)
         leader = jnp.argmax(safe)

@@ -8,6 +8,7 @@ loop, in ``lax.scan`` and under ``vmap`` like any tuner.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -35,6 +36,7 @@ class GuardState(NamedTuple):
       block_sum, block_count, block_bad: the raw scores since the wrapped tuner
         was last consulted (it sees their mean; NaN if any was non-finite).
       rollbacks: how many rollbacks the guard has proposed.
+      divergences: how many windows ended with a non-finite score.
     """
 
     inner: Any
@@ -51,6 +53,11 @@ class GuardState(NamedTuple):
     block_count: jax.Array
     block_bad: jax.Array
     rollbacks: jax.Array
+    divergences: jax.Array
+
+
+def _is_learning_rate(name: str) -> bool:
+    return name == "learning_rate" or name.endswith("/learning_rate")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -69,6 +76,7 @@ def guard(
     cooldown: int = 3,
     tune_every: int = 1,
     space: Space | None = None,
+    shrink: Mapping[str, float] | None = None,
 ) -> Tuner:
     """Wrap ``tuner`` with warmup, bounded steps, smoothing, rollback and cooldown.
 
@@ -87,6 +95,16 @@ def guard(
       the hyperparameters of the last good window *exactly* and sets
       ``rollback``; for the next ``cooldown`` windows nothing is judged, no new
       best is taken and nothing changes.
+    * **divergence**: a non-finite score rolls back at once, cooldown or not
+      (waiting would only train on from broken weights). If the values that
+      diverged are no higher than the last good ones, rolling back alone would
+      re-apply what failed, so the hyperparameters in ``shrink`` are multiplied
+      by their factor instead (learning rates by 0.1 by default). With
+      :func:`hagfish_jax.snapshot.restore_if`, a divergence before any finite
+      score restores the initial state. A training window should report a
+      non-finite score when its loss explodes (the digits task does: a window
+      whose mean loss is 1.5x that of a uniform guess), so that a network
+      killed by a huge learning rate is restarted rather than kept.
     * **tune_every**: the wrapped tuner is consulted (and values change) at most
       once every ``tune_every`` windows; it sees the mean raw score of the
       windows since it was last consulted and the values actually applied.
@@ -102,6 +120,9 @@ def guard(
       tune_every: windows between consultations of the wrapped tuner (>= 1).
       space: optional; bounds steps of dimensions at 0 in unit space and clips
         every applied value into the space.
+      shrink: ``{name: factor}`` with factors in (0, 1), applied after a
+        divergence (see above). ``None`` (default): 0.1 for every hyperparameter
+        named ``learning_rate`` or ``.../learning_rate``; ``{}``: never shrink.
 
     >>> import jax, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
@@ -126,6 +147,24 @@ def guard(
         raise TypeError(f"guard: space must be a hagfish_jax.Space, got {type(space).__name__}")
     max_delta = float(max_delta)
     tolerance = float(tolerance)
+    if shrink is not None:
+        if not isinstance(shrink, Mapping):
+            raise TypeError(f"guard: shrink must be a mapping name -> factor, got {shrink!r}")
+        for name, factor in shrink.items():
+            if isinstance(factor, bool) or not 0.0 < float(factor) < 1.0:
+                raise ValueError(f"guard: shrink[{name!r}] must be in (0, 1), got {factor!r}")
+        shrink = {str(k): float(v) for k, v in shrink.items()}
+
+    def shrink_factors(names) -> dict[str, float]:
+        if shrink is None:
+            return {n: 0.1 for n in names if _is_learning_rate(n)}
+        unknown = sorted(set(shrink) - set(names))
+        if unknown:
+            raise ValueError(
+                f"guard: shrink names {unknown} are not tuned hyperparameters; "
+                f"accepted: {sorted(names)}"
+            )
+        return dict(shrink)
 
     def clamp(old: jax.Array, new: jax.Array, name: str) -> jax.Array:
         radius = max_delta * jnp.abs(old)
@@ -140,6 +179,7 @@ def guard(
 
     def init(key, hparams) -> GuardState:
         hp = as_hparams(dict(hparams))
+        shrink_factors(hp)  # unknown names fail here, before any training
         f32, i32 = jnp.float32, jnp.int32
         return GuardState(
             inner=tuner.init(key, hp),
@@ -156,6 +196,7 @@ def guard(
             block_count=jnp.asarray(0, i32),
             block_bad=jnp.asarray(False),
             rollbacks=jnp.asarray(0, i32),
+            divergences=jnp.asarray(0, i32),
         )
 
     def select(flag, a, b):
@@ -183,7 +224,8 @@ def guard(
         best = jnp.where(good_now & (smoothed > state.best), smoothed, state.best)
         last_good = select(good_now, state.applied, state.last_good)
         bad = jnp.where(judge, jnp.where(bad_now, state.bad + 1, 0), 0)
-        trigger = bad >= patience
+        diverged = ~finite
+        trigger = (bad >= patience) | diverged
 
         # Block statistics the wrapped tuner will see.
         block_sum = state.block_sum + jnp.where(finite, raw, 0.0)
@@ -201,7 +243,17 @@ def guard(
                 stepped[name] = clamp(old, jnp.asarray(value, jnp.float32), name).astype(
                     jnp.float32
                 )
-        applied = select(trigger, last_good, select(can_tune, stepped, state.applied))
+        # After a divergence, values no higher than the last good ones are shrunk:
+        # rolling back alone would re-apply what failed.
+        fallback = dict(last_good)
+        for name, factor in shrink_factors(last_good).items():
+            old, tried = last_good[name], state.applied[name]
+            value = jnp.where(diverged & (tried <= old), tried * factor, old)
+            if space is not None and name in space and space[name].dynamic:
+                value = space[name].clip(value)
+            fallback[name] = value.astype(jnp.float32)
+        applied = select(trigger, fallback, select(can_tune, stepped, state.applied))
+        last_good = select(trigger, fallback, last_good)
         inner = select(can_tune, inner_next, state.inner)
 
         reset_block = can_tune | trigger
@@ -222,6 +274,7 @@ def guard(
             block_count=jnp.where(reset_block, 0, block_count).astype(jnp.int32),
             block_bad=jnp.where(reset_block, False, block_bad),
             rollbacks=(state.rollbacks + trigger.astype(jnp.int32)).astype(jnp.int32),
+            divergences=(state.divergences + diverged.astype(jnp.int32)).astype(jnp.int32),
         )
         parents = jnp.where(can_tune, proposal.parents, KEEP).astype(jnp.int32)
         return Proposal(applied, parents, trigger), new_state

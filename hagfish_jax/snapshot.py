@@ -65,8 +65,8 @@ def update(snap: Snapshot, state: Any, score: jax.Array) -> Snapshot:
 def restore_if(flag: jax.Array | bool, snap: Snapshot, state: Any) -> Any:
     """``snap.state`` where ``flag`` is true (per member for a population), else ``state``.
 
-    Only members whose snapshot holds a finite score are restored; restoring a
-    never-scored snapshot would throw training back to its start.
+    Before any finite score the snapshot holds the state it was started with, so a
+    rollback then (a divergence in the first windows) restarts from the initial
+    state: the only state known to be healthy.
     """
-    flag = jnp.asarray(flag) & jnp.isfinite(snap.score)
-    return _where(flag, snap.state, state)
+    return _where(jnp.asarray(flag), snap.state, state)

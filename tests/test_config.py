@@ -32,6 +32,7 @@ YAML = textwrap.dedent(
       tolerance: 0.1
       patience: 3
       cooldown: 4
+      shrink: {learning_rate: 5e-1}
     schedule:
       tune_every: 2
       warmup: 3
@@ -58,6 +59,7 @@ def python_equivalent():
         cooldown=4,
         tune_every=2,
         space=space,
+        shrink={"learning_rate": 0.5},
     )
     return space, tuner
 
@@ -75,7 +77,8 @@ def trajectory(tuner, space, windows=12):
     update = jax.jit(tuner.update)
     out = []
     for t in range(windows):
-        score = jnp.float32(1.0 - 0.5**t) if t != 7 else jnp.float32(0.0)
+        score = jnp.float32(1.0 - 0.5**t) if t not in (7, 9) else jnp.float32(0.0)
+        score = jnp.float32(jnp.nan) if t == 10 else score  # a divergence: shrink
         proposal, state = update(state, hj.Observation(score=score))
         out.append(np.asarray(space.to_unit(proposal.hparams)))
         out.append(np.asarray(proposal.rollback, np.float32)[None])
@@ -98,6 +101,7 @@ def test_yaml_with_every_section_matches_the_python_call(tmp_path):
         "patience": 3,
         "cooldown": 4,
         "tune_every": 2,
+        "shrink": (("learning_rate", 0.5),),
     }
     np.testing.assert_array_equal(trajectory(config.build(), space), trajectory(tuner, space))
     # a dict gives the same config as the file
@@ -165,6 +169,8 @@ BASE = {"space": {"lr": [1e-4, 1e-1]}, "tuner": {"strategy": "bayes"}}
         ({"guard": {"max_delta": 0.0}}, "guard.max_delta"),
         ({"guard": {"max_delta": 1.5}}, "guard.max_delta"),
         ({"guard": {"patience_windows": 2}}, "guard"),
+        ({"guard": {"shrink": {"learning_rate": 1.5}}}, "guard.shrink.learning_rate"),
+        ({"guard": {"shrink": 0.1}}, "guard.shrink"),
         ({"schedule": {"tune_every": 0}}, "schedule.tune_every"),
         ({"schedule": {"tune_every": -2}}, "schedule.tune_every"),
         ({"schedule": {"warmup": -1}}, "schedule.warmup"),

@@ -345,3 +345,25 @@ def test_bayes_example_runs(capsys):
     assert best == pytest.approx(float(np.max(rows["score"])))
     assert 0.0 <= test <= 1.0
     assert "best val accuracy" in capsys.readouterr().out
+
+
+def test_a_divergent_start_is_detected_and_restarted(data):
+    """lr 1.0 kills the network in one window; the guard restarts it from the initial
+    state at a tenth of the rate, and it learns (a kept dead network scores ~0.1)."""
+    task = digits.make_task(data, hidden=(32,))
+    tuner = hj.guard(hj.finite_difference(task.space.subspace(["learning_rate"])))
+
+    @jax.jit
+    def run(key):
+        carry = digits.demo_init(task, tuner, key, {"learning_rate": 1.0})
+        carry, rows = jax.lax.scan(digits.demo_window(task, tuner), carry, None, length=6)
+        return carry, rows
+
+    carry, rows = run(jax.random.key(0))
+    assert bool(rows["rollback"][0]) and np.isnan(rows["score"][0])  # window 1 diverged
+    assert rows["learning_rate"][1] == pytest.approx(0.1)
+    assert float(carry.snap.score) > 0.7
+    assert int(carry.tuner_state.divergences) >= 1
+    # a healthy window is not flagged
+    state = task.init(jax.random.key(0), task.default_hparams)
+    assert not bool(jax.jit(task.train_window)(state, jax.random.key(1))[1]["diverged"])

@@ -103,13 +103,14 @@ def test_regression_beyond_tolerance_is_bad_with_negative_scores():
     assert int(states[-1].bad) == 0 and float(states[-1].best) == -7.0
 
 
-def test_nan_is_bad_never_best_and_never_smoothed():
-    tuner = hj.guard(hj.fixed(), warmup=0, smoothing=3, patience=10)
-    _, _, states = run(tuner, [1.0, np.nan, np.inf, 2.0])
-    assert [int(s.bad) for s in states] == [0, 1, 2, 0]
+def test_nan_is_never_best_and_never_smoothed():
+    tuner = hj.guard(hj.fixed(), warmup=0, smoothing=3, patience=10, cooldown=0)
+    _, rollbacks, states = run(tuner, [1.0, np.nan, np.inf, 2.0])
+    assert rollbacks == [False, True, True, False]  # non-finite: at once, not after 10
+    assert [int(s.divergences) for s in states] == [0, 1, 2, 2]
     assert float(states[2].best) == 1.0
-    assert int(states[2].recent_count) == 1
-    assert float(states[-1].best) == pytest.approx(1.5)  # mean(1, 2): NaN/inf skipped
+    assert int(states[2].recent_count) == 0  # the rollback restarts the smoothing window
+    assert float(states[-1].best) == 2.0  # mean of [2.0]: NaN/inf never entered it
 
 
 def test_patience_then_exact_rollback_to_last_good_and_cooldown():
@@ -138,11 +139,60 @@ def test_patience_then_exact_rollback_to_last_good_and_cooldown():
     assert int(states[-1].rollbacks) == 1
 
 
-def test_nan_scores_trigger_rollback():
-    tuner = hj.guard(multiplier(1.5), warmup=0, smoothing=2, patience=2, cooldown=1)
-    lrs, rollbacks, _ = run(tuner, [1.0, np.nan, np.nan])
-    assert rollbacks == [False, False, True]
-    assert lrs[2] == pytest.approx(0.01)  # window 1 was the last good one
+def test_nan_rolls_back_at_once_to_last_good_when_the_tuner_raised_the_rate():
+    tuner = hj.guard(multiplier(1.5), warmup=0, smoothing=2, patience=5, cooldown=1)
+    lrs, rollbacks, states = run(tuner, [1.0, np.nan])
+    assert rollbacks == [False, True]
+    # window 2 ran at 0.015 (above the last good 0.01) and diverged: back to 0.01 exactly
+    assert lrs[1] == pytest.approx(0.01)
+    assert float(states[-1].last_good["learning_rate"]) == pytest.approx(0.01)
+
+
+def test_divergence_at_the_start_shrinks_the_learning_rate_each_time():
+    tuner = hj.guard(multiplier(1.0), warmup=0, cooldown=2)
+    hp0 = {"learning_rate": 1.0, "b1": 0.9}
+    state = tuner.init(jax.random.key(0), hp0)
+    update = jax.jit(tuner.update)
+    lrs, b1s = [], []
+    for s in [np.nan, np.nan, 0.5]:  # the second NaN lands in the cooldown: still caught
+        p, state = update(state, hj.Observation(score=jnp.float32(s)))
+        assert bool(p.rollback) == (not np.isfinite(s))
+        lrs.append(float(p.hparams["learning_rate"]))
+        b1s.append(float(p.hparams["b1"]))
+    np.testing.assert_allclose(lrs, [0.1, 0.01, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(b1s, 0.9, rtol=1e-6)  # only learning rates shrink
+    assert int(state.divergences) == 2 and int(state.rollbacks) == 2
+
+
+def test_shrink_factors_prefixed_names_space_floor_and_off_switch():
+    space = hj.Space(learning_rate=hj.LogUniform(0.05, 1.0))
+    hp0 = {"a/learning_rate": 1.0, "learning_rate": 0.5}
+    default = hj.guard(hj.fixed(), warmup=0, space=space)
+    p, _ = default.update(default.init(jax.random.key(0), hp0), hj.Observation(jnp.nan))
+    assert float(p.hparams["a/learning_rate"]) == pytest.approx(0.1)
+    assert float(p.hparams["learning_rate"]) == pytest.approx(0.05)  # clipped to the space
+    custom = hj.guard(hj.fixed(), warmup=0, shrink={"learning_rate": 0.5})
+    p, _ = custom.update(custom.init(jax.random.key(0), hp0), hj.Observation(jnp.nan))
+    assert float(p.hparams["learning_rate"]) == pytest.approx(0.25)
+    assert float(p.hparams["a/learning_rate"]) == pytest.approx(1.0)
+    off = hj.guard(hj.fixed(), warmup=0, shrink={})
+    p, _ = off.update(off.init(jax.random.key(0), hp0), hj.Observation(jnp.nan))
+    assert bool(p.rollback) and float(p.hparams["a/learning_rate"]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "shrink, message",
+    [({"learning_rate": 1.0}, "shrink"), ({"learning_rate": 0.0}, "shrink"), ([0.1], "mapping")],
+)
+def test_bad_shrink_is_rejected(shrink, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        hj.guard(hj.fixed(), shrink=shrink)
+
+
+def test_shrink_of_an_unknown_name_fails_at_init():
+    tuner = hj.guard(hj.fixed(), shrink={"momentum": 0.5})
+    with pytest.raises(ValueError, match="momentum"):
+        tuner.init(jax.random.key(0), {"learning_rate": 0.1})
 
 
 def test_tune_every_limits_changes():

@@ -277,6 +277,33 @@ def test_tuner_in_the_loop_changes_hparams_without_retrace():
     assert lrs != {0.1}
 
 
+def test_a_divergence_before_any_finite_score_restarts_from_the_initial_state():
+    inner = make_step()
+    calls = []
+
+    def step(state, key):
+        state, metrics = inner(state, key)
+        calls.append(1)
+        if len(calls) == 1:  # the first window blows the weights up
+            state = {**state, "w": state["w"] * jnp.nan}
+        return state, metrics
+
+    rec = Recorder()
+    tuner = hj.guard(hj.fixed(), warmup=0, space=SPACE)
+    seen = []
+
+    class Watch(Callback):
+        def on_rollback(self, loop, window, best_window):
+            seen.append(best_window)
+
+    r = Loop(step, evaluate, tuner=tuner, space=SPACE, callbacks=[rec, Watch()]).run(
+        init_state(), jax.random.key(0), max_windows=6
+    )
+    assert seen == [-1]  # rolled back to the start: nothing had been scored
+    assert r.hparams["learning_rate"] == pytest.approx(0.01)  # 0.1 shrunk after diverging
+    assert np.isfinite(r.best_score) and np.all(np.isfinite(np.asarray(r.state["w"])))
+
+
 def test_report_lists_the_summary(capsys):
     _, r = run_until(make_step())
     s = r.report()

@@ -43,10 +43,13 @@ def test_restore_if_restores_weights_optimizer_state_and_hparams_inside_jit():
     assert jax.tree.structure(back) == jax.tree.structure(bad)
 
 
-def test_never_scored_snapshot_is_not_restored():
+def test_never_scored_snapshot_restores_the_initial_state():
     snap = hj.snapshot.init(make_state(0.0))
+    snap = hj.snapshot.update(snap, make_state(3.0), jnp.nan)  # a diverged window
     out = hj.snapshot.restore_if(True, snap, make_state(5.0))
-    np.testing.assert_array_equal(out["params"]["w"], 5.0)
+    np.testing.assert_array_equal(out["params"]["w"], 0.0)
+    kept = hj.snapshot.restore_if(False, snap, make_state(5.0))
+    np.testing.assert_array_equal(kept["params"]["w"], 5.0)
 
 
 def test_population_members_keep_and_restore_their_own_best():

@@ -308,7 +308,8 @@ class Loop:
                             np.float32(score), None if train is None else np.float32(train)
                         )
                         proposal, tstate = self._tuner_update(tstate, obs)
-                        if bool(proposal.rollback) and best_window >= 0 and not d.degraded:
+                        if bool(proposal.rollback) and not d.degraded:
+                            # before any finite score, best_state is the initial state
                             state = best_state
                             rollbacks += 1
                             self._fire("on_rollback", window, best_window)

@@ -6,7 +6,8 @@ population (train states and keys with a leading axis):
 
 * ``init(key, hparams) -> TrainState``
 * ``train_window(state, key) -> (state, metrics)``: ``steps_per_window``
-  minibatch steps in one ``lax.scan``;
+  minibatch steps in one ``lax.scan``; ``metrics["diverged"]`` is true when the
+  window's mean loss is non-finite or above :data:`DIVERGED_LOSS`;
 * ``evaluate(state) -> metrics`` with ``"score"`` (validation accuracy);
 * ``test_accuracy(state)``.
 
@@ -21,6 +22,7 @@ scikit-learn is an optional extra, needed only by :func:`load_digits_split`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -69,6 +71,10 @@ default_hparams: dict[str, float] = {
     "dropout_rate": 0.1,
     "label_smoothing": 0.0,
 }
+
+#: A window whose mean training loss exceeds this (1.5x the loss of a uniform guess
+#: over the ten classes) has diverged: the network is worse than knowing nothing.
+DIVERGED_LOSS = 1.5 * math.log(10.0)
 
 _OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
 _EXTRA_HPARAMS = ("dropout_rate", "label_smoothing")
@@ -359,7 +365,9 @@ def make_task(
             return new, (loss, acc)
 
         state, (losses, accs) = jax.lax.scan(step, state, (batches, step_keys))
-        return state, {"loss": losses.mean(), "accuracy": accs.mean()}
+        loss = losses.mean()
+        diverged = ~jnp.isfinite(loss) | (loss > DIVERGED_LOSS)
+        return state, {"loss": loss, "accuracy": accs.mean(), "diverged": diverged}
 
     def _metrics(params, x, y):
         logits = net.apply(params, x, dropout_rate=0.0, deterministic=True)
@@ -442,6 +450,8 @@ def demo_window(
         in_force = get_hparams(carry.state)
         state, train_metrics = task.train_window(carry.state, window_key)
         metrics = task.evaluate(state)
+        # A diverged window scores NaN: never kept as best, and the guard restarts.
+        metrics["score"] = jnp.where(train_metrics["diverged"], jnp.nan, metrics["score"])
         proposal, tuner_state = tuner.update(
             carry.tuner_state, Observation(metrics["score"], metrics["train_score"])
         )
@@ -457,4 +467,3 @@ def demo_window(
         return DemoCarry(state, tuner_state, snap, key), row
 
     return body
-
