@@ -103,7 +103,7 @@ def guard(
       :func:`hagfish_jax.snapshot.restore_if`, a divergence before any finite
       score restores the initial state. A training window should report a
       non-finite score when its loss explodes (the digits task does: a window
-      whose mean loss is 1.5x that of a uniform guess), so that a network
+      whose mean loss is 1.25x that of a uniform guess), so that a network
       killed by a huge learning rate is restarted rather than kept.
     * **tune_every**: the wrapped tuner is consulted (and values change) at most
       once every ``tune_every`` windows; it sees the mean raw score of the

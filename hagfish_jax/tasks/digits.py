@@ -72,9 +72,9 @@ default_hparams: dict[str, float] = {
     "label_smoothing": 0.0,
 }
 
-#: A window whose mean training loss exceeds this (1.5x the loss of a uniform guess
+#: A window whose mean training loss exceeds this (1.25x the loss of a uniform guess
 #: over the ten classes) has diverged: the network is worse than knowing nothing.
-DIVERGED_LOSS = 1.5 * math.log(10.0)
+DIVERGED_LOSS = 1.25 * math.log(10.0)
 
 _OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
 _EXTRA_HPARAMS = ("dropout_rate", "label_smoothing")
