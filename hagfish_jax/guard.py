@@ -102,9 +102,9 @@ def guard(
       by their factor instead (learning rates by 0.1 by default). With
       :func:`hagfish_jax.snapshot.restore_if`, a divergence before any finite
       score restores the initial state. A training window should report a
-      non-finite score when its loss explodes (the digits task does: a window
-      whose mean loss is 1.25x that of a uniform guess), so that a network
-      killed by a huge learning rate is restarted rather than kept.
+      non-finite score when its loss explodes (the digits task does, for a
+      window whose loss is worse than a uniform guess and rising), so that a
+      network killed by a huge learning rate is restarted rather than kept.
     * **tune_every**: the wrapped tuner is consulted (and values change) at most
       once every ``tune_every`` windows; it sees the mean raw score of the
       windows since it was last consulted and the values actually applied.

@@ -364,6 +364,9 @@ def test_a_divergent_start_is_detected_and_restarted(data):
     assert rows["learning_rate"][1] == pytest.approx(0.1)
     assert float(carry.snap.score) > 0.7
     assert int(carry.tuner_state.divergences) >= 1
-    # a healthy window is not flagged
-    state = task.init(jax.random.key(0), task.default_hparams)
-    assert not bool(jax.jit(task.train_window)(state, jax.random.key(1))[1]["diverged"])
+    # a healthy window and a far too slow one (loss near a uniform guess, falling)
+    # are not flagged
+    window = jax.jit(task.train_window)
+    for lr in (1e-3, 1e-6):
+        state = task.init(jax.random.key(0), {"learning_rate": lr})
+        assert not bool(window(state, jax.random.key(1))[1]["diverged"])

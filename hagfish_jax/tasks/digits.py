@@ -6,8 +6,8 @@ population (train states and keys with a leading axis):
 
 * ``init(key, hparams) -> TrainState``
 * ``train_window(state, key) -> (state, metrics)``: ``steps_per_window``
-  minibatch steps in one ``lax.scan``; ``metrics["diverged"]`` is true when the
-  window's mean loss is non-finite or above :data:`DIVERGED_LOSS`;
+  minibatch steps in one ``lax.scan``; ``metrics["diverged"]`` flags a window
+  whose loss exploded (see :data:`UNIFORM_LOSS`);
 * ``evaluate(state) -> metrics`` with ``"score"`` (validation accuracy);
 * ``test_accuracy(state)``.
 
@@ -72,9 +72,11 @@ default_hparams: dict[str, float] = {
     "label_smoothing": 0.0,
 }
 
-#: A window whose mean training loss exceeds this (1.25x the loss of a uniform guess
-#: over the ten classes) has diverged: the network is worse than knowing nothing.
-DIVERGED_LOSS = 1.25 * math.log(10.0)
+#: The loss of a uniform guess over the ten classes. A window has *diverged* when its
+#: mean training loss is non-finite, above 1.25x this, or above it while rising
+#: (above 1.05x the loss of the window's first minibatch): the network is then worse
+#: than knowing nothing. A slow start stays below it and its loss falls.
+UNIFORM_LOSS = math.log(10.0)
 
 _OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
 _EXTRA_HPARAMS = ("dropout_rate", "label_smoothing")
@@ -366,7 +368,10 @@ def make_task(
 
         state, (losses, accs) = jax.lax.scan(step, state, (batches, step_keys))
         loss = losses.mean()
-        diverged = ~jnp.isfinite(loss) | (loss > DIVERGED_LOSS)
+        worse_than_guessing = loss > UNIFORM_LOSS
+        rising = loss > 1.05 * losses[0]
+        diverged = ~jnp.isfinite(loss) | (loss > 1.25 * UNIFORM_LOSS)
+        diverged = diverged | (worse_than_guessing & rising)
         return state, {"loss": loss, "accuracy": accs.mean(), "diverged": diverged}
 
     def _metrics(params, x, y):
