@@ -5,7 +5,7 @@
 >>> tuner = hj.guard(hj.finite_difference(space), space=space)
 """
 
-from . import ensemble, gp, loop, population, rl, snapshot
+from . import ensemble, gp, loop, population, records, rl, snapshot
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
 from .config import TuningConfig, from_config
 from .guard import GuardState, guard

@@ -5,6 +5,6 @@ functions and declares its dynamic search space. Datasets come from optional
 extras (``pip install 'hagfish-jax[tasks]'``) and are imported lazily.
 """
 
-from . import digits
+from . import breast_cancer, digits
 
-__all__ = ["digits"]
+__all__ = ["breast_cancer", "digits"]

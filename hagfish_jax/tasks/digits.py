@@ -72,14 +72,30 @@ default_hparams: dict[str, float] = {
     "label_smoothing": 0.0,
 }
 
-#: The loss of a uniform guess over the ten classes. A window has *diverged* when its
-#: mean training loss is non-finite, above 1.25x this, or above it while rising
-#: (above 1.05x the loss of the window's first minibatch): the network is then worse
-#: than knowing nothing. A slow start stays below it and its loss falls.
+#: The loss of a uniform guess over the ten digits, ``ln 10``. A window has *diverged*
+#: when its mean training loss is non-finite, above 1.25x the uniform guess's
+#: (``ln num_classes``), or above it while rising (above 1.05x the loss of the window's
+#: first minibatch): the network is then worse than knowing nothing. A slow start stays
+#: below it and its loss falls.
 UNIFORM_LOSS = math.log(10.0)
 
 _OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
 _EXTRA_HPARAMS = ("dropout_rate", "label_smoothing")
+
+
+def macro_f1(pred: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class absent from
+    both ``pred`` and ``y`` counts as 1 (nothing to get wrong).
+
+    >>> import jax.numpy as jnp
+    >>> round(float(macro_f1(jnp.array([0, 1, 1, 1]), jnp.array([0, 1, 0, 1]), 2)), 4)
+    0.7333
+    """
+    p = jax.nn.one_hot(pred, num_classes)
+    t = jax.nn.one_hot(y, num_classes)
+    tp = jnp.sum(p * t, axis=0)
+    denom = jnp.sum(p, axis=0) + jnp.sum(t, axis=0)
+    return jnp.mean(jnp.where(denom > 0, 2.0 * tp / jnp.maximum(denom, 1.0), 1.0))
 
 
 def _require_sklearn():
@@ -270,8 +286,10 @@ def make_task(
     batch_size: int = 64,
     steps_per_window: int | None = None,
     hidden: Sequence[int] = (64,),
+    num_classes: int = 10,
 ) -> DigitsTask:
-    """Build the digits training task.
+    """Build the digits training task (or any small classification task with flat
+    features and integer labels, such as :mod:`hagfish_jax.tasks.breast_cancer`).
 
     Args:
       data: splits from :func:`load_digits_split`.
@@ -279,6 +297,7 @@ def make_task(
       batch_size: minibatch size; the last partial batch of an epoch is dropped.
       steps_per_window: optimizer steps per ``train_window``; default one epoch.
       hidden: hidden widths of the MLP (the CNN uses ``hidden[0]`` for its dense layer).
+      num_classes: labels are ``0 .. num_classes - 1``.
 
     Returns:
       A :class:`DigitsTask`.
@@ -292,13 +311,17 @@ def make_task(
     >>> state = task.init(jax.random.key(0), task.default_hparams)
     >>> state, metrics = jax.jit(task.train_window)(state, jax.random.key(1))
     >>> sorted(jax.jit(task.evaluate)(state))
-    ['score', 'train_loss', 'train_score', 'val_loss']
+    ['score', 'train_f1', 'train_loss', 'train_score', 'val_f1', 'val_loss']
     """
     hidden = tuple(int(h) for h in hidden)
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"make_task: num_classes must be an integer >= 2, got {num_classes!r}")
+    num_classes = int(num_classes)
+    uniform_loss = math.log(num_classes)
     if model == "mlp":
-        net: nn.Module = MLP(hidden=hidden)
+        net: nn.Module = MLP(hidden=hidden, num_classes=num_classes)
     elif model == "cnn":
-        net = CNN(hidden=hidden[0] if hidden else 64)
+        net = CNN(hidden=hidden[0] if hidden else 64, num_classes=num_classes)
     else:
         raise ValueError(f"make_task: model must be 'mlp' or 'cnn', got {model!r}")
     n_train = len(data.y_train)
@@ -333,7 +356,7 @@ def make_task(
         logits = net.apply(
             params, x, dropout_rate=dropout_rate, deterministic=deterministic, rngs={"dropout": key}
         )
-        labels = optax.smooth_labels(jax.nn.one_hot(y, 10), smoothing)
+        labels = optax.smooth_labels(jax.nn.one_hot(y, num_classes), smoothing)
         loss = optax.softmax_cross_entropy(logits, labels).mean()
         return loss, logits
 
@@ -368,25 +391,28 @@ def make_task(
 
         state, (losses, accs) = jax.lax.scan(step, state, (batches, step_keys))
         loss = losses.mean()
-        worse_than_guessing = loss > UNIFORM_LOSS
+        worse_than_guessing = loss > uniform_loss
         rising = loss > 1.05 * losses[0]
-        diverged = ~jnp.isfinite(loss) | (loss > 1.25 * UNIFORM_LOSS)
+        diverged = ~jnp.isfinite(loss) | (loss > 1.25 * uniform_loss)
         diverged = diverged | (worse_than_guessing & rising)
         return state, {"loss": loss, "accuracy": accs.mean(), "diverged": diverged}
 
     def _metrics(params, x, y):
         logits = net.apply(params, x, dropout_rate=0.0, deterministic=True)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return jnp.mean(jnp.argmax(logits, -1) == y), loss
+        pred = jnp.argmax(logits, -1)
+        return jnp.mean(pred == y), loss, macro_f1(pred, y, num_classes)
 
     def evaluate(state: TrainState) -> dict:
-        val_acc, val_loss = _metrics(state.params, x_val, y_val)
-        train_acc, train_loss = _metrics(state.params, x_train, y_train)
+        val_acc, val_loss, val_f1 = _metrics(state.params, x_val, y_val)
+        train_acc, train_loss, train_f1 = _metrics(state.params, x_train, y_train)
         return {
             "score": val_acc,
             "val_loss": val_loss,
+            "val_f1": val_f1,
             "train_score": train_acc,
             "train_loss": train_loss,
+            "train_f1": train_f1,
         }
 
     def test_accuracy(state: TrainState) -> jax.Array:

@@ -1,0 +1,317 @@
+"""Run records that survive interruption: CSV metrics, JSONL events, JSON summaries.
+
+A run directory looks like this::
+
+    RUN_DIR/
+      run.json                 what the run is: task, tuner, hyperparameter names, ...
+      summary.json             the run's own summary (written by the run when it ends)
+      events.jsonl             one JSON object a line: transitions, exploits, rollbacks, advice
+      trials/<name>/metrics.csv    one row per window of a member or trial
+      trials/<name>/summary.json   that member's or trial's summary
+      trials_summary.csv       one row per finished trial (its summary, flattened)
+      best_overall.json        the finished trial with the best selection score
+
+Every file is written whole to a temporary name in the same folder and renamed over
+the old one (``os.replace`` is atomic on POSIX and Windows), so a run killed at any
+moment leaves each file either as it was or as it is meant to be; stray temporary
+files are ignored and removed on the next open. Opening an existing directory
+continues it: rows are keyed by their ``window`` and events by their content, so
+logging what was already recorded (a resumed run replaying its last windows) adds no
+duplicates.
+
+Columns the plots understand (any others are kept and ignored by them): ``window``,
+``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy``, ``train_f1``,
+``val_f1``, ``cost``, and the hyperparameter names listed in ``run.json`` under
+``"hparams"``. Event kinds the plots understand: ``"exploit"`` with ``generation``,
+``member`` and ``parent``.
+
+>>> import tempfile, hagfish_jax as hj
+>>> rec = hj.records.RunRecords(tempfile.mkdtemp(), meta={"hparams": ["learning_rate"]})
+>>> rec.log("trial_000", [{"window": 0, "val_accuracy": 0.5, "learning_rate": 0.01}])
+1
+>>> rec.log("trial_000", [{"window": 0, "val_accuracy": 0.5, "learning_rate": 0.01},
+...                       {"window": 1, "val_accuracy": 0.7, "learning_rate": 0.01}])
+1
+>>> [r["val_accuracy"] for r in rec.rows("trial_000")]
+[0.5, 0.7]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunRecords", "read_run", "write_atomic"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TMP_PREFIX = ".tmp-"
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX + path.name + ".")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/CSV-friendly Python value (numpy and jax scalars become numbers)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(_plain(value), sort_keys=True, allow_nan=True)
+
+
+def _parse(text: str) -> Any:
+    """A CSV cell back to a number where it is one (``nan``/``inf`` included)."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if math.isfinite(number) and number == int(number) and re.fullmatch(r"-?\d+", text):
+        return int(number)
+    return number
+
+
+def _csv_text(fieldnames: list[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, extrasaction="raise")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _plain(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _flatten(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in summary.items():
+        v = _plain(v)
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            out[prefix + k] = json.dumps(v)
+        else:
+            out[prefix + k] = v
+    return out
+
+
+class RunRecords:
+    """A run directory, opened for writing; an existing one is continued.
+
+    Args:
+      path: the run directory (created if missing).
+      meta: what the run is (task, tuner, ``"hparams"``: the tuned names, ...), saved
+        as ``run.json``; merged into an existing ``run.json`` when continuing.
+      select: the summary key that ranks finished trials for ``best_overall.json``
+        (higher is better).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        meta: Mapping[str, Any] | None = None,
+        select: str = "best_val_score",
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "trials").mkdir(exist_ok=True)
+        self.select = str(select)
+        for stray in self.path.rglob(_TMP_PREFIX + "*"):  # left by a killed write
+            stray.unlink()
+        self.meta, self._rows, self._fields, self._events = _load(self.path)
+        if meta:
+            self.meta.update(_plain(dict(meta)))
+            write_atomic(self.path / "run.json", json.dumps(self.meta, indent=2) + "\n")
+        self._event_set = set(self._events)
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _trial_dir(self, trial: str) -> Path:
+        if not isinstance(trial, str) or not _NAME.match(trial):
+            raise ValueError(
+                f"records: trial names are letters, digits, '_', '-', '.'; got {trial!r}"
+            )
+        d = self.path / "trials" / trial
+        d.mkdir(exist_ok=True)
+        return d
+
+    def log(self, trial: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append ``rows`` (each with a ``window``) to ``trial``'s ``metrics.csv``.
+
+        Rows whose window is already recorded are skipped; the columns are fixed by
+        the first row ever written for the trial (a row with another column raises
+        ``ValueError`` before anything is written). Returns how many rows were added.
+        """
+        d = self._trial_dir(trial)
+        rows = [dict(r) for r in rows]
+        for r in rows:
+            if "window" not in r:
+                raise ValueError(f"records: every row needs a 'window'; got keys {sorted(r)}")
+        old = self._rows.get(trial, [])
+        seen = {int(r["window"]) for r in old}
+        fields = self._fields.get(trial) or (list(rows[0]) if rows else [])
+        new = []
+        for r in rows:
+            unknown = set(r) - set(fields)
+            if unknown:
+                raise ValueError(
+                    f"records: trial {trial!r} has columns {fields}; unknown {sorted(unknown)}"
+                )
+            w = int(_plain(r["window"]))
+            if w in seen:
+                continue
+            seen.add(w)
+            new.append({k: _plain(v) for k, v in r.items()})
+        if not new:
+            return 0
+        merged = old + new
+        write_atomic(d / "metrics.csv", _csv_text(fields, merged))
+        self._rows[trial], self._fields[trial] = merged, fields
+        return len(new)
+
+    def last_window(self, trial: str) -> int:
+        """The last recorded window of ``trial`` (-1 if none)."""
+        return max((int(r["window"]) for r in self._rows.get(trial, [])), default=-1)
+
+    def rows(self, trial: str) -> list[dict[str, Any]]:
+        """``trial``'s rows as recorded (numbers parsed back)."""
+        return [dict(r) for r in self._rows.get(trial, [])]
+
+    def trials(self) -> list[str]:
+        """Names of the trials that have metrics or a summary."""
+        return sorted(p.name for p in (self.path / "trials").iterdir() if p.is_dir())
+
+    # -- events ---------------------------------------------------------------------------
+
+    def event(self, kind: str, **fields: Any) -> bool:
+        """Append an event to ``events.jsonl``; an identical event is recorded once."""
+        line = _json({"kind": str(kind), **fields})
+        if line in self._event_set:
+            return False
+        self._events.append(line)
+        self._event_set.add(line)
+        write_atomic(self.path / "events.jsonl", "\n".join(self._events) + "\n")
+        return True
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The recorded events, optionally of one kind."""
+        out = [json.loads(line) for line in self._events]
+        return [e for e in out if kind is None or e["kind"] == kind]
+
+    # -- summaries ------------------------------------------------------------------------
+
+    def finish_trial(self, trial: str, summary: Mapping[str, Any]) -> None:
+        """Write ``trial``'s ``summary.json`` and refresh ``trials_summary.csv`` and
+        ``best_overall.json``."""
+        d = self._trial_dir(trial)
+        summary = _plain(dict(summary))
+        write_atomic(d / "summary.json", json.dumps(summary, indent=2, allow_nan=True) + "\n")
+        summaries = self.summaries()
+        flat = [{"trial": name, **_flatten(s)} for name, s in summaries.items()]
+        fields: list[str] = []
+        for row in flat:
+            fields += [k for k in row if k not in fields]
+        write_atomic(self.path / "trials_summary.csv", _csv_text(fields, flat))
+        ranked = [
+            (s[self.select], name)
+            for name, s in summaries.items()
+            if isinstance(s.get(self.select), (int, float)) and math.isfinite(s[self.select])
+        ]
+        if ranked:
+            score, name = max(ranked)
+            best = {"trial": name, **summaries[name]}
+            write_atomic(self.path / "best_overall.json", json.dumps(best, indent=2) + "\n")
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """``{trial: summary}`` for every finished trial."""
+        out = {}
+        for name in self.trials():
+            f = self.path / "trials" / name / "summary.json"
+            if f.exists():
+                out[name] = json.loads(f.read_text())
+        return out
+
+    def write_summary(self, summary: Mapping[str, Any]) -> Path:
+        """Write the run's own ``summary.json``."""
+        path = self.path / "summary.json"
+        write_atomic(path, json.dumps(_plain(dict(summary)), indent=2) + "\n")
+        return path
+
+
+def _load(path: Path):
+    """``(meta, rows, fields, event lines)`` of a run directory, as recorded."""
+    meta = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    fields: dict[str, list[str]] = {}
+    trials = path / "trials"
+    for d in sorted(trials.iterdir()) if trials.is_dir() else []:
+        metrics = d / "metrics.csv"
+        if metrics.exists():
+            with open(metrics, newline="", encoding="utf-8") as f:
+                fields[d.name] = list(csv.DictReader(f).fieldnames or [])
+            rows[d.name] = _read_csv(metrics)
+    events = path / "events.jsonl"
+    lines = events.read_text().splitlines() if events.exists() else []
+    return meta, rows, fields, [ln for ln in lines if ln.strip()]
+
+
+def read_run(path: str | os.PathLike) -> dict[str, Any]:
+    """Everything in a run directory, read only: ``meta``, ``summary``, ``rows`` per
+    trial, ``events``, ``summaries`` per trial and ``best`` (``None`` where absent)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"read_run: {path} is not a run directory")
+    meta, rows, _, events = _load(path)
+
+    def load(f: Path):
+        return json.loads(f.read_text()) if f.exists() else None
+
+    trials = path / "trials"
+    summaries = {}
+    for d in sorted(trials.iterdir()) if trials.is_dir() else []:
+        s = load(d / "summary.json")
+        if s is not None:
+            summaries[d.name] = s
+    return {
+        "meta": meta,
+        "summary": load(path / "summary.json"),
+        "rows": rows,
+        "events": [json.loads(line) for line in events],
+        "summaries": summaries,
+        "best": load(path / "best_overall.json"),
+    }
