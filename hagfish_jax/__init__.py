@@ -5,8 +5,9 @@
 >>> tuner = hj.guard(hj.finite_difference(space), space=space)
 """
 
-from . import ensemble, gp, loop, population, records, rl, snapshot
+from . import budget, ensemble, gp, loop, population, records, rl, snapshot
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
+from .budget import AdaptiveTrainer
 from .config import TuningConfig, from_config
 from .guard import GuardState, guard
 from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KEEP",
+    "AdaptiveTrainer",
     "Advice",
     "Backoff",
     "Callback",
@@ -62,6 +64,7 @@ __all__ = [
     "Uniform",
     "as_hparams",
     "bayes",
+    "budget",
     "ensemble",
     "extra_hparams",
     "finite_difference",
@@ -75,6 +78,7 @@ __all__ = [
     "loop",
     "plateau",
     "population",
+    "records",
     "rl",
     "set_hparams",
     "snapshot",

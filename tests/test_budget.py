@@ -1,0 +1,182 @@
+"""The cost-aware budget planner: determinism, bounds, alpha, critic, escalation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import hagfish_jax as hj
+from hagfish_jax.budget import Critic, Outcome
+
+
+def curve(p):
+    """A noise-free task: accuracy rises with optimizer steps and width, then saturates."""
+    steps = p["epochs"] * 455 / p["batch_size"]
+    return 0.97 - 0.3 * math.exp(-steps / 300) - 0.05 * math.exp(-p["width"] / 16)
+
+
+def drive(trainer, rounds, metric=curve, context=None):
+    plans = []
+    for _ in range(rounds):
+        p = trainer.plan(context)
+        plans.append(p)
+        trainer.observe(metric(p), p["batch_size"] * p["epochs"])
+    return plans
+
+
+def test_the_same_seed_gives_the_same_plans_and_another_seed_may_differ():
+    a = drive(hj.AdaptiveTrainer(seed=3), 15)
+    b = drive(hj.AdaptiveTrainer(seed=3), 15)
+    assert a == b
+    c = drive(hj.AdaptiveTrainer(seed=4), 15)
+    assert a != c
+
+
+def test_plans_stay_in_bounds_for_1000_rounds_with_odd_outcomes():
+    bounds = {"batch_size": (4, 100), "epochs": (1, 37), "width": (3, 3)}
+    trainer = hj.AdaptiveTrainer(alpha=1e-3, bounds=bounds, seed=0)
+    rng = np.random.default_rng(0)
+    for i in range(1000):
+        p = trainer.plan({"dataset_size": 60})
+        for k, (lo, hi) in bounds.items():
+            assert isinstance(p[k], int) and lo <= p[k] <= hi
+        assert p["batch_size"] <= 60
+        metric = [rng.normal(-50, 20), float("nan"), 0.0, rng.random()][i % 4]
+        cost = [0.0, rng.random() * 1e4, 5.0][i % 3]  # zero cost included
+        assert trainer.observe(metric, cost) in hj.budget.LABELS
+    assert all(math.isfinite(o.reward) or not math.isfinite(o.metric) for o in trainer.history)
+    assert math.isfinite(trainer.best().reward)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_raising_alpha_never_raises_the_planned_cost(seed):
+    rng = np.random.default_rng(seed)
+    history = []
+    for _ in range(int(rng.integers(1, 12))):
+        p = {
+            "batch_size": int(rng.integers(8, 257)),
+            "epochs": int(rng.integers(5, 201)),
+            "width": int(rng.integers(8, 257)),
+        }
+        history.append((p, curve(p) + rng.normal(0, 0.01), p["batch_size"] * p["epochs"]))
+    costs = []
+    for alpha in (0.0, 1e-6, 2e-5, 1e-4, 1e-3, 1e-2):
+        trainer = hj.AdaptiveTrainer(alpha=alpha, seed=seed)
+        for p, metric, cost in history:
+            trainer.observe(metric, cost, params=p)
+        plan = trainer.plan()
+        costs.append(plan["batch_size"] * plan["epochs"])
+    assert all(b <= a for a, b in zip(costs, costs[1:])), costs
+    assert costs[0] > costs[-1]  # and alpha does matter
+
+
+def test_critic_thresholds_scale_with_the_metric_and_handle_negative_metrics():
+    critic = Critic(rel_tol=0.01)
+    past = [Outcome({"epochs": 10}, 0.9, 100.0, 0.9, "improvement")]
+    tol = 0.01 * 0.9
+    assert critic.label(0.9 + tol * 1.01, 100.0, past) == "improvement"
+    assert critic.label(0.9 + tol * 0.99, 100.0, past) == "saturation"  # same cost
+    assert critic.label(0.9 + tol * 0.99, 50.0, past) == "stagnation"  # cheaper
+    assert critic.label(float("nan"), 50.0, past) == "stagnation"
+    assert critic.label(0.1, 50.0, []) == "improvement"
+    neg = [Outcome({"epochs": 10}, -100.0, 100.0, -100.0, "improvement")]
+    assert critic.label(-98.9, 100.0, neg) == "improvement"  # tol = 1.0
+    assert critic.label(-99.1, 100.0, neg) == "saturation"
+    assert critic.label(-99.1, 10.0, neg) == "stagnation"
+
+
+def test_escalates_after_a_stagnation_when_escalation_has_paid():
+    trainer = hj.AdaptiveTrainer(alpha=2e-5, seed=0)
+    cheap = {"batch_size": 16, "epochs": 10, "width": 32}
+    more = {"batch_size": 16, "epochs": 20, "width": 32}
+    trainer.observe(0.80, 160, params=cheap)
+    assert trainer.observe(0.90, 320, params=more) == "improvement"  # spending more paid
+    assert trainer.memory.escalation_paid
+    assert trainer.observe(0.85, 160, params=cheap) == "stagnation"
+    plan = trainer.plan()
+    assert plan["batch_size"] * plan["epochs"] > 160
+
+
+def test_deescalates_after_a_saturation():
+    trainer = hj.AdaptiveTrainer(alpha=2e-5, seed=0)
+    cheap = {"batch_size": 16, "epochs": 20, "width": 32}
+    big = {"batch_size": 64, "epochs": 100, "width": 128}
+    trainer.observe(0.95, 320, params=cheap)
+    assert trainer.observe(0.951, 6400, params=big) == "saturation"
+    for _ in range(5):
+        plan = trainer.plan()
+        assert plan["batch_size"] * plan["epochs"] < 6400
+        assert not trainer.memory.near(plan, big)
+        trainer.observe(0.95, plan["batch_size"] * plan["epochs"])
+
+
+def test_starts_cheap_and_reward_drives_the_choice():
+    trainer = hj.AdaptiveTrainer(alpha=2e-5, seed=0)
+    first = trainer.plan()
+    assert first["batch_size"] * first["epochs"] <= 32 * 20
+    # identical metrics everywhere: only cost separates budgets, so plans get cheaper
+    plans = drive(hj.AdaptiveTrainer(alpha=1e-3, seed=1), 8, metric=lambda p: 0.9)
+    costs = [p["batch_size"] * p["epochs"] for p in plans]
+    assert min(costs[1:]) < costs[0]
+    accurate = drive(hj.AdaptiveTrainer(alpha=0.0, seed=1), 8)
+    frugal = drive(hj.AdaptiveTrainer(alpha=1e-3, seed=1), 8)
+    assert sum(p["batch_size"] * p["epochs"] for p in frugal) < sum(
+        p["batch_size"] * p["epochs"] for p in accurate
+    )
+
+
+def test_done_after_patience_rounds_without_a_new_elite():
+    trainer = hj.AdaptiveTrainer(alpha=1e-3, patience=2, seed=0)
+    p = trainer.plan()
+    trainer.observe(0.9, 10, params=p)
+    assert not trainer.done
+    trainer.observe(0.5, 10, params=p)
+    assert not trainer.done
+    trainer.observe(0.5, 10, params=p)
+    assert trainer.done
+    trainer.observe(0.99, 10, params=p)
+    assert not trainer.done and trainer.best().metric == 0.99
+
+
+def test_zero_cost_and_the_reward():
+    trainer = hj.AdaptiveTrainer(alpha=0.5)
+    trainer.observe(-3.0, 0.0, params={"batch_size": 8, "epochs": 5, "width": 8})
+    assert trainer.best().reward == -3.0
+    assert trainer.reward(1.0, 2.0) == 0.0
+    assert trainer.reward(float("nan"), 2.0) == -math.inf
+    plan = trainer.plan()  # every observed cost is 0: cost no longer separates budgets
+    assert set(plan) == {"batch_size", "epochs", "width"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"alpha": -1.0}, "alpha"),
+        ({"alpha": float("inf")}, "alpha"),
+        ({"bounds": {"epochs": (0, 5)}}, "epochs"),
+        ({"bounds": {"epochs": (5, 2)}}, "epochs"),
+        ({"bounds": {"epochs": 5}}, "epochs"),
+        ({"bounds": {}}, "bounds"),
+        ({"levels": 1}, "levels"),
+        ({"patience": 0}, "patience"),
+    ],
+)
+def test_bad_settings_are_rejected(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        hj.AdaptiveTrainer(**kwargs)
+
+
+def test_bad_calls_are_rejected():
+    trainer = hj.AdaptiveTrainer()
+    with pytest.raises(ValueError, match="nothing planned"):
+        trainer.observe(0.9, 10)
+    with pytest.raises(ValueError, match="dataset"):
+        trainer.plan({"datasetsize": 10})
+    plan = trainer.plan()
+    with pytest.raises(ValueError, match="cost"):
+        trainer.observe(0.9, -1.0)
+    with pytest.raises(ValueError, match="width"):
+        trainer.observe(0.9, 1.0, params={"batch_size": 8, "epochs": 5})
+    assert trainer.observe(0.9, 1.0) == "improvement" and trainer.last_plan == plan
