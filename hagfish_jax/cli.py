@@ -7,8 +7,11 @@ run directory. ``hagfish demo --tuner guard`` tunes a single model with guarded
 finite differences instead. Training runs in jitted ``lax.scan`` chunks (compiled
 once); the progress bar advances between chunks.
 
+``hagfish plot RUN_DIR [--out DIR]`` draws a run directory's figures as PNGs (needs
+matplotlib; see :mod:`hagfish_jax.plots`) and prints their paths.
+
 This module is shell: argument parsing and printing; the programs live in
-:mod:`hagfish_jax.demo`.
+:mod:`hagfish_jax.demo` and the figures in :mod:`hagfish_jax.plots`.
 """
 
 from __future__ import annotations
@@ -57,7 +60,11 @@ def _summary_lines(summary: dict[str, Any], out: Path) -> list[tuple[str, str]]:
             ("ensemble val accuracy", f"{summary['ensemble_val_accuracy']:.4f}"),
             ("ensemble test accuracy", f"{summary['ensemble_test_accuracy']:.4f}"),
             ("exploits", str(summary["exploits"])),
+            ("cost (batch size x epochs)", f"{summary['total_cost']:.0f}"),
         ]
+        if summary.get("halving"):
+            stages = ", ".join(f"{m} x {g}" for m, g in summary["stages"])
+            lines.insert(1, ("successive halving", f"members x generations: {stages}"))
     else:
         lines = [
             ("best window", f"{summary['best_window']} of {summary['windows']}"),
@@ -83,6 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
         from tqdm.auto import tqdm
 
         from . import demo
+        from .records import RunRecords
         from .tasks import digits  # noqa: F401  (fails early without scikit-learn)
     except ImportError as err:  # pragma: no cover - depends on the environment
         print(f"hagfish demo: {err}; pip install 'hagfish-jax[tasks]'", file=sys.stderr)
@@ -113,13 +121,38 @@ def _demo(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         elif args.tuner == "pbt":
+            records = RunRecords(args.out)
             result = demo.run_pbt(
-                population_size=args.population, generations=args.windows, **common
+                population_size=args.population,
+                generations=args.windows,
+                task=args.task,
+                halving=args.halving,
+                records=records,
+                **common,
             )
         else:
             result = demo.run_guarded(windows=args.windows, **common)
     out = demo.write_run(args.out, result)
     _print_summary(result["summary"], out)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from . import plots
+
+    try:
+        paths = plots.plot_run(args.run_dir, out=args.out)
+    except FileNotFoundError as err:
+        print(f"hagfish plot: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if not paths:
+        print(f"hagfish plot: nothing to plot in {args.run_dir}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -134,14 +167,23 @@ def _parser() -> argparse.ArgumentParser:
         description="Population-based training of flax MLPs on scikit-learn's digits "
         "(learning rate, weight decay, b1, dropout and label smoothing tuned while they "
         "train), or with --tuner guard one model tuned by guarded finite differences; "
-        "writes summary.json and metrics.csv.",
+        "writes a run directory (metrics per member, events, summaries; PNG plots when "
+        "matplotlib is installed).",
     )
     demo.add_argument(
         "--task",
-        choices=("digits", "cartpole"),
+        choices=("digits", "breast_cancer", "cartpole"),
         default="digits",
-        help="digits: MLPs on scikit-learn's digits (default); cartpole: PPO agents on "
-        "gymnasium's functional CartPole (PBT of 8)",
+        help="digits: MLPs on scikit-learn's digits (default); breast_cancer: MLPs on "
+        "scikit-learn's breast cancer data; cartpole: PPO agents on gymnasium's functional "
+        "CartPole (PBT of 8)",
+    )
+    demo.add_argument(
+        "--halving",
+        type=int,
+        default=0,
+        help="successive halving for pbt: prune the worse half this many times, "
+        "survivors train twice as long each stage (default 0: off)",
     )
     demo.add_argument(
         "--tuner",
@@ -175,16 +217,23 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--hidden", default="64", help="hidden widths, comma separated (default 64)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+    plot = sub.add_parser(
+        "plot",
+        help="draw a run directory's figures as PNGs (needs matplotlib)",
+        description="Draw the figures a run directory's records support (losses, "
+        "accuracy, F1, hyperparameter trajectories, PBT lineage, cost vs score) as PNG "
+        "files and print their paths.",
+    )
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (with trials/)")
+    plot.add_argument(
+        "--out", metavar="DIR", default=None, help="write the PNGs here (default: RUN_DIR)"
+    )
+    plot.set_defaults(func=_plot)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hagfish`` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The ``demo`` options' checks and defaults (``parser.error`` exits with status 2)."""
     if args.windows < 1:
         parser.error(f"--windows must be >= 1, got {args.windows}")
     if args.population is None:
@@ -195,6 +244,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--population must be >= 2, got {args.population}")
     if args.steps_per_window is not None and args.steps_per_window < 1:
         parser.error(f"--steps-per-window must be >= 1, got {args.steps_per_window}")
+    if args.halving and (args.tuner != "pbt" or args.task == "cartpole"):
+        parser.error("--halving applies to --tuner pbt on digits or breast_cancer")
+    if args.task == "breast_cancer" and (args.tuner != "pbt" or args.model != "mlp"):
+        parser.error("--task breast_cancer runs PBT of MLPs (--tuner pbt --model mlp)")
+    if args.halving:
+        from .demo import halving_stages
+
+        try:
+            halving_stages(args.population, args.windows, args.halving)
+        except ValueError as err:
+            parser.error(f"--{err}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hagfish`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "demo":
+        _check_demo(parser, args)
     return args.func(args)
 
 

@@ -7,10 +7,7 @@ host rows and a summary. :func:`write_run` writes a run directory.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,8 +24,10 @@ from .hparams import get_hparams, set_hparams
 from .tuners import finite_difference, pbt
 
 __all__ = [
+    "TASKS",
     "PopulationCarry",
     "chunk_size",
+    "halving_stages",
     "population_program",
     "run_guarded",
     "run_pbt",
@@ -47,11 +46,11 @@ def chunk_size(windows: int, chunks: int = 10) -> int:
     return max(d for d in range(1, target + 1) if windows % d == 0)
 
 
-def _scan_chunks(body, carry, windows: int, progress: Progress | None, on_block):
+def _scan_chunks(body, carry, windows: int, progress: Progress | None, on_block, offset=0):
     chunk = chunk_size(windows)
     run = jax.jit(lambda c: jax.lax.scan(body, c, None, length=chunk))
     run = run.lower(carry).compile()  # compile before the progress bar's clock starts
-    if progress is not None:
+    if progress is not None and offset == 0:
         progress(0, None)
     done = 0
     for _ in range(windows // chunk):
@@ -59,15 +58,63 @@ def _scan_chunks(body, carry, windows: int, progress: Progress | None, on_block)
         last = on_block(jax.device_get(block), done)
         done += chunk
         if progress is not None:
-            progress(done, last)
+            progress(offset + done, last)
     return carry
 
 
-def _digits_task(seed, model, steps_per_window, hidden):
-    from .tasks import digits
+#: Classification tasks ``hagfish demo`` can run.
+TASKS = ("digits", "breast_cancer")
 
-    data = digits.load_digits_split(seed)
-    return digits.make_task(data, model=model, steps_per_window=steps_per_window, hidden=hidden)
+
+def _make_task(name, seed, model, steps_per_window, hidden, batch_size=None):
+    from .tasks import breast_cancer, digits
+
+    if name == "digits":
+        data = digits.load_digits_split(seed)
+        return digits.make_task(
+            data,
+            model=model,
+            steps_per_window=steps_per_window,
+            hidden=hidden,
+            batch_size=64 if batch_size is None else batch_size,
+        )
+    if name == "breast_cancer":
+        if model != "mlp":
+            raise ValueError(f"the breast_cancer task has an MLP only, got model={model!r}")
+        data = breast_cancer.load_breast_cancer_split(seed)
+        return breast_cancer.make_task(
+            data,
+            steps_per_window=steps_per_window,
+            hidden=hidden,
+            batch_size=32 if batch_size is None else batch_size,
+        )
+    raise ValueError(f"unknown task {name!r}; accepted: {TASKS}")
+
+
+def halving_stages(population: int, generations: int, halvings: int) -> list[tuple[int, int]]:
+    """``[(members, generations), ...]`` of successive halving: each stage keeps half
+    the members of the one before and runs twice as long, with the generations summing
+    to ``generations``; ``halvings=0`` is one stage.
+
+    >>> halving_stages(16, 30, 2)
+    [(16, 4), (8, 9), (4, 17)]
+    """
+    if halvings < 0:
+        raise ValueError(f"halving: must be >= 0, got {halvings!r}")
+    if population // 2**halvings < 2:
+        raise ValueError(
+            f"halving: {halvings} halvings of {population} members leave fewer than 2; "
+            f"at most {max(0, (population // 2).bit_length() - 1)}"
+        )
+    weights = [2**s for s in range(halvings + 1)]
+    if generations < len(weights):
+        raise ValueError(
+            f"halving: {halvings} halvings need at least {len(weights)} generations, "
+            f"got {generations}"
+        )
+    lengths = [max(1, int(generations * w / sum(weights))) for w in weights]
+    lengths[-1] += generations - sum(lengths)
+    return [(population // 2**s, n) for s, n in enumerate(lengths)]
 
 
 # -- population-based training ----------------------------------------------------------
@@ -136,67 +183,139 @@ def run_pbt(
     hidden: Sequence[int] = (64,),
     fraction: float = 0.25,
     progress: Progress | None = None,
+    task: str = "digits",
+    halving: int = 0,
+    batch_size: int | None = None,
+    records: Any = None,
 ) -> dict[str, Any]:
-    """Train a PBT population on digits; return per-member rows and a summary.
+    """Train a PBT population on a classification task; return rows and a summary.
 
     Members start from hyperparameters drawn from the task's space. Selection uses
     the validation split only; the test split is measured once at the end, for the
     best member seen and for the score-weighted ensemble of the final population.
+
+    With ``halving > 0`` the run is successive halving: after each stage (see
+    :func:`halving_stages`) the better half of the members by their last validation
+    score go on for twice as long; the rest stop (a ``prune`` event). Each stage
+    compiles once (its population size is a new shape). ``cost`` counts batch size x
+    epochs for the members that actually trained. With ``records`` (a
+    :class:`hagfish_jax.records.RunRecords`) rows and events are written as each
+    chunk of generations finishes.
     """
     if population_size < 2:
         raise ValueError(f"run_pbt: population_size must be >= 2, got {population_size!r}")
     if generations < 1:
         raise ValueError(f"run_pbt: generations must be >= 1, got {generations!r}")
+    stages = halving_stages(population_size, generations, halving)
     start = time.perf_counter()
-    task = _digits_task(seed, model, steps_per_window, hidden)
-    tuner = pbt(task.space, fraction=fraction)
-    init, generation = population_program(task, tuner, population_size)
+    the_task = _make_task(task, seed, model, steps_per_window, hidden, batch_size)
+    epochs_per_window = the_task.steps_per_window / (
+        len(the_task.data.y_train) // the_task.batch_size
+    )
+    window_cost = the_task.batch_size * epochs_per_window
+    names = the_task.space.names
+    columns = ("score", "val_loss", "train_score", "train_loss", "window_loss", "parent")
+    columns += tuple(c for c in ("val_f1", "train_f1") if c not in columns)
+    rows: list[dict] = []
+    events: list[dict] = []
+    ids = np.arange(population_size)  # slot -> member id
     key = jax.random.key(seed)
     k_hp, k_run = jax.random.split(key)
-    carry = jax.jit(init)(k_run, task.space.sample(k_hp, population_size))
-    names = task.space.names
-    columns = ("score", "val_loss", "train_score", "train_loss", "window_loss", "parent")
-    rows: list[dict] = []
+    hparams = the_task.space.sample(k_hp, population_size)
+    carry = None
+    done_before = 0
+    total_cost = 0.0
 
-    def on_block(block, done):
-        for g in range(block["score"].shape[0]):
-            for i in range(population_size):
-                row = {"generation": done + g, "member": i}
-                row.update({k: block[k][g, i].item() for k in columns + names})
-                rows.append(row)
-        return {
-            "score": float(np.nanmax(block["score"][-1])),
-            "learning_rate": float(np.median(block["learning_rate"][-1])),
-        }
+    for stage, (n, length) in enumerate(stages):
+        tuner = pbt(the_task.space, fraction=fraction)
+        init, generation = population_program(the_task, tuner, n)
+        if carry is None:
+            carry = jax.jit(init)(k_run, hparams)
+        else:  # the survivors, with a fresh tuner over them; the best member is kept
+            k_next, k_tuner = jax.random.split(carry.key)
+            carry = PopulationCarry(
+                carry.states, tuner.init(k_tuner, get_hparams(carry.states)), carry.best, k_next
+            )
+        stage_ids = ids.copy()
 
-    carry = _scan_chunks(generation, carry, generations, progress, on_block)
+        def on_block(block, done, stage_ids=stage_ids, n=n, done_before=done_before):
+            new_rows, new_events = [], []
+            for g in range(block["score"].shape[0]):
+                gen = done_before + done + g
+                for i in range(n):
+                    row = {"generation": gen, "member": int(stage_ids[i])}
+                    row.update({k: block[k][g, i].item() for k in columns + names})
+                    row["parent"] = int(stage_ids[int(row["parent"])])
+                    row["cost"] = window_cost
+                    new_rows.append(row)
+                    if row["parent"] != row["member"]:
+                        new_events.append(
+                            {
+                                "kind": "exploit",
+                                "generation": gen,
+                                "member": row["member"],
+                                "parent": row["parent"],
+                            }
+                        )
+            rows.extend(new_rows)
+            events.extend(new_events)
+            if records is not None:
+                _record_rows(records, new_rows, new_events)
+            return {
+                "score": float(np.nanmax(block["score"][-1])),
+                "learning_rate": float(np.median(block["learning_rate"][-1])),
+            }
 
-    best_test = float(jax.jit(task.test_accuracy)(carry.best.state))
+        carry = _scan_chunks(generation, carry, length, progress, on_block, done_before)
+        total_cost += n * length * window_cost
+        done_before += length
+        if stage + 1 < len(stages):
+            keep_n = stages[stage + 1][0]
+            last = np.asarray([r["score"] for r in rows[-n:]], np.float64)
+            order = np.argsort(-np.where(np.isfinite(last), last, -np.inf), kind="stable")
+            keep = np.sort(order[:keep_n])
+            for slot in sorted(set(range(n)) - set(keep.tolist())):
+                event = {
+                    "kind": "prune",
+                    "generation": done_before - 1,
+                    "member": int(ids[slot]),
+                    "score": float(last[slot]),
+                }
+                events.append(event)
+                if records is not None:
+                    records.event(**event)
+            carry = carry._replace(states=population.select(carry.states, keep))
+            ids = ids[keep]
+
+    best_test = float(jax.jit(the_task.test_accuracy)(carry.best.state))
 
     @jax.jit
     def ensemble_accuracy(states, w, x, y):
-        probs = ensemble.predict(task.logits, states.params, x, w)
+        probs = ensemble.predict(the_task.logits, states.params, x, w)
         return jnp.mean(jnp.argmax(probs, -1) == y)
 
     # The states after the last generation's exploit no longer match the final rows;
     # evaluate the population as it stands now, weighted by its current scores.
-    now = jax.jit(jax.vmap(task.evaluate))(carry.states)
+    now = jax.jit(jax.vmap(the_task.evaluate))(carry.states)
     weights = ensemble.weights(now["score"])
-    data = task.data
+    data = the_task.data
     ens_test = float(ensemble_accuracy(carry.states, weights, data.x_test, data.y_test))
     ens_val = float(ensemble_accuracy(carry.states, weights, data.x_val, data.y_val))
     best_row = max(
         (r for r in rows if np.isfinite(r["score"])), key=lambda r: r["score"], default=rows[0]
     )
     summary = {
-        "task": "digits",
+        "task": task,
         "tuner": "pbt",
         "model": model,
         "population": population_size,
         "generations": generations,
-        "steps_per_window": task.steps_per_window,
-        "batch_size": task.batch_size,
-        "total_steps": population_size * generations * task.steps_per_window,
+        "halving": halving,
+        "stages": [list(st) for st in stages],
+        "steps_per_window": the_task.steps_per_window,
+        "batch_size": the_task.batch_size,
+        "total_steps": sum(m * g for m, g in stages) * the_task.steps_per_window,
+        "total_cost": total_cost,
         "seed": seed,
         "best_generation": best_row["generation"],
         "best_member": best_row["member"],
@@ -206,12 +325,14 @@ def run_pbt(
         "ensemble_val_accuracy": ens_val,
         "ensemble_test_accuracy": ens_test,
         "ensemble_weights": [round(float(w), 4) for w in weights],
+        "final_members": [int(i) for i in ids],
         "exploits": int(sum(r["parent"] != r["member"] for r in rows)),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
     }
-    return {"summary": summary, "rows": rows}
+    meta = {"task": task, "tuner": "pbt", "hparams": list(names), "score": "val_accuracy"}
+    return {"summary": summary, "rows": rows, "events": events, "meta": meta}
 
 
 def run_pbt_cartpole(
@@ -281,7 +402,18 @@ def run_pbt_cartpole(
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
     }
-    return {"summary": summary, "rows": rows}
+    events = [
+        {
+            "kind": "exploit",
+            "generation": r["generation"],
+            "member": r["member"],
+            "parent": r["parent"],
+        }
+        for r in rows
+        if r["parent"] != r["member"]
+    ]
+    meta = {"task": "cartpole", "tuner": "pbt", "hparams": list(names), "score": "score"}
+    return {"summary": summary, "rows": rows, "events": events, "meta": meta}
 
 
 # -- a guarded single run ---------------------------------------------------------------
@@ -302,7 +434,7 @@ def run_guarded(
     if windows < 1:
         raise ValueError(f"run_guarded: windows must be >= 1, got {windows!r}")
     start = time.perf_counter()
-    task = _digits_task(seed, model, steps_per_window, hidden)
+    task = _make_task("digits", seed, model, steps_per_window, hidden)
     tuner = guard(finite_difference(task.space.subspace(tuned)), space=task.space)
     carry = digits.demo_init(task, tuner, jax.random.key(seed), task.default_hparams)
     columns = ("score", "val_loss", "train_score", "train_loss", "window_loss", "rollback")
@@ -338,34 +470,94 @@ def run_guarded(
         "jax_version": jax.__version__,
         "backend": jax.default_backend(),
     }
-    return {"summary": summary, "rows": rows}
+    events = [
+        {"kind": "rollback", "window": r["window"], "score": r["score"]}
+        for r in rows
+        if r["rollback"]
+    ]
+    meta = {
+        "task": "digits",
+        "tuner": summary["tuner"],
+        "hparams": list(names),
+        "score": "val_accuracy",
+    }
+    return {"summary": summary, "rows": rows, "events": events, "meta": meta}
 
 
 # -- run directory ------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+#: In-memory row keys -> run-record columns (see :mod:`hagfish_jax.records`).
+_RECORD_NAMES = {
+    "generation": "window",
+    "score": "val_accuracy",
+    "train_score": "train_accuracy",
+}
+
+
+def _record_row(row: dict[str, Any], classification: bool) -> dict[str, Any]:
+    out = {}
+    for k, v in row.items():
+        if k == "member":
+            continue
+        name = _RECORD_NAMES.get(k, k) if classification or k == "generation" else k
+        out[name] = bool(v) if k == "rollback" else v
+    return out
+
+
+def _trial_name(row: dict[str, Any]) -> str:
+    return f"member_{int(row['member']):02d}" if "member" in row else "run"
+
+
+def _record_rows(records: Any, rows: list[dict], events: list[dict], classification=True):
+    by_trial: dict[str, list[dict]] = {}
+    for row in rows:
+        by_trial.setdefault(_trial_name(row), []).append(_record_row(row, classification))
+    for trial, trial_rows in by_trial.items():
+        records.log(trial, trial_rows)
+    for event in events:
+        records.event(**event)
 
 
 def write_run(out: str | os.PathLike, result: dict[str, Any]) -> Path:
-    """Write ``summary.json`` and ``metrics.csv`` (one row per window and member)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = result["rows"]
+    """Write a run directory (:mod:`hagfish_jax.records`): ``run.json``, per-member (or
+    ``run``) ``metrics.csv`` and ``summary.json``, ``events.jsonl``, ``trials_summary.csv``,
+    ``best_overall.json`` and the run's ``summary.json``; PNG plots when matplotlib is
+    installed. Rows already recorded (an incremental or repeated write) are not
+    duplicated."""
+    from .records import RunRecords
 
-    def write_csv(f):
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-    _write_atomic(out / "metrics.csv", write_csv)
-    _write_atomic(out / "summary.json", lambda f: json.dump(result["summary"], f, indent=2))
-    return out
+    summary = result["summary"]
+    meta = result.get("meta") or {"task": summary.get("task"), "tuner": summary.get("tuner")}
+    classification = summary.get("task") in TASKS
+    records = RunRecords(out, meta=meta)
+    _record_rows(records, result["rows"], result.get("events", []), classification)
+    score_key = "score"
+    for trial in sorted({_trial_name(r) for r in result["rows"]}):
+        trial_rows = [r for r in result["rows"] if _trial_name(r) == trial]
+        scores = np.array([r[score_key] for r in trial_rows], np.float64)
+        finite = np.where(np.isfinite(scores), scores, -np.inf)
+        best = trial_rows[int(np.argmax(finite))]
+        names = [n for n in meta.get("hparams", []) if n in best]
+        trial_summary = {
+            "best_val_score": float(np.max(finite)) if np.isfinite(finite).any() else None,
+            "best_window": best.get("generation", best.get("window")),
+            "windows": len(trial_rows),
+            "cost": float(sum(r.get("cost", 0.0) for r in trial_rows)),
+            "hparams": {n: best[n] for n in names},
+        }
+        if trial == "run" and "test_accuracy" in summary:
+            trial_summary["test_score"] = summary["test_accuracy"]
+        if "best_member" in summary and trial == _trial_name({"member": summary["best_member"]}):
+            trial_summary["test_score"] = summary.get("test_accuracy")
+        records.finish_trial(trial, trial_summary)
+    records.write_summary(summary)
+    try:
+        from . import plots
+    except ImportError:  # pragma: no cover - plots need the 'plot' extra
+        return records.path
+    try:
+        plots.plot_run(records.path)
+    except ImportError:  # matplotlib is not installed
+        pass
+    return records.path

@@ -28,6 +28,7 @@ __all__ = [
     "make_mesh",
     "prune",
     "rank",
+    "select",
     "shard",
     "size",
     "spawn",
@@ -77,6 +78,18 @@ def exploit(members: Any, parents: jax.Array) -> Any:
     n = size(members)
     idx = _resolve(parents, n)
     return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), members)
+
+
+def select(members: Any, indices: Any) -> Any:
+    """The members at ``indices``, as a smaller population (successive halving keeps its
+    survivors this way; the new size is a new shape, so the next program compiles once).
+
+    >>> import jax.numpy as jnp
+    >>> select({"w": jnp.arange(4.0)}, [3, 1])["w"].tolist()
+    [3.0, 1.0]
+    """
+    idx = jnp.asarray(indices, jnp.int32)
+    return jax.tree.map(lambda x: x[idx], members)
 
 
 def alive_mask(n: int) -> jax.Array:

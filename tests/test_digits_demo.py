@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -52,9 +50,14 @@ def window_loss(task):
 
 
 def read_run(out):
-    """``(summary, metrics rows)`` of a run directory."""
-    with open(out / "metrics.csv", newline="") as f:
-        return json.loads((out / "summary.json").read_text()), list(csv.DictReader(f))
+    """``(summary, rows)`` of a run directory: every member's rows, window-major."""
+    run = hj.records.read_run(out)
+    rows = []
+    for trial, trial_rows in run["rows"].items():
+        member = int(trial.split("_")[1]) if trial.startswith("member_") else 0
+        rows += [{**r, "member": member} for r in trial_rows]
+    rows.sort(key=lambda r: (r["window"], r["member"]))
+    return run["summary"], rows
 
 
 def load_example(name):
@@ -230,17 +233,20 @@ def test_pbt_demo_end_to_end(tmp_path):
     assert cli.main(argv) == 0
     summary, rows = read_run(out)
     assert len(rows) == 4 * 4
-    assert [(int(r["generation"]), int(r["member"])) for r in rows[:5]] == [
+    assert [(int(r["window"]), int(r["member"])) for r in rows[:5]] == [
         (0, 0),
         (0, 1),
         (0, 2),
         (0, 3),
         (1, 0),
     ]
-    assert {"score", "train_score", "parent", "learning_rate", "dropout_rate"} <= set(rows[0])
+    columns = {"val_accuracy", "train_accuracy", "val_loss", "train_loss", "val_f1", "cost"}
+    assert columns | {"parent", "learning_rate", "dropout_rate"} <= set(rows[0])
     assert summary["tuner"] == "pbt" and summary["population"] == 4
     assert summary["total_steps"] == 4 * 4 * 12
-    assert summary["best_val_accuracy"] == pytest.approx(max(float(r["score"]) for r in rows))
+    assert summary["total_cost"] == pytest.approx(sum(r["cost"] for r in rows))
+    best = max(float(r["val_accuracy"]) for r in rows)
+    assert summary["best_val_accuracy"] == pytest.approx(best)
     assert summary["best_val_accuracy"] > 0.5  # chance is 0.1
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     assert summary["ensemble_test_accuracy"] > 0.3
@@ -248,6 +254,51 @@ def test_pbt_demo_end_to_end(tmp_path):
     assert summary["exploits"] == sum(int(r["parent"]) != int(r["member"]) for r in rows)
     assert summary["exploits"] >= 1  # one member replaced per generation at N=4
     assert digits.space.contains(summary["best_hparams"])
+    run = hj.records.read_run(out)
+    exploits = run["events"]
+    assert len(exploits) == summary["exploits"] and exploits[0]["kind"] == "exploit"
+    assert run["best"]["best_val_score"] == pytest.approx(best)
+    assert len(run["summaries"]) == 4 and run["meta"]["hparams"] == list(digits.space.names)
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "lineage.png").stat().st_size > 0 and (out / "curves.png").exists()
+    # the same directory again: nothing is duplicated
+    assert cli.main(argv) == 0
+    assert len(read_run(out)[1]) == 4 * 4
+
+
+def test_successive_halving_on_breast_cancer(tmp_path):
+    out = tmp_path / "sh"
+    argv = [
+        "demo",
+        "--task",
+        "breast_cancer",
+        "--population",
+        "8",
+        "--generations",
+        "7",
+        "--halving",
+        "2",
+        "--hidden",
+        "8",
+        "--steps-per-window",
+        "4",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert cli.main(argv) == 0
+    summary, rows = read_run(out)
+    assert summary["stages"] == [[8, 1], [4, 2], [2, 4]]
+    per_window = [sum(1 for r in rows if r["window"] == w) for w in range(7)]
+    assert per_window == [8, 4, 4, 2, 2, 2, 2]  # survivors only
+    assert summary["total_cost"] == pytest.approx(sum(r["cost"] for r in rows))
+    prunes = hj.records.read_run(out)["events"]
+    pruned = {e["member"] for e in prunes if e["kind"] == "prune"}
+    assert len(pruned) == 6 and not pruned & set(summary["final_members"])
+    # the survivors of the first cut were the better half by last validation score
+    first = {r["member"]: r["val_accuracy"] for r in rows if r["window"] == 0}
+    kept = {r["member"] for r in rows if r["window"] == 1}
+    assert min(first[m] for m in kept) >= max(first[m] for m in set(first) - kept)
 
 
 def test_guarded_demo_end_to_end(tmp_path):
@@ -271,10 +322,11 @@ def test_guarded_demo_end_to_end(tmp_path):
     summary, rows = read_run(out)
     assert len(rows) == 6
     assert [int(r["window"]) for r in rows] == list(range(6))
-    assert {"score", "train_score", "val_loss", "learning_rate", "dropout_rate"} <= set(rows[0])
+    assert {"val_accuracy", "train_accuracy", "val_loss", "learning_rate"} <= set(rows[0])
     assert summary["tuner"] == "guard(finite_difference)"
     assert summary["windows"] == 6 and summary["steps_per_window"] == 16
-    assert summary["best_val_accuracy"] == pytest.approx(max(float(r["score"]) for r in rows))
+    best = max(float(r["val_accuracy"]) for r in rows)
+    assert summary["best_val_accuracy"] == pytest.approx(best)
     assert summary["best_val_accuracy"] > 0.6  # chance is 0.1
     assert summary["test_accuracy"] > 0.6
     assert set(summary["best_hparams"]) == set(digits.space.names)
@@ -307,6 +359,9 @@ def test_quickstart_example_runs():
         (["demo", "--population", "1"], "--population"),
         (["demo", "--steps-per-window", "0"], "--steps-per-window"),
         (["demo", "--tuner", "bayes"], "--tuner"),
+        (["demo", "--halving", "4"], "halving"),  # 16 members halve 3 times at most
+        (["demo", "--tuner", "guard", "--halving", "1"], "--halving"),
+        (["demo", "--task", "breast_cancer", "--model", "cnn"], "breast_cancer"),
     ],
 )
 def test_cli_rejects_bad_options_before_any_work(argv, word, capsys):

@@ -112,7 +112,10 @@ def test_cartpole_demo_end_to_end(tmp_path):
     assert summary["env_steps_per_member"] == 3 * 4 * 16 * 64
     assert summary["exploits"] == 3  # one of four replaced per generation
     assert hj.rl.space.contains(summary["best_hparams"])
-    assert (out / "metrics.csv").read_text().count("\n") == 1 + 3 * 4
+    run = hj.records.read_run(out)
+    assert sorted(run["rows"]) == [f"member_{i:02d}" for i in range(4)]
+    assert all(len(rows) == 3 and "score" in rows[0] for rows in run["rows"].values())
+    assert len([e for e in run["events"] if e["kind"] == "exploit"]) == 3
 
 
 def test_cartpole_demo_rejects_the_guard(capsys):

@@ -76,7 +76,9 @@ default_hparams: dict[str, float] = {
 #: when its mean training loss is non-finite, above 1.25x the uniform guess's
 #: (``ln num_classes``), or above it while rising (above 1.05x the loss of the window's
 #: first minibatch): the network is then worse than knowing nothing. A slow start stays
-#: below it and its loss falls.
+#: below it and its loss falls. With two classes an untrained network's loss is often
+#: above ``ln 2`` already, so there only a non-finite loss or one above 2.5x ``ln 2``
+#: counts.
 UNIFORM_LOSS = math.log(10.0)
 
 _OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
@@ -318,6 +320,9 @@ def make_task(
         raise ValueError(f"make_task: num_classes must be an integer >= 2, got {num_classes!r}")
     num_classes = int(num_classes)
     uniform_loss = math.log(num_classes)
+    # With two classes an untrained network's loss is often above ln 2 already, so only
+    # a loss far above it counts (see UNIFORM_LOSS).
+    explode_loss = (1.25 if num_classes > 2 else 2.5) * uniform_loss
     if model == "mlp":
         net: nn.Module = MLP(hidden=hidden, num_classes=num_classes)
     elif model == "cnn":
@@ -391,10 +396,10 @@ def make_task(
 
         state, (losses, accs) = jax.lax.scan(step, state, (batches, step_keys))
         loss = losses.mean()
-        worse_than_guessing = loss > uniform_loss
-        rising = loss > 1.05 * losses[0]
-        diverged = ~jnp.isfinite(loss) | (loss > 1.25 * uniform_loss)
-        diverged = diverged | (worse_than_guessing & rising)
+        diverged = ~jnp.isfinite(loss) | (loss > explode_loss)
+        if num_classes > 2:
+            rising = loss > 1.05 * losses[0]
+            diverged = diverged | ((loss > uniform_loss) & rising)
         return state, {"loss": loss, "accuracy": accs.mean(), "diverged": diverged}
 
     def _metrics(params, x, y):
