@@ -59,11 +59,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["DEFAULT_BOUNDS", "LABELS", "AdaptiveTrainer", "Critic", "Memory", "Outcome"]
+__all__ = [
+    "DEFAULT_BOUNDS",
+    "LABELS",
+    "AdaptiveTrainer",
+    "Critic",
+    "Memory",
+    "Outcome",
+    "Trial",
+    "halving_epochs",
+    "run_planner",
+]
 
 #: Budget keys and their inclusive integer bounds by default.
 DEFAULT_BOUNDS: dict[str, tuple[int, int]] = {
@@ -288,8 +298,18 @@ class AdaptiveTrainer:
         ``context`` may carry ``dataset_size`` (the batch size never exceeds it).
         """
         grid = self._candidates(context)
-        self.last_plan = self._choose(grid)
+        self.last_plan = self._choose(grid)[0]
         return dict(self.last_plan)
+
+    def plan_many(self, k: int, context: Mapping[str, Any] | None = None) -> list[dict[str, int]]:
+        """The ``k`` budgets with the highest predicted reward, best first (for a rung
+        of successive halving); the first is what :meth:`plan` would return."""
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ValueError(f"AdaptiveTrainer.plan_many: k must be an integer >= 1, got {k!r}")
+        grid = self._candidates(context)
+        plans = self._choose(grid, k=int(k))
+        self.last_plan = plans[0]
+        return [dict(p) for p in plans]
 
     def observe(self, metric: float, cost: float, params: Mapping[str, Any] | None = None) -> str:
         """Record an outcome; return the critic's label.
@@ -370,7 +390,7 @@ class AdaptiveTrainer:
     def _model_cost(self, budgets: np.ndarray) -> np.ndarray:
         return np.array([self.cost_fn(dict(zip(self.keys, map(int, b)))) for b in budgets])
 
-    def _choose(self, grid: np.ndarray) -> dict[str, int]:
+    def _choose(self, grid: np.ndarray, k: int = 1) -> list[dict[str, int]]:
         outcomes = [o for o in self.memory.outcomes if math.isfinite(o.metric)]
         # Draw the considered subset first, the same way whatever the history or alpha.
         keep = self.rng.random(len(grid)) < self.sample
@@ -385,7 +405,8 @@ class AdaptiveTrainer:
                 ]
             )
             dist = np.abs(np.log(grid) - np.log(target)).sum(axis=1)
-            return dict(zip(self.keys, map(int, grid[int(np.argmin(dist))])))
+            order = np.lexsort((np.arange(len(grid)), self._model_cost(grid), dist))
+            return [dict(zip(self.keys, map(int, grid[i]))) for i in order[:k]]
         if not keep.any():
             keep[:] = True
         grid = grid[keep]
@@ -424,4 +445,140 @@ class AdaptiveTrainer:
         value = score - self.alpha * cost
         # Best value; ties go to the cheaper budget, then the first in grid order.
         order = np.lexsort((np.arange(len(grid)), cost, -value))
-        return dict(zip(self.keys, map(int, grid[order[0]])))
+        return [dict(zip(self.keys, map(int, grid[i]))) for i in order[:k]]
+
+
+# -- trials driven by the planner -------------------------------------------------------
+
+
+class Trial(Protocol):
+    """One training run the planner asked for, trained in pieces.
+
+    ``advance(epochs)`` trains that many more epochs and returns one row per epoch
+    (dicts with at least ``window``; see :mod:`hagfish_jax.records` for the columns
+    the plots read). ``metric`` is the run's best validation score so far (what the
+    planner is told), ``cost`` what it has cost so far, ``summary()`` what to record
+    when it stops (for example the test score of its best state).
+    """
+
+    metric: float
+    cost: float
+
+    def advance(self, epochs: int) -> list[dict[str, Any]]: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+def halving_epochs(epochs: int, halvings: int, eta: int = 2) -> list[int]:
+    """Cumulative epochs at each rung: the last is ``epochs``, each earlier one ``eta``
+    times fewer (at least 1).
+
+    >>> halving_epochs(40, 2)
+    [10, 20, 40]
+    """
+    return [max(1, epochs // eta ** (halvings - r)) for r in range(halvings + 1)]
+
+
+def run_planner(
+    trainer: AdaptiveTrainer,
+    start_trial: Callable[[dict[str, int]], Trial],
+    rounds: int,
+    context: Mapping[str, Any] | None = None,
+    records: Any = None,
+    halving: int = 0,
+    eta: int = 2,
+    stop_when_done: bool = True,
+) -> dict[str, Any]:
+    """Plan, train and observe for up to ``rounds`` rounds; return the outcomes.
+
+    Each round runs one trial (``halving=0``), or a rung of ``eta ** halving`` trials
+    (the best budgets by predicted reward) pruned by successive halving: all train
+    ``1 / eta ** halving`` of their planned epochs, the better ``1 / eta`` by metric go
+    on to ``eta`` times more, and so on; the last survivor completes its plan. Every
+    trial is observed with the epochs it actually ran and the cost it actually spent,
+    so pruned runs teach the planner too, and ``total_cost`` sums every trial.
+
+    With ``records`` (a :class:`hagfish_jax.records.RunRecords`), each trial's rows go
+    to ``trials/trial_NNN/metrics.csv`` as it trains, a ``prune`` event marks each
+    pruned trial, and its ``summary.json`` (params, metric, cost, reward, label) is
+    written when it stops. Opening the same directory again replays the finished
+    rounds into ``trainer`` (same plans, same outcomes) and continues after them; an
+    unfinished round is trained again and rows already recorded are not duplicated.
+
+    Stops early once ``trainer.done`` (if ``stop_when_done``).
+    """
+    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
+        raise ValueError(f"run_planner: rounds must be an integer >= 1, got {rounds!r}")
+    if isinstance(halving, bool) or int(halving) != halving or halving < 0:
+        raise ValueError(f"run_planner: halving must be an integer >= 0, got {halving!r}")
+    if isinstance(eta, bool) or int(eta) != eta or eta < 2:
+        raise ValueError(f"run_planner: eta must be an integer >= 2, got {eta!r}")
+    finished = {} if records is None else records.summaries()
+    outcomes: list[dict[str, Any]] = []
+    number = 0
+    for _ in range(int(rounds)):
+        if stop_when_done and trainer.done:
+            break
+        plans = trainer.plan_many(eta**halving, context) if halving else [trainer.plan(context)]
+        names = [f"trial_{number + i:03d}" for i in range(len(plans))]
+        number += len(plans)
+        if all(n in finished for n in names):  # a round that already ran: replay it
+            for name in sorted(names, key=lambda n: finished[n]["observed"]):
+                s = finished[name]
+                trainer.observe(s["metric"], s["cost"], params=s["params"])
+                outcomes.append({"trial": name, **s})
+            continue
+        planned = dict(zip(names, plans))
+        trials = {n: start_trial(dict(p)) for n, p in planned.items()}
+        ran = {n: 0 for n in names}
+        alive = list(names)
+        for rung in range(halving + 1):
+            for n in alive:
+                target = halving_epochs(planned[n]["epochs"], halving, eta)[rung]
+                if target > ran[n]:
+                    rows = trials[n].advance(target - ran[n])
+                    ran[n] = target
+                    if records is not None:
+                        records.log(n, rows)
+            if rung < halving:
+                ranked = sorted(alive, key=lambda n: -_finite(trials[n].metric))
+                keep = ranked[: max(1, len(alive) // eta)]
+                for n in alive:
+                    if n not in keep:
+                        _finish(trainer, records, outcomes, n, trials[n], planned[n], ran[n], True)
+                alive = keep
+        for n in alive:
+            _finish(trainer, records, outcomes, n, trials[n], planned[n], ran[n], False)
+    best = max(outcomes, key=lambda o: (o["reward"], -o["cost"]), default=None)
+    return {
+        "outcomes": outcomes,
+        "best": best,
+        "total_cost": float(sum(o["cost"] for o in outcomes)),
+        "trials": len(outcomes),
+    }
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def _finish(trainer, records, outcomes, name, trial, planned, epochs, pruned):
+    params = {**planned, "epochs": int(epochs)}
+    label = trainer.observe(trial.metric, trial.cost, params=params)
+    summary = {
+        "observed": len(trainer.history) - 1,  # replay order on resume
+        "params": params,
+        "planned": dict(planned),
+        "metric": float(trial.metric),
+        "cost": float(trial.cost),
+        "reward": trainer.reward(trial.metric, trial.cost),
+        "label": label,
+        "pruned": pruned,
+        "best_val_score": float(trial.metric),
+        **trial.summary(),
+    }
+    if records is not None:
+        if pruned:
+            records.event("prune", trial=name, epochs=int(epochs), metric=float(trial.metric))
+        records.finish_trial(name, summary)
+    outcomes.append({"trial": name, **summary})

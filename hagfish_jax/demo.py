@@ -26,12 +26,14 @@ from .tuners import finite_difference, pbt
 __all__ = [
     "TASKS",
     "PopulationCarry",
+    "TaskTrial",
     "chunk_size",
     "halving_stages",
     "population_program",
     "run_guarded",
     "run_pbt",
     "run_pbt_cartpole",
+    "task_trials",
     "write_run",
 ]
 
@@ -482,6 +484,91 @@ def run_guarded(
         "score": "val_accuracy",
     }
     return {"summary": summary, "rows": rows, "events": events, "meta": meta}
+
+
+# -- trials for the budget planner -------------------------------------------------------
+
+
+class TaskTrial:
+    """A :class:`hagfish_jax.budget.Trial` on a built-in classification task: one
+    window per epoch, the best-validation state kept, cost = batch size x epochs run.
+
+    Args:
+      task: a task from ``make_task`` (its window must be one epoch).
+      seed: seeds the initial weights and the minibatch order.
+      hparams: hyperparameters (default the task's defaults).
+    """
+
+    def __init__(self, task, seed: int = 0, hparams: dict[str, float] | None = None):
+        self.task = task
+        self.metric = -float("inf")
+        self.cost = 0.0
+        self.epochs = 0
+        init_key, self.key = jax.random.split(jax.random.key(seed))
+        self.state = task.init(init_key, {**task.default_hparams, **(hparams or {})})
+        self.best_state = self.state
+        self._window, self._evaluate, self._test = _jitted(task)
+
+    def advance(self, epochs: int) -> list[dict[str, Any]]:
+        rows = []
+        for _ in range(int(epochs)):
+            self.key, k = jax.random.split(self.key)
+            in_force = get_hparams(self.state)
+            self.state, train = self._window(self.state, k)
+            ev = jax.device_get(self._evaluate(self.state))
+            score = float("nan") if bool(train["diverged"]) else float(ev["score"])
+            self.cost += self.task.batch_size
+            if np.isfinite(score) and score > self.metric:
+                self.metric, self.best_state = score, self.state
+            rows.append(
+                {
+                    "window": self.epochs,
+                    "train_loss": float(ev["train_loss"]),
+                    "val_loss": float(ev["val_loss"]),
+                    "train_accuracy": float(ev["train_score"]),
+                    "val_accuracy": score,
+                    "train_f1": float(ev["train_f1"]),
+                    "val_f1": float(ev["val_f1"]),
+                    "learning_rate": float(in_force["learning_rate"]),
+                    "cost": self.cost,
+                }
+            )
+            self.epochs += 1
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """The test accuracy of the best-validation state (measured once, here)."""
+        return {"test_score": float(self._test(self.best_state)), "epochs_run": self.epochs}
+
+
+_JIT_CACHE: dict[int, tuple] = {}
+
+
+def _jitted(task):
+    key = id(task)
+    if key not in _JIT_CACHE:
+        _JIT_CACHE[key] = (
+            jax.jit(task.train_window),
+            jax.jit(task.evaluate),
+            jax.jit(task.test_accuracy),
+        )
+    return _JIT_CACHE[key]
+
+
+def task_trials(
+    build: Callable[[int, int], Any], seed: int = 0, hparams: dict[str, float] | None = None
+) -> Callable[[dict[str, int]], TaskTrial]:
+    """A ``start_trial`` for :func:`hagfish_jax.budget.run_planner`: ``build(batch_size,
+    width)`` makes the task (once per pair; later trials reuse its compiled functions)."""
+    tasks: dict[tuple[int, int], Any] = {}
+
+    def start(params: dict[str, int]) -> TaskTrial:
+        shape = (int(params["batch_size"]), int(params.get("width", 32)))
+        if shape not in tasks:
+            tasks[shape] = build(*shape)
+        return TaskTrial(tasks[shape], seed=seed, hparams=hparams)
+
+    return start
 
 
 # -- run directory ------------------------------------------------------------------------
