@@ -23,16 +23,17 @@ Inside, three parts:
 * a **memory** of every outcome (budget, metric, cost, reward, label), the *elite*
   (the outcome with the highest reward), *penalised* budgets (those that saturated;
   a candidate within a factor ``neighbourhood`` of one on every key is avoided, so
-  near-identical budgets are not retried) and whether escalation has *paid* (an
-  improvement bought by spending more than the best run before it).
+  near-identical budgets are not retried), how often the planner *escalated*
+  (spent more than the run holding the best metric) and whether that has *paid*
+  (an escalation that was an improvement).
 * a **planner** that scores a fixed grid of candidate budgets (geometric levels
   between the bounds) by ``predicted metric + optimism + escalation - penalty -
   alpha * predicted cost`` and plans the best. The predicted metric is a kernel
   average of the outcomes nearby (in log-budget space); optimism is one *unit*
   (``optimism`` x the metric's scale, default 2%), shrinking as evidence accumulates
-  near a candidate. After a stagnation, when escalation has paid before, candidates
-  costing more than the last run get up to one more unit (one per doubling of cost):
-  escalate. After a saturation the saturated neighbourhood loses two units, so
+  near a candidate. After a stagnation, when escalation has paid before (or has
+  never been tried: one probe), candidates costing more than the last run get up
+  to one more unit (one per doubling of cost): escalate. After a saturation the saturated neighbourhood loses two units, so
   cheaper budgets win on reward: de-escalate. Predicted cost is the cost model
   (batch size x epochs by default) calibrated by the median ratio of reported to
   modelled cost.
@@ -150,6 +151,7 @@ class Memory:
         self.outcomes: list[Outcome] = []
         self.penalised: list[dict[str, int]] = []
         self.escalation_paid = False
+        self.escalations = 0
         self.rounds_since_elite = 0
 
     @property
@@ -165,10 +167,12 @@ class Memory:
 
     def add(self, outcome: Outcome) -> None:
         finite = [o for o in self.outcomes if math.isfinite(o.metric)]
-        if outcome.label == "improvement" and finite:
+        if finite:
             best = max(finite, key=lambda o: (o.metric, -o.cost))
             if outcome.cost > best.cost:
-                self.escalation_paid = True
+                self.escalations += 1
+                if outcome.label == "improvement":
+                    self.escalation_paid = True
         if outcome.label == "saturation":
             self.penalised.append(dict(outcome.params))
         before = self.elite
@@ -181,6 +185,7 @@ class Memory:
             "outcomes": [dataclasses.asdict(o) for o in self.outcomes],
             "penalised": list(self.penalised),
             "escalation_paid": self.escalation_paid,
+            "escalations": self.escalations,
             "rounds_since_elite": self.rounds_since_elite,
         }
 
@@ -431,7 +436,9 @@ class AdaptiveTrainer:
         cost = model * (float(np.median(ratios)) if ratios else 1.0)
         last = self.memory.outcomes[-1]
         last_model = self.cost_fn(last.params)
-        if last.label == "stagnation" and self.memory.escalation_paid and last_model > 0:
+        memory = self.memory
+        may_escalate = memory.escalation_paid or memory.escalations == 0
+        if last.label == "stagnation" and may_escalate and last_model > 0:
             doublings = np.log2(np.maximum(model, 1e-12) / last_model)
             score = score + unit * np.clip(doublings, 0.0, 1.0)
         if self.memory.penalised:

@@ -68,11 +68,11 @@ def _scan_chunks(body, carry, windows: int, progress: Progress | None, on_block,
 TASKS = ("digits", "breast_cancer")
 
 
-def _make_task(name, seed, model, steps_per_window, hidden, batch_size=None):
+def _make_task(name, seed, model, steps_per_window, hidden, batch_size=None, data=None):
     from .tasks import breast_cancer, digits
 
     if name == "digits":
-        data = digits.load_digits_split(seed)
+        data = digits.load_digits_split(seed) if data is None else data
         return digits.make_task(
             data,
             model=model,
@@ -83,7 +83,7 @@ def _make_task(name, seed, model, steps_per_window, hidden, batch_size=None):
     if name == "breast_cancer":
         if model != "mlp":
             raise ValueError(f"the breast_cancer task has an MLP only, got model={model!r}")
-        data = breast_cancer.load_breast_cancer_split(seed)
+        data = breast_cancer.load_breast_cancer_split(seed) if data is None else data
         return breast_cancer.make_task(
             data,
             steps_per_window=steps_per_window,
@@ -189,6 +189,7 @@ def run_pbt(
     halving: int = 0,
     batch_size: int | None = None,
     records: Any = None,
+    data: Any = None,
 ) -> dict[str, Any]:
     """Train a PBT population on a classification task; return rows and a summary.
 
@@ -202,7 +203,7 @@ def run_pbt(
     compiles once (its population size is a new shape). ``cost`` counts batch size x
     epochs for the members that actually trained. With ``records`` (a
     :class:`hagfish_jax.records.RunRecords`) rows and events are written as each
-    chunk of generations finishes.
+    chunk of generations finishes. ``data`` replaces the task's default splits.
     """
     if population_size < 2:
         raise ValueError(f"run_pbt: population_size must be >= 2, got {population_size!r}")
@@ -210,7 +211,7 @@ def run_pbt(
         raise ValueError(f"run_pbt: generations must be >= 1, got {generations!r}")
     stages = halving_stages(population_size, generations, halving)
     start = time.perf_counter()
-    the_task = _make_task(task, seed, model, steps_per_window, hidden, batch_size)
+    the_task = _make_task(task, seed, model, steps_per_window, hidden, batch_size, data)
     epochs_per_window = the_task.steps_per_window / (
         len(the_task.data.y_train) // the_task.batch_size
     )
@@ -263,8 +264,9 @@ def run_pbt(
             events.extend(new_events)
             if records is not None:
                 _record_rows(records, new_rows, new_events)
+            last = block["score"][-1]
             return {
-                "score": float(np.nanmax(block["score"][-1])),
+                "score": float(np.max(last, initial=-np.inf, where=np.isfinite(last))),
                 "learning_rate": float(np.median(block["learning_rate"][-1])),
             }
 
@@ -499,7 +501,13 @@ class TaskTrial:
       hparams: hyperparameters (default the task's defaults).
     """
 
-    def __init__(self, task, seed: int = 0, hparams: dict[str, float] | None = None):
+    def __init__(
+        self,
+        task,
+        seed: int = 0,
+        hparams: dict[str, float] | None = None,
+        compiled: tuple | None = None,
+    ):
         self.task = task
         self.metric = -float("inf")
         self.cost = 0.0
@@ -507,7 +515,7 @@ class TaskTrial:
         init_key, self.key = jax.random.split(jax.random.key(seed))
         self.state = task.init(init_key, {**task.default_hparams, **(hparams or {})})
         self.best_state = self.state
-        self._window, self._evaluate, self._test = _jitted(task)
+        self._window, self._evaluate, self._test = compiled or _jitted(task)
 
     def advance(self, epochs: int) -> list[dict[str, Any]]:
         rows = []
@@ -541,18 +549,8 @@ class TaskTrial:
         return {"test_score": float(self._test(self.best_state)), "epochs_run": self.epochs}
 
 
-_JIT_CACHE: dict[int, tuple] = {}
-
-
-def _jitted(task):
-    key = id(task)
-    if key not in _JIT_CACHE:
-        _JIT_CACHE[key] = (
-            jax.jit(task.train_window),
-            jax.jit(task.evaluate),
-            jax.jit(task.test_accuracy),
-        )
-    return _JIT_CACHE[key]
+def _jitted(task) -> tuple:
+    return jax.jit(task.train_window), jax.jit(task.evaluate), jax.jit(task.test_accuracy)
 
 
 def task_trials(
@@ -560,13 +558,15 @@ def task_trials(
 ) -> Callable[[dict[str, int]], TaskTrial]:
     """A ``start_trial`` for :func:`hagfish_jax.budget.run_planner`: ``build(batch_size,
     width)`` makes the task (once per pair; later trials reuse its compiled functions)."""
-    tasks: dict[tuple[int, int], Any] = {}
+    tasks: dict[tuple[int, int], tuple[Any, tuple]] = {}
 
     def start(params: dict[str, int]) -> TaskTrial:
         shape = (int(params["batch_size"]), int(params.get("width", 32)))
         if shape not in tasks:
-            tasks[shape] = build(*shape)
-        return TaskTrial(tasks[shape], seed=seed, hparams=hparams)
+            task = build(*shape)
+            tasks[shape] = (task, _jitted(task))
+        task, compiled = tasks[shape]
+        return TaskTrial(task, seed=seed, hparams=hparams, compiled=compiled)
 
     return start
 
