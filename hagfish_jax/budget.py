@@ -33,8 +33,9 @@ Inside, three parts:
   (``optimism`` x the metric's scale, default 2%), shrinking as evidence accumulates
   near a candidate. After a stagnation, when escalation has paid before (or has
   never been tried: one probe), candidates costing more than the last run get up
-  to one more unit (one per doubling of cost): escalate. After a saturation the saturated neighbourhood loses two units, so
-  cheaper budgets win on reward: de-escalate. Predicted cost is the cost model
+  to one more unit (one per doubling of cost): escalate. After a saturation the
+  saturated neighbourhood loses two units, so cheaper budgets win on reward:
+  de-escalate. Predicted cost is the cost model
   (batch size x epochs by default) calibrated by the median ratio of reported to
   modelled cost.
 
