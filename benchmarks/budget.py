@@ -71,22 +71,22 @@ def builder(data):
     return lambda batch, width: bc.make_task(data, batch_size=batch, hidden=(width,))
 
 
-def run_trials(start, budgets):
-    """Train every budget; return ``(chosen, total_cost)`` (chosen by validation reward)."""
-    outcomes = []
-    for params in budgets:
-        trial = start(params)
-        trial.advance(params["epochs"])
-        outcomes.append(
-            {
-                "params": params,
-                "val": trial.metric,
-                "cost": trial.cost,
-                "test": trial.summary()["test_score"],
-            }
-        )
+def train(start, params):
+    """One full run of ``params``: its best validation accuracy, cost and test accuracy."""
+    trial = start(params)
+    trial.advance(params["epochs"])
+    test = trial.summary()["test_score"]
+    return {"params": params, "val": trial.metric, "cost": trial.cost, "test": test}
+
+
+def select(outcomes):
+    """``(chosen, total_cost)``: the outcome with the best validation reward."""
     chosen = max(outcomes, key=lambda o: (o["val"] - ALPHA * o["cost"], -o["cost"]))
     return chosen, sum(o["cost"] for o in outcomes)
+
+
+def run_trials(start, budgets):
+    return select([train(start, params) for params in budgets])
 
 
 def strategy(name, data, seed, quick):
@@ -125,21 +125,11 @@ def strategy(name, data, seed, quick):
                 "epochs": t.suggest_int("epochs", *EPOCHS, log=True),
                 "width": t.suggest_categorical("width", WIDTHS),
             }
-            trial = start(params)
-            trial.advance(params["epochs"])
-            outcomes.append(
-                {
-                    "params": params,
-                    "val": trial.metric,
-                    "cost": trial.cost,
-                    "test": trial.summary()["test_score"],
-                }
-            )
-            return trial.metric - ALPHA * trial.cost
+            outcomes.append(train(start, params))
+            return outcomes[-1]["val"] - ALPHA * outcomes[-1]["cost"]
 
         study.optimize(objective, n_trials=n_trials)
-        chosen = max(outcomes, key=lambda o: (o["val"] - ALPHA * o["cost"], -o["cost"]))
-        return chosen, sum(o["cost"] for o in outcomes)
+        return select(outcomes)
     if name in ("adaptive", "adaptive+sh"):
         trainer = hj.AdaptiveTrainer(alpha=ALPHA, seed=seed)
         halving = 2 if name == "adaptive+sh" else 0

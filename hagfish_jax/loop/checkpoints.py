@@ -16,10 +16,11 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from ..records import write_atomic
 
 __all__ = ["Checkpoints"]
 
@@ -27,17 +28,7 @@ _MANIFEST = "manifest.json"
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 class Checkpoints:
