@@ -372,3 +372,39 @@ def test_spawns_build_a_weighted_ensemble_capped_at_max_size():
     assert sum(weights) == pytest.approx(1.0, abs=1e-6) and weights[0] > weights[1]
     assert int(r.ensemble_states[0]["t"]) == int(r.state["t"])  # the best member first
     assert len(r.summary()["ensemble"]) == 2
+
+
+def test_record_run_writes_rows_transitions_rollbacks_advice_and_resumes(tmp_path):
+    class Calm:
+        def advise(self, context):
+            return hj.Advice({"learning_rate": 0.05}, "plateau: cool down", ("plateau",))
+
+    def run():
+        records = hj.records.RunRecords(tmp_path, meta={"hparams": ["learning_rate"]})
+        loop = Loop(
+            make_step(sabotage=(6, 7, 8, 9)),
+            evaluate,
+            backoff=Backoff(patience=2, noise=0.0, plateau=3, dormant=60),
+            advisor=Calm(),
+            space=SPACE,
+            callbacks=[hj.loop.RecordRun(records)],
+        )
+        return loop.run(init_state(), jax.random.key(0), max_windows=40)
+
+    result = run()
+    run_dir = hj.records.read_run(tmp_path)
+    rows = run_dir["rows"]["run"]
+    assert [r["window"] for r in rows] == [h["window"] for h in result.history]
+    assert {"loss", "score", "train_score", "phase"} <= set(rows[0])
+    assert rows[0]["score"] == pytest.approx(result.history[0]["score"])
+    kinds = [e["kind"] for e in run_dir["events"]]
+    assert {"transition", "improvement", "degradation", "rollback"} <= set(kinds)
+    advice = [e for e in run_dir["events"] if e["kind"] == "advice"]
+    assert advice and advice[0]["rationale"] == "plateau: cool down"
+    assert run_dir["summaries"]["run"]["best_window"] == result.best_window
+    assert run_dir["best"]["trial"] == "run"
+    run()  # the same run again on the same directory: nothing duplicated
+    again = hj.records.read_run(tmp_path)
+    windows = [r["window"] for r in again["rows"]["run"]]
+    assert windows == [r["window"] for r in rows], (windows, [r["window"] for r in rows])
+    assert len(again["events"]) == len(kinds)

@@ -3,7 +3,7 @@
 from .backoff import Backoff, Decision, Phase
 from .checkpoints import Checkpoints
 from .control import Action, MetaController, Regime, RegimeDetector, spawn_noise
-from .loop import Advice, Callback, Loop, LoopResult
+from .loop import Advice, Callback, Loop, LoopResult, RecordRun
 
 __all__ = [
     "Action",
@@ -16,6 +16,7 @@ __all__ = [
     "LoopResult",
     "MetaController",
     "Phase",
+    "RecordRun",
     "Regime",
     "RegimeDetector",
     "spawn_noise",

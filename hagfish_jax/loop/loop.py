@@ -30,7 +30,7 @@ from .backoff import Backoff, Phase
 from .checkpoints import Checkpoints
 from .control import Action, MetaController, RegimeDetector, spawn_noise
 
-__all__ = ["Advice", "Callback", "Loop", "LoopResult"]
+__all__ = ["Advice", "Callback", "Loop", "LoopResult", "RecordRun"]
 
 
 class Advice(NamedTuple):
@@ -46,12 +46,14 @@ class Callback:
 
     def on_loop_start(self, loop, state): ...
     def on_window_end(self, loop, window, metrics): ...
+    def on_evaluation(self, loop, window, evaluation, transition): ...
     def on_improvement(self, loop, window, score): ...
     def on_plateau(self, loop, window, score): ...
     def on_dormant(self, loop, window, score): ...
     def on_degradation(self, loop, window, score): ...
     def on_rollback(self, loop, window, best_window): ...
     def on_hparams_update(self, loop, window, hparams, source): ...
+    def on_advice(self, loop, window, advice): ...
     def on_loop_stop(self, loop, result): ...
 
 
@@ -283,6 +285,8 @@ class Loop:
                     score = float(ev["score"])
                     train = float(ev["train_score"]) if "train_score" in ev else None
                     d = self.backoff.observe(window, score)
+                    transition = None if not d.transition else tuple(p.value for p in d.transition)
+                    self._fire("on_evaluation", window, dict(ev), transition)
                     history.append(
                         {
                             "window": window,
@@ -411,6 +415,7 @@ class Loop:
             self.callback_errors.append(msg)
             warnings.warn(f"advisor failed, training goes on: {msg}", stacklevel=2)
             return state
+        self._fire("on_advice", window, advice)
         return self._apply(state, hp, window, "advisor")
 
     def _spawn(self, best_state, history, key, window):
@@ -433,3 +438,67 @@ class Loop:
             k: float(np.asarray(hp[k]).ravel()[0]) * (1.0 + float(z)) for k, z in zip(names, noise)
         }
         return self._apply(best_state, new, window, "spawn")
+
+
+def _number(v: Any) -> Any:
+    try:
+        return float(np.asarray(v).ravel()[0]) if np.size(v) == 1 else None
+    except (TypeError, ValueError):
+        return None
+
+
+class RecordRun(Callback):
+    """Write a loop's run to a :class:`hagfish_jax.records.RunRecords`.
+
+    Each evaluated window becomes a row of ``trials/<trial>/metrics.csv`` (the
+    window's training metrics, every evaluation metric, the backoff phase) as soon as
+    it is evaluated; ``events.jsonl`` gets the backoff's state transitions,
+    improvements, degradations, rollbacks, advice (with its rationale) and every
+    hyperparameter change with its source; the trial's ``summary.json`` is the
+    :class:`LoopResult` summary. Metrics are logged as the step and ``evaluate``
+    name them; columns are fixed by the first row.
+    """
+
+    def __init__(self, records: Any, trial: str = "run") -> None:
+        self.records = records
+        self.trial = trial
+        self._train: dict[str, Any] = {}
+
+    def on_window_end(self, loop, window, metrics):
+        self._train = {k: _number(v) for k, v in dict(metrics or {}).items()}
+
+    def on_evaluation(self, loop, window, evaluation, transition):
+        row = {"window": int(window), **self._train}
+        row.update({k: _number(v) for k, v in evaluation.items()})
+        row["phase"] = loop.backoff.phase.value
+        self.records.log(self.trial, [row])
+        if transition:
+            self.records.event(
+                "transition", window=int(window), old=transition[0], new=transition[1]
+            )
+
+    def on_improvement(self, loop, window, score):
+        self.records.event("improvement", window=int(window), score=float(score))
+
+    def on_degradation(self, loop, window, score):
+        self.records.event("degradation", window=int(window), score=float(score))
+
+    def on_rollback(self, loop, window, best_window):
+        self.records.event("rollback", window=int(window), to_window=int(best_window))
+
+    def on_advice(self, loop, window, advice):
+        self.records.event(
+            "advice",
+            window=int(window),
+            hparams=dict(advice.hparams),
+            rationale=advice.rationale,
+            flags=list(advice.flags),
+        )
+
+    def on_hparams_update(self, loop, window, hparams, source):
+        self.records.event("hparams", window=int(window), source=source, hparams=dict(hparams))
+
+    def on_loop_stop(self, loop, result):
+        self.records.finish_trial(
+            self.trial, {"best_val_score": result.best_score, **result.summary()}
+        )
