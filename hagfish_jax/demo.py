@@ -499,6 +499,8 @@ class TaskTrial:
       task: a task from ``make_task`` (its window must be one epoch).
       seed: seeds the initial weights and the minibatch order.
       hparams: hyperparameters (default the task's defaults).
+      compiled: the task's jitted ``(train_window, evaluate, test_accuracy)``, to share.
+      budget: the planned budget, recorded in every row beside the hyperparameters.
     """
 
     def __init__(
@@ -507,8 +509,10 @@ class TaskTrial:
         seed: int = 0,
         hparams: dict[str, float] | None = None,
         compiled: tuple | None = None,
+        budget: dict[str, int] | None = None,
     ):
         self.task = task
+        self.budget = dict(budget or {})
         self.metric = -float("inf")
         self.cost = 0.0
         self.epochs = 0
@@ -537,7 +541,8 @@ class TaskTrial:
                     "val_accuracy": score,
                     "train_f1": float(ev["train_f1"]),
                     "val_f1": float(ev["val_f1"]),
-                    "learning_rate": float(in_force["learning_rate"]),
+                    **{k: float(in_force[k]) for k in self.task.space.names},
+                    **self.budget,
                     "cost": self.cost,
                 }
             )
@@ -566,7 +571,7 @@ def task_trials(
             task = build(*shape)
             tasks[shape] = (task, _jitted(task))
         task, compiled = tasks[shape]
-        return TaskTrial(task, seed=seed, hparams=hparams, compiled=compiled)
+        return TaskTrial(task, seed=seed, hparams=hparams, compiled=compiled, budget=params)
 
     return start
 
