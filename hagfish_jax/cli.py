@@ -114,12 +114,15 @@ def _demo(args: argparse.Namespace) -> int:
             progress=progress,
         )
         if args.task == "cartpole":
-            result = demo.run_pbt_cartpole(
-                population_size=args.population,
-                generations=args.windows,
-                seed=args.seed,
-                progress=progress,
-            )
+            from ._affinity import one_cpu
+
+            with one_cpu():  # avoids a stall in XLA's CPU runtime (see _affinity)
+                result = demo.run_pbt_cartpole(
+                    population_size=args.population,
+                    generations=args.windows,
+                    seed=args.seed,
+                    progress=progress,
+                )
         elif args.tuner == "pbt":
             records = RunRecords(args.out)
             result = demo.run_pbt(
