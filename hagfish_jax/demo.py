@@ -99,7 +99,7 @@ def halving_stages(population: int, generations: int, halvings: int) -> list[tup
     to ``generations``; ``halvings=0`` is one stage.
 
     >>> halving_stages(16, 30, 2)
-    [(16, 4), (8, 9), (4, 17)]
+    [(16, 4), (8, 8), (4, 18)]
     """
     if halvings < 0:
         raise ValueError(f"halving: must be >= 0, got {halvings!r}")
