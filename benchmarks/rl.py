@@ -386,7 +386,12 @@ def main():
     if args.part in ("all", "loop"):
         part_loop(args)
     if args.part in ("all", "pbt"):
-        part_pbt(args)
+        # Unpinned on 2 cores this program sometimes stalls inside XLA's CPU runtime
+        # (see hagfish_jax._affinity); pinned it completes. Timings compare within it.
+        from hagfish_jax._affinity import one_cpu
+
+        with one_cpu():
+            part_pbt(args)
 
 
 if __name__ == "__main__":
