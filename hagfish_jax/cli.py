@@ -96,6 +96,10 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"hagfish demo: {err}; pip install 'hagfish-jax[tasks]'", file=sys.stderr)
         return 1
     hidden = tuple(int(h) for h in args.hidden.split(",") if h)
+    config = {k: getattr(args, k) for k in sorted(vars(args)) if k not in ("func", "quiet")}
+    # Rerunning into a directory that holds another run replaces it; the same run
+    # again adds no duplicate rows.
+    records = RunRecords(args.out, meta={"config": config}, on_mismatch="replace")
     with tqdm(total=args.windows, unit="window", desc="compiling", disable=args.quiet) as bar:
 
         def progress(done: int, row: dict | None) -> None:
@@ -124,7 +128,6 @@ def _demo(args: argparse.Namespace) -> int:
                     progress=progress,
                 )
         elif args.tuner == "pbt":
-            records = RunRecords(args.out)
             result = demo.run_pbt(
                 population_size=args.population,
                 generations=args.windows,

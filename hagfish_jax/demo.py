@@ -616,13 +616,14 @@ def write_run(out: str | os.PathLike, result: dict[str, Any]) -> Path:
     ``run``) ``metrics.csv`` and ``summary.json``, ``events.jsonl``, ``trials_summary.csv``,
     ``best_overall.json`` and the run's ``summary.json``; PNG plots when matplotlib is
     installed. Rows already recorded (an incremental or repeated write) are not
-    duplicated."""
+    duplicated; a directory holding another run (a different task or tuner) is
+    replaced."""
     from .records import RunRecords
 
     summary = result["summary"]
     meta = result.get("meta") or {"task": summary.get("task"), "tuner": summary.get("tuner")}
     classification = summary.get("task") in TASKS
-    records = RunRecords(out, meta=meta)
+    records = RunRecords(out, meta=meta, on_mismatch="replace")
     _record_rows(records, result["rows"], result.get("events", []), classification)
     score_key = "score"
     for trial in sorted({_trial_name(r) for r in result["rows"]}):

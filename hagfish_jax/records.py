@@ -38,12 +38,14 @@ Columns the plots understand (any others are kept and ignored by them): ``window
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -139,6 +141,10 @@ class RunRecords:
         as ``run.json``; merged into an existing ``run.json`` when continuing.
       select: the summary key that ranks finished trials for ``best_overall.json``
         (higher is better).
+      on_mismatch: what to do when the directory holds another run (a key of
+        ``meta`` recorded there with a different value): ``"error"`` (default: a
+        ``ValueError`` naming the keys, so two runs never mix) or ``"replace"``
+        (clear the old records first).
     """
 
     def __init__(
@@ -146,11 +152,26 @@ class RunRecords:
         path: str | os.PathLike,
         meta: Mapping[str, Any] | None = None,
         select: str = "best_val_score",
+        on_mismatch: str = "error",
     ) -> None:
+        if on_mismatch not in ("error", "replace"):
+            raise ValueError(
+                f"records: on_mismatch must be 'error' or 'replace', got {on_mismatch!r}"
+            )
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "trials").mkdir(exist_ok=True)
         self.select = str(select)
+        old_meta = _load(self.path)[0]
+        new_meta = _plain(dict(meta or {}))
+        differ = sorted(k for k in new_meta if k in old_meta and old_meta[k] != new_meta[k])
+        if differ and on_mismatch == "error":
+            raise ValueError(
+                f"records: {self.path} holds another run ({', '.join(differ)} differ); "
+                "use another directory or on_mismatch='replace'"
+            )
+        if differ:
+            self.clear()
+        (self.path / "trials").mkdir(exist_ok=True)
         for stray in self.path.rglob(_TMP_PREFIX + "*"):  # left by a killed write
             stray.unlink()
         self.meta, self._rows, self._fields, self._events = _load(self.path)
@@ -158,6 +179,19 @@ class RunRecords:
             self.meta.update(_plain(dict(meta)))
             write_atomic(self.path / "run.json", json.dumps(self.meta, indent=2) + "\n")
         self._event_set = set(self._events)
+
+    def clear(self) -> None:
+        """Remove every record of this directory (other files are left alone)."""
+        shutil.rmtree(self.path / "trials", ignore_errors=True)
+        for name in (
+            "run.json",
+            "summary.json",
+            "events.jsonl",
+            "trials_summary.csv",
+            "best_overall.json",
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
 
     # -- metrics ------------------------------------------------------------------------
 

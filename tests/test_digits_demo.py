@@ -264,6 +264,12 @@ def test_pbt_demo_end_to_end(tmp_path):
     # the same directory again: nothing is duplicated
     assert cli.main(argv) == 0
     assert len(read_run(out)[1]) == 4 * 4
+    # another run into it replaces the old records instead of mixing with them
+    assert cli.main([*argv, "--seed", "1"]) == 0
+    summary, rows = read_run(out)
+    assert summary["seed"] == 1 and len(rows) == 4 * 4
+    best = max(float(r["val_accuracy"]) for r in rows)
+    assert summary["best_val_accuracy"] == pytest.approx(best)
 
 
 def test_successive_halving_on_breast_cancer(tmp_path):

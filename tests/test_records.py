@@ -181,3 +181,20 @@ def test_planner_resume_replays_finished_trials_and_continues(tmp_path):
     assert [o["params"] for o in resumed["outcomes"]] == [o["params"] for o in whole["outcomes"]]
     a, b = read_run(tmp_path / "a"), read_run(tmp_path / "b")
     assert a["rows"] == b["rows"] and a["best"] == b["best"]
+
+
+def test_another_run_in_the_same_directory_is_refused_or_replaced(tmp_path):
+    first = RunRecords(tmp_path, meta={"config": {"seed": 0}, "task": "toy"})
+    first.log("trial_000", rows(3))
+    first.event("prune", trial="trial_000")
+    RunRecords(tmp_path, meta={"config": {"seed": 0}})  # the same run: continues
+    with pytest.raises(ValueError, match="config"):
+        RunRecords(tmp_path, meta={"config": {"seed": 1}})
+    assert read_run(tmp_path)["rows"]["trial_000"]  # nothing was touched
+    again = RunRecords(tmp_path, meta={"config": {"seed": 1}}, on_mismatch="replace")
+    run = read_run(tmp_path)
+    assert run["rows"] == {} and run["events"] == []
+    assert run["meta"] == {"config": {"seed": 1}}  # the old task is gone too
+    assert again.log("trial_000", rows(3)) == 3
+    with pytest.raises(ValueError, match="on_mismatch"):
+        RunRecords(tmp_path, on_mismatch="merge")
