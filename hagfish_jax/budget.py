@@ -65,6 +65,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._checks import integer
+
 __all__ = [
     "DEFAULT_BOUNDS",
     "LABELS",
@@ -73,6 +75,7 @@ __all__ = [
     "Memory",
     "Outcome",
     "Trial",
+    "best_by_metric",
     "halving_epochs",
     "run_planner",
 ]
@@ -104,6 +107,12 @@ class Outcome:
     label: str
 
 
+def best_by_metric(outcomes: list[Outcome]) -> Outcome | None:
+    """The outcome with the highest finite metric (the cheaper one on a tie)."""
+    finite = [o for o in outcomes if math.isfinite(o.metric)]
+    return max(finite, key=lambda o: (o.metric, -o.cost), default=None)
+
+
 class Critic:
     """Labels outcomes; see the module docstring for the thresholds.
 
@@ -128,11 +137,10 @@ class Critic:
         """The label of ``(metric, cost)`` given the outcomes before it."""
         if not math.isfinite(metric):
             return "stagnation"
-        finite = [o for o in history if math.isfinite(o.metric)]
-        if not finite:
+        best = best_by_metric(history)
+        if best is None:
             return "improvement"
-        best = max(finite, key=lambda o: (o.metric, -o.cost))
-        tol = self.rel_tol * self.scale([o.metric for o in finite])
+        tol = self.rel_tol * self.scale([o.metric for o in history])
         if metric > best.metric + tol:
             return "improvement"
         return "saturation" if cost >= best.cost else "stagnation"
@@ -167,9 +175,8 @@ class Memory:
         return all(abs(math.log(a[k] / b[k])) <= limit for k in a if k in b)
 
     def add(self, outcome: Outcome) -> None:
-        finite = [o for o in self.outcomes if math.isfinite(o.metric)]
-        if finite:
-            best = max(finite, key=lambda o: (o.metric, -o.cost))
+        best = best_by_metric(self.outcomes)
+        if best is not None:
             if outcome.cost > best.cost:
                 self.escalations += 1
                 if outcome.label == "improvement":
@@ -252,12 +259,10 @@ class AdaptiveTrainer:
             raise ValueError(f"AdaptiveTrainer: alpha must be finite, got {alpha!r}")
         if not 0.0 <= start <= 1.0:
             raise ValueError(f"AdaptiveTrainer: start must be in [0, 1], got {start!r}")
-        if isinstance(levels, bool) or int(levels) != levels or levels < 2:
-            raise ValueError(f"AdaptiveTrainer: levels must be an integer >= 2, got {levels!r}")
+        levels = integer("AdaptiveTrainer: levels", levels, 2)
         if not optimism >= 0:
             raise ValueError(f"AdaptiveTrainer: optimism must be >= 0, got {optimism!r}")
-        if isinstance(patience, bool) or int(patience) != patience or patience < 1:
-            raise ValueError(f"AdaptiveTrainer: patience must be an integer >= 1, got {patience!r}")
+        patience = integer("AdaptiveTrainer: patience", patience, 1)
         if not 0.0 < sample <= 1.0:
             raise ValueError(f"AdaptiveTrainer: sample must be in (0, 1], got {sample!r}")
         self.alpha = float(alpha)
@@ -266,15 +271,13 @@ class AdaptiveTrainer:
         self.cost_fn = cost_fn
         self.start = float(start)
         self.optimism = float(optimism)
-        self.patience = int(patience)
+        self.patience = patience
         self.sample = float(sample)
         self.critic = Critic(rel_tol)
         self.memory = Memory(neighbourhood)
         self.rng = np.random.default_rng(seed)
         self.last_plan: dict[str, int] | None = None
-        self._levels = {
-            k: self._key_levels(lo, hi, int(levels)) for k, (lo, hi) in self.bounds.items()
-        }
+        self._levels = {k: self._key_levels(lo, hi, levels) for k, (lo, hi) in self.bounds.items()}
         mesh = np.meshgrid(*[self._levels[k] for k in self.keys], indexing="ij")
         self._grid = np.stack([m.ravel() for m in mesh], axis=1).astype(np.int64)
 
@@ -310,10 +313,8 @@ class AdaptiveTrainer:
     def plan_many(self, k: int, context: Mapping[str, Any] | None = None) -> list[dict[str, int]]:
         """The ``k`` budgets with the highest predicted reward, best first (for a rung
         of successive halving); the first is what :meth:`plan` would return."""
-        if isinstance(k, bool) or int(k) != k or k < 1:
-            raise ValueError(f"AdaptiveTrainer.plan_many: k must be an integer >= 1, got {k!r}")
-        grid = self._candidates(context)
-        plans = self._choose(grid, k=int(k))
+        k = integer("AdaptiveTrainer.plan_many: k", k, 1)
+        plans = self._choose(self._candidates(context), k=k)
         self.last_plan = plans[0]
         return [dict(p) for p in plans]
 
@@ -390,7 +391,7 @@ class AdaptiveTrainer:
         """Budgets as points of [0, 1]^d on each key's log range."""
         lo = np.array([self.bounds[k][0] for k in self.keys], float)
         hi = np.array([self.bounds[k][1] for k in self.keys], float)
-        span = np.where(hi > lo, np.log(hi) - np.log(np.maximum(lo, 1)), 1.0)
+        span = np.where(hi > lo, np.log(hi) - np.log(lo), 1.0)
         return (np.log(budgets) - np.log(lo)) / span
 
     def _model_cost(self, budgets: np.ndarray) -> np.ndarray:
@@ -400,24 +401,15 @@ class AdaptiveTrainer:
         outcomes = [o for o in self.memory.outcomes if math.isfinite(o.metric)]
         # Draw the considered subset first, the same way whatever the history or alpha.
         keep = self.rng.random(len(grid)) < self.sample
-        if not outcomes:
-            target = np.array(
-                [
-                    math.exp(
-                        math.log(self.bounds[k][0])
-                        + self.start * (math.log(self.bounds[k][1]) - math.log(self.bounds[k][0]))
-                    )
-                    for k in self.keys
-                ]
-            )
-            dist = np.abs(np.log(grid) - np.log(target)).sum(axis=1)
+        if not outcomes:  # the budgets nearest the start point, cheaper first on a tie
+            dist = np.abs(self._unit(grid) - self.start).sum(axis=1)
             order = np.lexsort((np.arange(len(grid)), self._model_cost(grid), dist))
             return [dict(zip(self.keys, map(int, grid[i]))) for i in order[:k]]
         if not keep.any():
             keep[:] = True
         grid = grid[keep]
-        z = self._unit(grid.astype(float))
-        zo = self._unit(np.array([[o.params[k] for k in self.keys] for o in outcomes], float))
+        seen = np.array([[o.params[k] for k in self.keys] for o in outcomes], np.int64)
+        z, zo = self._unit(grid), self._unit(seen)
         metrics = np.array([o.metric for o in outcomes])
         unit = self.optimism * self.critic.scale(list(metrics))  # one unit of hoped-for gain
         # Kernel average of nearby outcomes, shrunk towards their mean.
@@ -430,25 +422,19 @@ class AdaptiveTrainer:
         score = mean + unit / np.sqrt(1.0 + n_eff)
         # Predicted cost in the caller's units.
         model = self._model_cost(grid)
-        seen_model = self._model_cost(
-            np.array([[o.params[k] for k in self.keys] for o in outcomes], np.int64)
-        )
-        ratios = [o.cost / m for o, m in zip(outcomes, seen_model) if m > 0]
+        ratios = [o.cost / m for o, m in zip(outcomes, self._model_cost(seen)) if m > 0]
         cost = model * (float(np.median(ratios)) if ratios else 1.0)
         last = self.memory.outcomes[-1]
         last_model = self.cost_fn(last.params)
-        memory = self.memory
-        may_escalate = memory.escalation_paid or memory.escalations == 0
+        may_escalate = self.memory.escalation_paid or self.memory.escalations == 0
         if last.label == "stagnation" and may_escalate and last_model > 0:
             doublings = np.log2(np.maximum(model, 1e-12) / last_model)
             score = score + unit * np.clip(doublings, 0.0, 1.0)
-        if self.memory.penalised:
-            hit = np.array(
-                [
-                    any(self.memory.near(dict(zip(self.keys, b)), p) for p in self.memory.penalised)
-                    for b in grid
-                ]
-            )
+        if self.memory.penalised:  # neighbours of a saturated budget on every key
+            bad = np.log([[p[k] for k in self.keys] for p in self.memory.penalised])
+            gap = np.abs(np.log(grid)[:, None, :] - bad[None, :, :])
+            near = math.log(self.memory.neighbourhood) + 1e-9
+            hit = np.any(np.all(gap <= near, axis=-1), axis=1)
             score = score - 2.0 * unit * hit
         value = score - self.alpha * cost
         # Best value; ties go to the cheaper budget, then the first in grid order.
@@ -515,16 +501,13 @@ def run_planner(
 
     Stops early once ``trainer.done`` (if ``stop_when_done``).
     """
-    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
-        raise ValueError(f"run_planner: rounds must be an integer >= 1, got {rounds!r}")
-    if isinstance(halving, bool) or int(halving) != halving or halving < 0:
-        raise ValueError(f"run_planner: halving must be an integer >= 0, got {halving!r}")
-    if isinstance(eta, bool) or int(eta) != eta or eta < 2:
-        raise ValueError(f"run_planner: eta must be an integer >= 2, got {eta!r}")
+    rounds = integer("run_planner: rounds", rounds, 1)
+    halving = integer("run_planner: halving", halving, 0)
+    eta = integer("run_planner: eta", eta, 2)
     finished = {} if records is None else records.summaries()
     outcomes: list[dict[str, Any]] = []
     number = 0
-    for _ in range(int(rounds)):
+    for _ in range(rounds):
         if stop_when_done and trainer.done:
             break
         plans = trainer.plan_many(eta**halving, context) if halving else [trainer.plan(context)]

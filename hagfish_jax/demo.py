@@ -71,25 +71,18 @@ TASKS = ("digits", "breast_cancer")
 def _make_task(name, seed, model, steps_per_window, hidden, batch_size=None, data=None):
     from .tasks import breast_cancer, digits
 
+    # each task's own default batch size unless one is given
+    common = dict(steps_per_window=steps_per_window, hidden=hidden)
+    if batch_size is not None:
+        common["batch_size"] = batch_size
     if name == "digits":
         data = digits.load_digits_split(seed) if data is None else data
-        return digits.make_task(
-            data,
-            model=model,
-            steps_per_window=steps_per_window,
-            hidden=hidden,
-            batch_size=64 if batch_size is None else batch_size,
-        )
+        return digits.make_task(data, model=model, **common)
     if name == "breast_cancer":
         if model != "mlp":
             raise ValueError(f"the breast_cancer task has an MLP only, got model={model!r}")
         data = breast_cancer.load_breast_cancer_split(seed) if data is None else data
-        return breast_cancer.make_task(
-            data,
-            steps_per_window=steps_per_window,
-            hidden=hidden,
-            batch_size=32 if batch_size is None else batch_size,
-        )
+        return breast_cancer.make_task(data, **common)
     raise ValueError(f"unknown task {name!r}; accepted: {TASKS}")
 
 
@@ -217,8 +210,8 @@ def run_pbt(
     )
     window_cost = the_task.batch_size * epochs_per_window
     names = the_task.space.names
-    columns = ("score", "val_loss", "train_score", "train_loss", "window_loss", "parent")
-    columns += tuple(c for c in ("val_f1", "train_f1") if c not in columns)
+    columns = ("score", "val_loss", "val_f1", "train_score", "train_loss", "train_f1")
+    columns += ("window_loss", "parent")
     rows: list[dict] = []
     events: list[dict] = []
     ids = np.arange(population_size)  # slot -> member id
@@ -601,12 +594,16 @@ def _trial_name(row: dict[str, Any]) -> str:
     return f"member_{int(row['member']):02d}" if "member" in row else "run"
 
 
-def _record_rows(records: Any, rows: list[dict], events: list[dict], classification=True):
-    by_trial: dict[str, list[dict]] = {}
+def _by_trial(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
     for row in rows:
-        by_trial.setdefault(_trial_name(row), []).append(_record_row(row, classification))
-    for trial, trial_rows in by_trial.items():
-        records.log(trial, trial_rows)
+        out.setdefault(_trial_name(row), []).append(row)
+    return out
+
+
+def _record_rows(records: Any, rows: list[dict], events: list[dict], classification=True):
+    for trial, trial_rows in _by_trial(rows).items():
+        records.log(trial, [_record_row(r, classification) for r in trial_rows])
     for event in events:
         records.event(**event)
 
@@ -625,10 +622,8 @@ def write_run(out: str | os.PathLike, result: dict[str, Any]) -> Path:
     classification = summary.get("task") in TASKS
     records = RunRecords(out, meta=meta, on_mismatch="replace")
     _record_rows(records, result["rows"], result.get("events", []), classification)
-    score_key = "score"
-    for trial in sorted({_trial_name(r) for r in result["rows"]}):
-        trial_rows = [r for r in result["rows"] if _trial_name(r) == trial]
-        scores = np.array([r[score_key] for r in trial_rows], np.float64)
+    for trial, trial_rows in sorted(_by_trial(result["rows"]).items()):
+        scores = np.array([r["score"] for r in trial_rows], np.float64)
         finite = np.where(np.isfinite(scores), scores, -np.inf)
         best = trial_rows[int(np.argmax(finite))]
         names = [n for n in meta.get("hparams", []) if n in best]
@@ -645,10 +640,8 @@ def write_run(out: str | os.PathLike, result: dict[str, Any]) -> Path:
             trial_summary["test_score"] = summary.get("test_accuracy")
         records.finish_trial(trial, trial_summary)
     records.write_summary(summary)
-    try:
-        from . import plots
-    except ImportError:  # pragma: no cover - plots need the 'plot' extra
-        return records.path
+    from . import plots  # imports matplotlib only when drawing
+
     try:
         plots.plot_run(records.path)
     except ImportError:  # matplotlib is not installed

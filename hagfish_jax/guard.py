@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._checks import integer
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
 from .space import Space
 
@@ -58,12 +59,6 @@ class GuardState(NamedTuple):
 
 def _is_learning_rate(name: str) -> bool:
     return name == "learning_rate" or name.endswith("/learning_rate")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"guard: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def guard(
@@ -134,11 +129,11 @@ def guard(
     """
     if not isinstance(tuner, Tuner):
         raise TypeError(f"guard: tuner must be a hagfish_jax.Tuner, got {type(tuner).__name__}")
-    warmup = _check_int("warmup", warmup, 0)
-    smoothing = _check_int("smoothing", smoothing, 1)
-    patience = _check_int("patience", patience, 1)
-    cooldown = _check_int("cooldown", cooldown, 0)
-    tune_every = _check_int("tune_every", tune_every, 1)
+    warmup = integer("guard: warmup", warmup, 0)
+    smoothing = integer("guard: smoothing", smoothing, 1)
+    patience = integer("guard: patience", patience, 1)
+    cooldown = integer("guard: cooldown", cooldown, 0)
+    tune_every = integer("guard: tune_every", tune_every, 1)
     if not 0.0 < float(max_delta) <= 1.0:
         raise ValueError(f"guard: max_delta must be in (0, 1], got {max_delta!r}")
     if not float(tolerance) >= 0.0:

@@ -293,12 +293,7 @@ class RunRecords:
 
     def summaries(self) -> dict[str, dict[str, Any]]:
         """``{trial: summary}`` for every finished trial."""
-        out = {}
-        for name in self.trials():
-            f = self.path / "trials" / name / "summary.json"
-            if f.exists():
-                out[name] = json.loads(f.read_text())
-        return out
+        return _summaries(self.path)
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         """Write the run's own ``summary.json``."""
@@ -307,9 +302,24 @@ class RunRecords:
         return path
 
 
+def _json_file(f: Path) -> Any:
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _summaries(path: Path) -> dict[str, dict[str, Any]]:
+    """``{trial: summary}`` for every trial of ``path`` that has a ``summary.json``."""
+    trials = path / "trials"
+    out = {}
+    for d in sorted(trials.iterdir()) if trials.is_dir() else []:
+        summary = _json_file(d / "summary.json")
+        if summary is not None:
+            out[d.name] = summary
+    return out
+
+
 def _load(path: Path):
     """``(meta, rows, fields, event lines)`` of a run directory, as recorded."""
-    meta = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    meta = _json_file(path / "run.json") or {}
     rows: dict[str, list[dict[str, Any]]] = {}
     fields: dict[str, list[str]] = {}
     trials = path / "trials"
@@ -332,20 +342,11 @@ def read_run(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"read_run: {path} is not a run directory")
     meta, rows, _, events = _load(path)
 
-    def load(f: Path):
-        return json.loads(f.read_text()) if f.exists() else None
-
-    trials = path / "trials"
-    summaries = {}
-    for d in sorted(trials.iterdir()) if trials.is_dir() else []:
-        s = load(d / "summary.json")
-        if s is not None:
-            summaries[d.name] = s
     return {
         "meta": meta,
-        "summary": load(path / "summary.json"),
+        "summary": _json_file(path / "summary.json"),
         "rows": rows,
         "events": [json.loads(line) for line in events],
-        "summaries": summaries,
-        "best": load(path / "best_overall.json"),
+        "summaries": _summaries(path),
+        "best": _json_file(path / "best_overall.json"),
     }

@@ -146,37 +146,24 @@ def test_planner_trials_with_halving_account_every_epoch(tmp_path):
 
 
 def test_planner_resume_replays_finished_trials_and_continues(tmp_path):
-    def start(params):
-        return ToyTrial(params)
+    def run(folder, rounds, start=ToyTrial):
+        return budget.run_planner(
+            hj.AdaptiveTrainer(seed=1),
+            start,
+            rounds=rounds,
+            records=RunRecords(tmp_path / folder),
+            stop_when_done=False,
+        )
 
-    whole = budget.run_planner(
-        hj.AdaptiveTrainer(seed=1),
-        start,
-        rounds=5,
-        records=RunRecords(tmp_path / "a"),
-        stop_when_done=False,
-    )
-    # the same run stopped after 3 rounds, then restarted on the same directory
-    budget.run_planner(
-        hj.AdaptiveTrainer(seed=1),
-        start,
-        rounds=3,
-        records=RunRecords(tmp_path / "b"),
-        stop_when_done=False,
-    )
+    whole = run("a", 5)
+    run("b", 3)  # the same run stopped after 3 rounds, then restarted on its directory
     calls = []
 
     def counted(params):
         calls.append(params)
         return ToyTrial(params)
 
-    resumed = budget.run_planner(
-        hj.AdaptiveTrainer(seed=1),
-        counted,
-        rounds=5,
-        records=RunRecords(tmp_path / "b"),
-        stop_when_done=False,
-    )
+    resumed = run("b", 5, counted)
     assert len(calls) == 2  # only the two new rounds trained
     assert [o["params"] for o in resumed["outcomes"]] == [o["params"] for o in whole["outcomes"]]
     a, b = read_run(tmp_path / "a"), read_run(tmp_path / "b")

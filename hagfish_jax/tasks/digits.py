@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from .. import snapshot as snapshot_lib
+from .._checks import integer
 from ..base import Observation, Tuner
 from ..hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
 from ..space import LogUniform, Space, Uniform
@@ -316,9 +317,7 @@ def make_task(
     ['score', 'train_f1', 'train_loss', 'train_score', 'val_f1', 'val_loss']
     """
     hidden = tuple(int(h) for h in hidden)
-    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"make_task: num_classes must be an integer >= 2, got {num_classes!r}")
-    num_classes = int(num_classes)
+    num_classes = integer("make_task: num_classes", num_classes, 2)
     uniform_loss = math.log(num_classes)
     # With two classes an untrained network's loss is often above ln 2 already, so only
     # a loss far above it counts (see UNIFORM_LOSS).
