@@ -387,8 +387,8 @@ def main():
         part_loop(args)
     if args.part in ("all", "pbt"):
         # Unpinned on 2 cores this program sometimes stalls inside XLA's CPU runtime
-        # (see hagfish_jax._affinity); pinned it completes. Timings compare within it.
-        from hagfish_jax._affinity import one_cpu
+        # (see hagfish_jax.shell._affinity); pinned it completes. Timings compare within it.
+        from hagfish_jax.shell._affinity import one_cpu
 
         with one_cpu():
             part_pbt(args)

@@ -1,4 +1,4 @@
-"""The one-core pin used around the PPO programs (hagfish_jax._affinity)."""
+"""The one-core pin used around the PPO programs (hagfish_jax.shell._affinity)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from hagfish_jax._affinity import one_cpu
+from hagfish_jax.shell._affinity import one_cpu
 
 
 def test_one_cpu_pins_every_thread_and_restores():

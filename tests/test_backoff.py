@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from hagfish_jax.loop import Backoff, Phase
+from hagfish_jax.shell.loop import Backoff, Phase
 
 
 def feed(b, scores, start=0):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hagfish_jax as hj
-from hagfish_jax.budget import Critic, Outcome
+from hagfish_jax.shell.budget import Critic, Outcome
 
 
 def curve(p):

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import hagfish_jax as hj
-from hagfish_jax.loop import Checkpoints
+from hagfish_jax.shell.loop import Checkpoints
 
 
 def make_state(value, lr):

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import hagfish_jax as hj
-from hagfish_jax.loop import (
+from hagfish_jax.shell.loop import (
     Action,
     Backoff,
     Callback,

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from hagfish_jax import cli, plots  # noqa: E402
-from hagfish_jax.records import RunRecords  # noqa: E402
+from hagfish_jax.shell.records import RunRecords  # noqa: E402
 
 NAN = float("nan")
 ALL_FIGURES = {

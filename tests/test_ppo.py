@@ -15,8 +15,8 @@ PPO_SMALL = PPO(num_envs=16, num_steps=64, updates_per_window=4)
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_cpu():
-    """These programs can stall in XLA's CPU runtime on 2 cores (hagfish_jax._affinity)."""
-    from hagfish_jax._affinity import one_cpu
+    """These programs can stall in XLA's CPU runtime on 2 cores (hagfish_jax.shell._affinity)."""
+    from hagfish_jax.shell._affinity import one_cpu
 
     with one_cpu():
         yield

@@ -12,7 +12,7 @@ import pytest
 
 import hagfish_jax as hj
 from hagfish_jax import budget
-from hagfish_jax.records import RunRecords, read_run
+from hagfish_jax.shell.records import RunRecords, read_run
 
 
 def rows(trial_windows, start=0):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..hparams import ExtraHParams, extra_hparams, set_hparams
+from ..core.hparams import ExtraHParams, extra_hparams, set_hparams
 from .ppo import _EXTRA, PPO, Transition, default_hparams
 
 __all__ = ["NumpyAgent", "NumpyPPO"]

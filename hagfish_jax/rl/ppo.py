@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..hparams import ExtraHParams, extra_hparams, set_hparams
-from ..space import LogUniform, Space, Uniform
+from ..core.hparams import ExtraHParams, extra_hparams, set_hparams
+from ..core.space import LogUniform, Space, Uniform
 
 __all__ = ["PPO", "PPOState", "Transition", "default_hparams", "space"]
 

@@ -1,7 +1,7 @@
 """scikit-learn's breast cancer data (569 tumours, 30 features, benign/malignant).
 
 A small tabular task for budget planning: a flax MLP trained with the same pure,
-jittable functions as :mod:`hagfish_jax.tasks.digits` (``init``, ``train_window``,
+jittable functions as :mod:`hagfish_jax.tasks.classification` (``init``, ``train_window``,
 ``evaluate`` with accuracy, loss and F1, ``test_accuracy``), with two output classes.
 
 Two split protocols:
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .digits import DigitsData, DigitsTask, _require_sklearn
-from .digits import make_task as _make_classification_task
+from .classification import ClassificationTask, Split, require_sklearn
+from .classification import make_task as _make_classification_task
 
 __all__ = ["PROTOCOLS", "load_breast_cancer_split", "make_task"]
 
@@ -36,7 +36,7 @@ def load_breast_cancer_split(
     protocol: str = "honest",
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
-) -> DigitsData:
+) -> Split:
     """Split the bundled breast cancer data; see the module docstring for the protocols.
 
     Args:
@@ -70,7 +70,7 @@ def load_breast_cancer_split(
             "breast_cancer: val_fraction + test_fraction must leave at least 10% to train, "
             f"got {val_fraction + test_fraction!r}"
         )
-    _require_sklearn()
+    require_sklearn("the breast cancer task")
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
 
@@ -82,7 +82,7 @@ def load_breast_cancer_split(
             x, y, test_size=0.2, random_state=seed, stratify=y
         )
         f32 = np.float32
-        return DigitsData(x_tr.astype(f32), y_tr, x_te.astype(f32), y_te, x_te.astype(f32), y_te)
+        return Split(x_tr.astype(f32), y_tr, x_te.astype(f32), y_te, x_te.astype(f32), y_te)
     x_rest, x_te, y_rest, y_te = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
@@ -100,15 +100,17 @@ def load_breast_cancer_split(
     def scale(a):
         return ((a - mean) / std).astype(np.float32)
 
-    return DigitsData(scale(x_tr), y_tr, scale(x_va), y_va, scale(x_te), y_te)
+    return Split(scale(x_tr), y_tr, scale(x_va), y_va, scale(x_te), y_te)
 
 
 def make_task(
-    data: DigitsData,
+    data: Split | None = None,
     batch_size: int = 32,
     hidden: Sequence[int] = (32,),
     steps_per_window: int | None = None,
-) -> DigitsTask:
+    seed: int = 0,
+    model: str = "mlp",
+) -> ClassificationTask:
     """The breast cancer MLP: ``hidden`` ReLU layers with dropout, two logits.
 
     A window is one epoch by default (``len(train) // batch_size`` steps). The
@@ -122,11 +124,14 @@ def make_task(
     >>> 0.5 < float(jax.jit(task.evaluate)(state)["score"]) <= 1.0
     True
     """
+    if model != "mlp":
+        raise ValueError(f"the breast_cancer task has an MLP only, got model={model!r}")
     return _make_classification_task(
-        data,
+        load_breast_cancer_split(seed) if data is None else data,
         model="mlp",
         batch_size=batch_size,
         steps_per_window=steps_per_window,
         hidden=hidden,
         num_classes=2,
+        name="breast_cancer",
     )

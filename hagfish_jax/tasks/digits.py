@@ -1,20 +1,10 @@
 """The scikit-learn digits task: 8x8 handwritten digits, ten classes, no download.
 
-A small, fast task for demos, tests and benchmarks. Everything returned by
-:func:`make_task` is pure and jittable, and works under ``jax.vmap`` over a
-population (train states and keys with a leading axis):
-
-* ``init(key, hparams) -> TrainState``
-* ``train_window(state, key) -> (state, metrics)``: ``steps_per_window``
-  minibatch steps in one ``lax.scan``; ``metrics["diverged"]`` flags a window
-  whose loss exploded (see :data:`UNIFORM_LOSS`);
-* ``evaluate(state) -> metrics`` with ``"score"`` (validation accuracy);
-* ``test_accuracy(state)``.
-
-The optimizer is ``optax.inject_hyperparams(optax.adamw)``, so ``learning_rate``,
-``weight_decay`` and ``b1`` are arrays in the optimizer state; ``dropout_rate`` and
-``label_smoothing`` live in an :class:`hagfish_jax.ExtraHParams` beside it. All five
-change inside jit through :func:`hagfish_jax.set_hparams` without a retrace.
+A small, fast task for demos, tests and benchmarks: :func:`load_digits_split` splits
+the bundled images, :func:`make_task` builds a
+:class:`~hagfish_jax.tasks.classification.ClassificationTask` (an MLP or a small CNN)
+on them. The models, training and metrics live in
+:mod:`hagfish_jax.tasks.classification`; the names below are re-exported from there.
 
 scikit-learn is an optional extra, needed only by :func:`load_digits_split`:
 ``pip install 'hagfish-jax[tasks]'``.
@@ -22,106 +12,42 @@ scikit-learn is an optional extra, needed only by :func:`load_digits_split`:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
 
-import flax.linen as nn
-import flax.struct
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from .. import snapshot as snapshot_lib
-from .._checks import integer
-from ..base import Observation, Tuner
-from ..hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
-from ..space import LogUniform, Space, Uniform
+from .classification import (
+    CNN,
+    MLP,
+    UNIFORM_LOSS,
+    ClassificationTask,
+    Split,
+    TrainState,
+    default_hparams,
+    dropout,
+    macro_f1,
+    require_sklearn,
+    space,
+)
 
 __all__ = [
     "CNN",
     "MLP",
-    "DemoCarry",
+    "UNIFORM_LOSS",
     "DigitsData",
     "DigitsTask",
     "TrainState",
     "default_hparams",
-    "demo_init",
-    "demo_window",
     "dropout",
     "load_digits_split",
+    "macro_f1",
     "make_task",
     "space",
 ]
 
-#: The dynamic hyperparameters of the task (all change inside jit).
-space = Space(
-    learning_rate=LogUniform(1e-4, 3e-1),
-    weight_decay=LogUniform(1e-6, 1e-2),
-    b1=Uniform(0.5, 0.99),
-    dropout_rate=Uniform(0.0, 0.5),
-    label_smoothing=Uniform(0.0, 0.2),
-)
-
-#: Sensible starting values.
-default_hparams: dict[str, float] = {
-    "learning_rate": 1e-3,
-    "weight_decay": 1e-4,
-    "b1": 0.9,
-    "dropout_rate": 0.1,
-    "label_smoothing": 0.0,
-}
-
-#: The loss of a uniform guess over the ten digits, ``ln 10``. A window has *diverged*
-#: when its mean training loss is non-finite, above 1.25x the uniform guess's
-#: (``ln num_classes``), or above it while rising (above 1.05x the loss of the window's
-#: first minibatch): the network is then worse than knowing nothing. A slow start stays
-#: below it and its loss falls. With two classes an untrained network's loss is often
-#: above ``ln 2`` already, so there only a non-finite loss or one above 2.5x ``ln 2``
-#: counts.
-UNIFORM_LOSS = math.log(10.0)
-
-_OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
-_EXTRA_HPARAMS = ("dropout_rate", "label_smoothing")
-
-
-def macro_f1(pred: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
-    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class absent from
-    both ``pred`` and ``y`` counts as 1 (nothing to get wrong).
-
-    >>> import jax.numpy as jnp
-    >>> round(float(macro_f1(jnp.array([0, 1, 1, 1]), jnp.array([0, 1, 0, 1]), 2)), 4)
-    0.7333
-    """
-    p = jax.nn.one_hot(pred, num_classes)
-    t = jax.nn.one_hot(y, num_classes)
-    tp = jnp.sum(p * t, axis=0)
-    denom = jnp.sum(p, axis=0) + jnp.sum(t, axis=0)
-    return jnp.mean(jnp.where(denom > 0, 2.0 * tp / jnp.maximum(denom, 1.0), 1.0))
-
-
-def _require_sklearn():
-    try:
-        import sklearn  # noqa: F401
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the digits task needs scikit-learn; install it with pip install 'hagfish-jax[tasks]'"
-        ) from err
-
-
-# -- data ----------------------------------------------------------------------------
-
-
-class DigitsData(NamedTuple):
-    """Train/validation/test splits: float32 pixels in [0, 1], int32 labels."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+#: Earlier names of the generic types, kept as aliases.
+DigitsData = Split
+DigitsTask = ClassificationTask
 
 
 def load_digits_split(
@@ -129,7 +55,7 @@ def load_digits_split(
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     train_fraction: float = 1.0,
-) -> DigitsData:
+) -> Split:
     """Split scikit-learn's bundled digits (1797 images) into train/val/test.
 
     Every split is stratified by class and determined by ``seed``.
@@ -142,7 +68,7 @@ def load_digits_split(
         (``< 1`` makes harder, data-poor variants).
 
     Returns:
-      A :class:`DigitsData` with ``x_*`` of shape ``(n, 64)`` float32 and ``y_*`` int32.
+      A :class:`~hagfish_jax.tasks.classification.Split` with ``x_*`` of shape ``(n, 64)`` float32 and ``y_*`` int32.
 
     Raises:
       ImportError: scikit-learn is not installed.
@@ -152,7 +78,7 @@ def load_digits_split(
     >>> data.x_train.shape, data.x_val.shape, data.x_test.shape
     ((1079, 64), (359, 64), (359, 64))
     """
-    _require_sklearn()
+    require_sklearn("the digits task")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -187,318 +113,37 @@ def load_digits_split(
         x_train, _, y_train, _ = train_test_split(
             x_train, y_train, train_size=train_fraction, stratify=y_train, random_state=seed + 2
         )
-    return DigitsData(x_train, y_train, x_val, y_val, x_test, y_test)
+    return Split(x_train, y_train, x_val, y_val, x_test, y_test)
 
-
-# -- models ----------------------------------------------------------------------------
-
-
-def dropout(module: nn.Module, x: jax.Array, rate: jax.Array, deterministic: bool) -> jax.Array:
-    """Inverted dropout with a *traced* rate (``nn.Dropout`` needs a static one).
-
-    Draws from the module's ``"dropout"`` RNG stream, which the caller passes as
-    ``rngs={"dropout": key}``.
-    """
-    if deterministic:
-        return x
-    keep = 1.0 - jnp.asarray(rate, x.dtype)
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
-    return jnp.where(mask, x / jnp.maximum(keep, 1e-6), jnp.zeros_like(x))
-
-
-class MLP(nn.Module):
-    """Fully connected ReLU network with dropout after each hidden layer.
-
-    Attributes:
-      hidden: widths of the hidden layers.
-      num_classes: number of output logits.
-    """
-
-    hidden: Sequence[int] = (64,)
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, *, dropout_rate, deterministic: bool):
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-            x = dropout(self, x, dropout_rate, deterministic)
-        return nn.Dense(self.num_classes)(x)
-
-
-class CNN(nn.Module):
-    """Two small convolutions on the 8x8x1 image, then a dense head with dropout.
-
-    Attributes:
-      features: channels of the two convolutions.
-      hidden: width of the dense layer.
-      num_classes: number of output logits.
-    """
-
-    features: Sequence[int] = (16, 32)
-    hidden: int = 64
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, *, dropout_rate, deterministic: bool):
-        x = x.reshape(x.shape[:-1] + (8, 8, 1))
-        x = nn.relu(nn.Conv(self.features[0], (3, 3))(x))
-        x = nn.relu(nn.Conv(self.features[1], (3, 3), strides=(2, 2))(x))  # -> 4x4
-        x = x.reshape(x.shape[:-3] + (-1,))
-        x = nn.relu(nn.Dense(self.hidden)(x))
-        x = dropout(self, x, dropout_rate, deterministic)
-        return nn.Dense(self.num_classes)(x)
-
-
-# -- task ------------------------------------------------------------------------------
-
-
-class TrainState(flax.struct.PyTreeNode):
-    """Everything that changes during training; static configuration stays in closures.
-
-    Attributes:
-      params: model parameters.
-      opt_state: ``inject_hyperparams(adamw)`` state (holds learning_rate, weight_decay, b1).
-      extra: :class:`hagfish_jax.ExtraHParams` holding dropout_rate and label_smoothing.
-      step: optimizer steps taken, int32.
-    """
-
-    params: Any
-    opt_state: Any
-    extra: ExtraHParams
-    step: jax.Array
-
-
-class DigitsTask(NamedTuple):
-    """The pure functions and metadata returned by :func:`make_task`."""
-
-    init: Callable[[jax.Array, Mapping[str, Any]], TrainState]
-    train_window: Callable[[TrainState, jax.Array], tuple[TrainState, dict]]
-    evaluate: Callable[[TrainState], dict]
-    test_accuracy: Callable[[TrainState], jax.Array]
-    space: Space
-    default_hparams: dict[str, float]
-    steps_per_window: int
-    batch_size: int
-    logits: Callable[[Any, jax.Array], jax.Array]  # (params, x) -> logits, no dropout
-    data: DigitsData
 
 
 def make_task(
-    data: DigitsData,
+    data: Split | None = None,
     model: str = "mlp",
     batch_size: int = 64,
     steps_per_window: int | None = None,
     hidden: Sequence[int] = (64,),
-    num_classes: int = 10,
-) -> DigitsTask:
-    """Build the digits training task (or any small classification task with flat
-    features and integer labels, such as :mod:`hagfish_jax.tasks.breast_cancer`).
+    seed: int = 0,
+) -> ClassificationTask:
+    """The digits task: an MLP or a small CNN on :func:`load_digits_split` (``data``, or
+    the split of ``seed``). A window is one epoch unless ``steps_per_window`` says
+    otherwise; see :func:`hagfish_jax.tasks.classification.make_task`.
 
-    Args:
-      data: splits from :func:`load_digits_split`.
-      model: ``"mlp"`` or ``"cnn"``.
-      batch_size: minibatch size; the last partial batch of an epoch is dropped.
-      steps_per_window: optimizer steps per ``train_window``; default one epoch.
-      hidden: hidden widths of the MLP (the CNN uses ``hidden[0]`` for its dense layer).
-      num_classes: labels are ``0 .. num_classes - 1``.
-
-    Returns:
-      A :class:`DigitsTask`.
-
-    Raises:
-      ValueError: unknown model, or a batch size larger than the train split.
-
-    >>> import jax, hagfish_jax as hj
-    >>> from hagfish_jax.tasks import digits
-    >>> task = digits.make_task(digits.load_digits_split(), hidden=(16,))
+    >>> import jax
+    >>> task = make_task(load_digits_split(), hidden=(16,))
     >>> state = task.init(jax.random.key(0), task.default_hparams)
     >>> state, metrics = jax.jit(task.train_window)(state, jax.random.key(1))
-    >>> sorted(jax.jit(task.evaluate)(state))
-    ['score', 'train_f1', 'train_loss', 'train_score', 'val_f1', 'val_loss']
+    >>> task.name, sorted(jax.jit(task.evaluate)(state))[:2]
+    ('digits', ['score', 'train_f1'])
     """
-    hidden = tuple(int(h) for h in hidden)
-    num_classes = integer("make_task: num_classes", num_classes, 2)
-    uniform_loss = math.log(num_classes)
-    # With two classes an untrained network's loss is often above ln 2 already, so only
-    # a loss far above it counts (see UNIFORM_LOSS).
-    explode_loss = (1.25 if num_classes > 2 else 2.5) * uniform_loss
-    if model == "mlp":
-        net: nn.Module = MLP(hidden=hidden, num_classes=num_classes)
-    elif model == "cnn":
-        net = CNN(hidden=hidden[0] if hidden else 64, num_classes=num_classes)
-    else:
-        raise ValueError(f"make_task: model must be 'mlp' or 'cnn', got {model!r}")
-    n_train = len(data.y_train)
-    if not 1 <= batch_size <= n_train:
-        raise ValueError(f"make_task: batch_size must be in [1, {n_train}], got {batch_size!r}")
-    batches_per_epoch = n_train // batch_size
-    steps = batches_per_epoch if steps_per_window is None else int(steps_per_window)
-    if steps < 1:
-        raise ValueError(f"make_task: steps_per_window must be >= 1, got {steps_per_window!r}")
-    epochs = -(-steps // batches_per_epoch)
+    from .classification import make_task as build
 
-    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    x_val, y_val = jnp.asarray(data.x_val), jnp.asarray(data.y_val)
-    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-
-    d = default_hparams
-    tx = optax.inject_hyperparams(optax.adamw, hyperparam_dtype=jnp.float32)(
-        learning_rate=d["learning_rate"], weight_decay=d["weight_decay"], b1=d["b1"]
+    return build(
+        load_digits_split(seed) if data is None else data,
+        model=model,
+        batch_size=batch_size,
+        steps_per_window=steps_per_window,
+        hidden=hidden,
+        num_classes=10,
+        name="digits",
     )
-
-    def init(key, hparams) -> TrainState:
-        params = net.init(key, x_train[:1], dropout_rate=0.0, deterministic=True)
-        state = TrainState(
-            params=params,
-            opt_state=tx.init(params),
-            extra=extra_hparams(**{k: d[k] for k in _EXTRA_HPARAMS}),
-            step=jnp.zeros((), jnp.int32),
-        )
-        return set_hparams(state, {**d, **hparams})
-
-    def loss_fn(params, x, y, smoothing, dropout_rate, key, deterministic):
-        logits = net.apply(
-            params, x, dropout_rate=dropout_rate, deterministic=deterministic, rngs={"dropout": key}
-        )
-        labels = optax.smooth_labels(jax.nn.one_hot(y, num_classes), smoothing)
-        loss = optax.softmax_cross_entropy(logits, labels).mean()
-        return loss, logits
-
-    def train_window(state: TrainState, key) -> tuple[TrainState, dict]:
-        shuffle_key, dropout_key = jax.random.split(key)
-        perms = jax.vmap(lambda k: jax.random.permutation(k, n_train))(
-            jax.random.split(shuffle_key, epochs)
-        )
-        batches = perms[:, : batches_per_epoch * batch_size].reshape(-1, batch_size)[:steps]
-        step_keys = jax.random.split(dropout_key, steps)
-        hp = state.extra.hyperparams
-
-        def step(state: TrainState, inputs):
-            idx, k = inputs
-            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params,
-                x_train[idx],
-                y_train[idx],
-                hp["label_smoothing"],
-                hp["dropout_rate"],
-                k,
-                False,
-            )
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            acc = jnp.mean(jnp.argmax(logits, -1) == y_train[idx])
-            new = state.replace(
-                params=optax.apply_updates(state.params, updates),
-                opt_state=opt_state,
-                step=state.step + 1,
-            )
-            return new, (loss, acc)
-
-        state, (losses, accs) = jax.lax.scan(step, state, (batches, step_keys))
-        loss = losses.mean()
-        diverged = ~jnp.isfinite(loss) | (loss > explode_loss)
-        if num_classes > 2:
-            rising = loss > 1.05 * losses[0]
-            diverged = diverged | ((loss > uniform_loss) & rising)
-        return state, {"loss": loss, "accuracy": accs.mean(), "diverged": diverged}
-
-    def _metrics(params, x, y):
-        logits = net.apply(params, x, dropout_rate=0.0, deterministic=True)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        pred = jnp.argmax(logits, -1)
-        return jnp.mean(pred == y), loss, macro_f1(pred, y, num_classes)
-
-    def evaluate(state: TrainState) -> dict:
-        val_acc, val_loss, val_f1 = _metrics(state.params, x_val, y_val)
-        train_acc, train_loss, train_f1 = _metrics(state.params, x_train, y_train)
-        return {
-            "score": val_acc,
-            "val_loss": val_loss,
-            "val_f1": val_f1,
-            "train_score": train_acc,
-            "train_loss": train_loss,
-            "train_f1": train_f1,
-        }
-
-    def test_accuracy(state: TrainState) -> jax.Array:
-        return _metrics(state.params, x_test, y_test)[0]
-
-    def logits(params, x) -> jax.Array:
-        return net.apply(params, x, dropout_rate=0.0, deterministic=True)
-
-    return DigitsTask(
-        init,
-        train_window,
-        evaluate,
-        test_accuracy,
-        space,
-        dict(default_hparams),
-        steps,
-        batch_size,
-        logits,
-        data,
-    )
-
-
-# -- the tuned training loop used by ``hagfish demo`` --------------------------------------
-
-
-class DemoCarry(NamedTuple):
-    """What one tuned window carries to the next (see :func:`demo_window`)."""
-
-    state: TrainState
-    tuner_state: Any
-    snap: snapshot_lib.Snapshot
-    key: jax.Array
-
-
-def demo_init(
-    task: DigitsTask, tuner: Tuner, key: jax.Array, hparams: Mapping[str, Any]
-) -> DemoCarry:
-    """Initial carry: a fresh model, the tuner started from ``hparams``, an empty snapshot."""
-    init_key, tuner_key, key = jax.random.split(key, 3)
-    hp = {**task.default_hparams, **hparams}
-    state = task.init(init_key, hp)
-    return DemoCarry(state, tuner.init(tuner_key, hp), snapshot_lib.init(state), key)
-
-
-def demo_window(
-    task: DigitsTask, tuner: Tuner
-) -> Callable[[DemoCarry, Any], tuple[DemoCarry, dict]]:
-    """The ``lax.scan`` body of a tuned run: train, evaluate, tune, keep best, roll back.
-
-    The returned row holds the metrics of the window and the hyperparameters that
-    were in force during it.
-
-    >>> import jax, hagfish_jax as hj
-    >>> from hagfish_jax.tasks import digits
-    >>> task = digits.make_task(digits.load_digits_split(), hidden=(16,), steps_per_window=4)
-    >>> tuner = hj.guard(hj.finite_difference(task.space.subspace(["learning_rate"])))
-    >>> carry = digits.demo_init(task, tuner, jax.random.key(0), task.default_hparams)
-    >>> body = digits.demo_window(task, tuner)
-    >>> carry, rows = jax.jit(lambda c: jax.lax.scan(body, c, None, length=3))(carry)
-    >>> rows["score"].shape
-    (3,)
-    """
-
-    def body(carry: DemoCarry, _=None) -> tuple[DemoCarry, dict]:
-        key, window_key = jax.random.split(carry.key)
-        in_force = get_hparams(carry.state)
-        state, train_metrics = task.train_window(carry.state, window_key)
-        metrics = task.evaluate(state)
-        # A diverged window scores NaN: never kept as best, and the guard restarts.
-        metrics["score"] = jnp.where(train_metrics["diverged"], jnp.nan, metrics["score"])
-        proposal, tuner_state = tuner.update(
-            carry.tuner_state, Observation(metrics["score"], metrics["train_score"])
-        )
-        snap = snapshot_lib.update(carry.snap, state, metrics["score"])
-        state = snapshot_lib.restore_if(proposal.rollback, snap, state)
-        state = set_hparams(state, proposal.hparams)
-        row = {
-            **metrics,
-            "window_loss": train_metrics["loss"],
-            "rollback": proposal.rollback,
-            **{k: in_force[k] for k in task.space.names},
-        }
-        return DemoCarry(state, tuner_state, snap, key), row
-
-    return body

@@ -71,10 +71,18 @@ class Tuner(NamedTuple):
     """A pure tuner.
 
     ``init(key, hparams) -> state``; ``update(state, obs) -> (proposal, state)``.
+
+    Attributes:
+      init: starts from the hyperparameters in use.
+      update: sees the last window, proposes the next.
+      population: ``True`` for a tuner that ranks a whole population at once (``pbt``,
+        ``pb2``: it sees ``(N,)`` scores); ``False`` for a single-run tuner, which the
+        tuned program vmaps over the members of a population.
     """
 
     init: Callable[[jax.Array, HParams], Any]
     update: Callable[[Any, Observation], tuple[Proposal, Any]]
+    population: bool = False
 
 
 def as_hparams(hp: dict[str, Any]) -> HParams:

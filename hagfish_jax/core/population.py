@@ -28,6 +28,7 @@ __all__ = [
     "make_mesh",
     "prune",
     "rank",
+    "resolve",
     "select",
     "shard",
     "size",
@@ -63,7 +64,9 @@ def init(key: jax.Array, n: int, init_member: Callable[[jax.Array], Any]) -> Any
     return jax.vmap(init_member)(jax.random.split(key, int(n)))
 
 
-def _resolve(parents: jax.Array, n: int) -> jax.Array:
+def resolve(parents: jax.Array, n: int) -> jax.Array:
+    """``(N,)`` parents with ``KEEP`` (-1) and a scalar (single-run) proposal read as
+    "keep your own": member ``i`` gets ``i``."""
     parents = jnp.asarray(parents, jnp.int32)
     own = jnp.arange(n, dtype=jnp.int32)
     return jnp.where(parents < 0, own, parents) if parents.ndim else own
@@ -76,7 +79,7 @@ def exploit(members: Any, parents: jax.Array) -> Any:
     (a single-run proposal) keeps everyone.
     """
     n = size(members)
-    idx = _resolve(parents, n)
+    idx = resolve(parents, n)
     return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), members)
 
 
@@ -202,7 +205,7 @@ def lineage(proposal, scores: jax.Array, alive: jax.Array | None = None) -> Line
     """The lineage record of one generation from a population proposal."""
     scores = jnp.asarray(scores, jnp.float32)
     n = scores.shape[0]
-    parents = _resolve(proposal.parents, n)
+    parents = resolve(proposal.parents, n)
     alive = jnp.ones((n,), jnp.bool_) if alive is None else jnp.asarray(alive, jnp.bool_)
     return Lineage(parents, dict(proposal.hparams), scores, alive)
 

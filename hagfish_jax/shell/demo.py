@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import ensemble, population, snapshot
-from .base import Observation
-from .guard import guard
-from .hparams import get_hparams, set_hparams
-from .tuners import finite_difference, pbt
+from ..core import ensemble, population, snapshot
+from ..core.base import Observation
+from ..core.guard import guard
+from ..core.hparams import get_hparams, set_hparams
+from ..core.tuners import finite_difference, pbt
 
 __all__ = [
     "TASKS",
@@ -69,7 +69,7 @@ TASKS = ("digits", "breast_cancer")
 
 
 def _make_task(name, seed, model, steps_per_window, hidden, batch_size=None, data=None):
-    from .tasks import breast_cancer, digits
+    from ..tasks import breast_cancer, digits
 
     # each task's own default batch size unless one is given
     common = dict(steps_per_window=steps_per_window, hidden=hidden)
@@ -195,7 +195,7 @@ def run_pbt(
     score go on for twice as long; the rest stop (a ``prune`` event). Each stage
     compiles once (its population size is a new shape). ``cost`` counts batch size x
     epochs for the members that actually trained. With ``records`` (a
-    :class:`hagfish_jax.records.RunRecords`) rows and events are written as each
+    :class:`hagfish_jax.shell.records.RunRecords`) rows and events are written as each
     chunk of generations finishes. ``data`` replaces the task's default splits.
     """
     if population_size < 2:
@@ -347,8 +347,8 @@ def run_pbt_cartpole(
     """
     import types
 
-    from .rl import PPO
-    from .rl import space as rl_space
+    from ..rl import PPO
+    from ..rl import space as rl_space
 
     if population_size < 2:
         raise ValueError(f"run_pbt_cartpole: population_size must be >= 2, got {population_size!r}")
@@ -426,7 +426,7 @@ def run_guarded(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train one model on digits with ``guard(finite_difference)``; rows and a summary."""
-    from .tasks import digits
+    from ..tasks import digits
 
     if windows < 1:
         raise ValueError(f"run_guarded: windows must be >= 1, got {windows!r}")
@@ -485,7 +485,7 @@ def run_guarded(
 
 
 class TaskTrial:
-    """A :class:`hagfish_jax.budget.Trial` on a built-in classification task: one
+    """A :class:`hagfish_jax.shell.budget.Trial` on a built-in classification task: one
     window per epoch, the best-validation state kept, cost = batch size x epochs run.
 
     Args:
@@ -554,7 +554,7 @@ def _jitted(task) -> tuple:
 def task_trials(
     build: Callable[[int, int], Any], seed: int = 0, hparams: dict[str, float] | None = None
 ) -> Callable[[dict[str, int]], TaskTrial]:
-    """A ``start_trial`` for :func:`hagfish_jax.budget.run_planner`: ``build(batch_size,
+    """A ``start_trial`` for :func:`hagfish_jax.shell.budget.run_planner`: ``build(batch_size,
     width)`` makes the task (once per pair; later trials reuse its compiled functions)."""
     tasks: dict[tuple[int, int], tuple[Any, tuple]] = {}
 
@@ -572,7 +572,7 @@ def task_trials(
 # -- run directory ------------------------------------------------------------------------
 
 
-#: In-memory row keys -> run-record columns (see :mod:`hagfish_jax.records`).
+#: In-memory row keys -> run-record columns (see :mod:`hagfish_jax.shell.records`).
 _RECORD_NAMES = {
     "generation": "window",
     "score": "val_accuracy",
@@ -609,7 +609,7 @@ def _record_rows(records: Any, rows: list[dict], events: list[dict], classificat
 
 
 def write_run(out: str | os.PathLike, result: dict[str, Any]) -> Path:
-    """Write a run directory (:mod:`hagfish_jax.records`): ``run.json``, per-member (or
+    """Write a run directory (:mod:`hagfish_jax.shell.records`): ``run.json``, per-member (or
     ``run``) ``metrics.csv`` and ``summary.json``, ``events.jsonl``, ``trials_summary.csv``,
     ``best_overall.json`` and the run's ``summary.json``; PNG plots when matplotlib is
     installed. Rows already recorded (an incremental or repeated write) are not

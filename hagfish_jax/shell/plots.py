@@ -1,6 +1,6 @@
 """Figures of a run directory (the ``plot`` extra: ``pip install 'hagfish-jax[plot]'``).
 
-:func:`plot_run` reads a run directory written by :mod:`hagfish_jax.records` and draws
+:func:`plot_run` reads a run directory written by :mod:`hagfish_jax.shell.records` and draws
 every figure its data supports, each as a PNG in the run directory (or in ``out``):
 
 ``loss.png``
@@ -364,7 +364,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     """Draw every figure the run directory's data supports (see the module docstring).
 
     Args:
-      run_dir: a run directory written by :class:`hagfish_jax.records.RunRecords`.
+      run_dir: a run directory written by :class:`hagfish_jax.shell.records.RunRecords`.
       out: where to write the PNGs (created if missing); default ``run_dir``.
 
     Returns:

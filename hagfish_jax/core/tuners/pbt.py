@@ -175,4 +175,4 @@ def pbt(
         )
         return Proposal(new, parents, jnp.zeros((n,), jnp.bool_)), new_state
 
-    return Tuner(init, update)
+    return Tuner(init, update, population=True)

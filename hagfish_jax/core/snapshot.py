@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Snapshot", "init", "restore_if", "update"]
+__all__ = ["Snapshot", "init", "restore_if", "update", "where"]
 
 
 class Snapshot(NamedTuple):
@@ -25,7 +25,16 @@ class Snapshot(NamedTuple):
     score: jax.Array
 
 
-def _where(flag: jax.Array, a: Any, b: Any) -> Any:
+def where(flag: jax.Array | bool, a: Any, b: Any) -> Any:
+    """Leaf by leaf, ``a`` where ``flag`` else ``b``; a ``(N,)`` flag picks per member
+    (it broadcasts over each leaf's trailing axes).
+
+    >>> import jax.numpy as jnp
+    >>> picked = where(jnp.array([True, False]), jnp.ones((2, 3)), jnp.zeros((2, 3)))
+    >>> picked[:, 0].tolist()
+    [1.0, 0.0]
+    """
+
     def pick(x, y):
         f = jnp.reshape(flag, jnp.shape(flag) + (1,) * (jnp.ndim(x) - jnp.ndim(flag)))
         return jnp.where(f, x, y)
@@ -59,7 +68,7 @@ def update(snap: Snapshot, state: Any, score: jax.Array) -> Snapshot:
     """Keep ``state`` where ``score`` is finite and strictly better than the stored one."""
     score = jnp.asarray(score, jnp.float32)
     better = jnp.isfinite(score) & (score > snap.score)
-    return Snapshot(_where(better, state, snap.state), jnp.where(better, score, snap.score))
+    return Snapshot(where(better, state, snap.state), jnp.where(better, score, snap.score))
 
 
 def restore_if(flag: jax.Array | bool, snap: Snapshot, state: Any) -> Any:
@@ -69,4 +78,4 @@ def restore_if(flag: jax.Array | bool, snap: Snapshot, state: Any) -> Any:
     rollback then (a divergence in the first windows) restarts from the initial
     state: the only state known to be healthy.
     """
-    return _where(jnp.asarray(flag), snap.state, state)
+    return where(jnp.asarray(flag), snap.state, state)

@@ -177,4 +177,4 @@ def pb2(
         )
         return Proposal(new, parents, jnp.zeros((n,), jnp.bool_)), new_state
 
-    return Tuner(init, update)
+    return Tuner(init, update, population=True)

@@ -91,7 +91,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         from . import demo
         from .records import RunRecords
-        from .tasks import digits  # noqa: F401  (fails early without scikit-learn)
+        from ..tasks import digits  # noqa: F401  (fails early without scikit-learn)
     except ImportError as err:  # pragma: no cover - depends on the environment
         print(f"hagfish demo: {err}; pip install 'hagfish-jax[tasks]'", file=sys.stderr)
         return 1

@@ -65,7 +65,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._checks import integer
+from ..core._checks import integer
 
 __all__ = [
     "DEFAULT_BOUNDS",
@@ -449,7 +449,7 @@ class Trial(Protocol):
     """One training run the planner asked for, trained in pieces.
 
     ``advance(epochs)`` trains that many more epochs and returns one row per epoch
-    (dicts with at least ``window``; see :mod:`hagfish_jax.records` for the columns
+    (dicts with at least ``window``; see :mod:`hagfish_jax.shell.records` for the columns
     the plots read). ``metric`` is the run's best validation score so far (what the
     planner is told), ``cost`` what it has cost so far, ``summary()`` what to record
     when it stops (for example the test score of its best state).
@@ -492,7 +492,7 @@ def run_planner(
     trial is observed with the epochs it actually ran and the cost it actually spent,
     so pruned runs teach the planner too, and ``total_cost`` sums every trial.
 
-    With ``records`` (a :class:`hagfish_jax.records.RunRecords`), each trial's rows go
+    With ``records`` (a :class:`hagfish_jax.shell.records.RunRecords`), each trial's rows go
     to ``trials/trial_NNN/metrics.csv`` as it trains, a ``prune`` event marks each
     pruned trial, and its ``summary.json`` (params, metric, cost, reward, label) is
     written when it stops. Opening the same directory again replays the finished

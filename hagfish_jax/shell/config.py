@@ -39,10 +39,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Tuner
-from .guard import guard as guard_factory
-from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
-from .tuners import bayes, finite_difference, fixed, pb2, pbt, plateau, spsa
+from ..core.base import Tuner
+from ..core.guard import guard as guard_factory
+from ..core.space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
+from ..core.tuners import bayes, finite_difference, fixed, pb2, pbt, plateau, spsa
 
 __all__ = ["STRATEGIES", "TuningConfig", "from_config", "load_yaml"]
 

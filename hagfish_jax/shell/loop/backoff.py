@@ -76,7 +76,7 @@ class Backoff:
       patience: bad evaluations in a row that confirm degradation, >= 1.
       continuous: after DORMANT, go on in WATCHDOG instead of stopping.
 
-    >>> from hagfish_jax.loop import Backoff
+    >>> from hagfish_jax.shell.loop import Backoff
     >>> b = Backoff(plateau=2, dormant=3)
     >>> [b.observe(w, s).phase.value for w, s in enumerate([1.0, 2.0, 2.0, 2.0, 2.0])]
     ['ACTIVE', 'ACTIVE', 'ACTIVE', 'COOLING', 'DORMANT']

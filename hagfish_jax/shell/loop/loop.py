@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base import Observation, Tuner
-from ..ensemble import weights as ensemble_weights
-from ..hparams import get_hparams, set_hparams
-from ..space import Space
+from ...core.base import Observation, Tuner
+from ...core.ensemble import weights as ensemble_weights
+from ...core.hparams import get_hparams, set_hparams
+from ...core.space import Space
 from .backoff import Backoff, Phase
 from .checkpoints import Checkpoints
 from .control import Action, MetaController, RegimeDetector, spawn_noise
@@ -448,7 +448,7 @@ def _number(v: Any) -> Any:
 
 
 class RecordRun(Callback):
-    """Write a loop's run to a :class:`hagfish_jax.records.RunRecords`.
+    """Write a loop's run to a :class:`hagfish_jax.shell.records.RunRecords`.
 
     Each evaluated window becomes a row of ``trials/<trial>/metrics.csv`` (the
     window's training metrics, every evaluation metric, the backoff phase) as soon as

@@ -39,7 +39,7 @@ class Checkpoints:
       keep_last: how many most recent checkpoints to keep besides the best (>= 1).
 
     >>> import tempfile, jax.numpy as jnp
-    >>> from hagfish_jax.loop import Checkpoints
+    >>> from hagfish_jax.shell.loop import Checkpoints
     >>> ckpt = Checkpoints(tempfile.mkdtemp(), keep_last=1)
     >>> ckpt.save(3, {"w": jnp.ones(2)}, score=0.9)
     >>> state, entry = ckpt.restore({"w": jnp.zeros(2)})

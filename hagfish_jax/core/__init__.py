@@ -1,0 +1,46 @@
+"""The functional core: pure, jittable, vmappable pytrees.
+
+Nothing here imports the tasks or the shell (``hagfish_jax.shell``), reads a file or
+talks to a network. Every function takes ``key`` first when it needs randomness,
+returns new state, and never branches in Python on a traced value.
+"""
+
+from . import ensemble, gp, population, program, snapshot, task, tuners
+from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
+from .guard import GuardState, guard
+from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
+from .program import Best, Carry, Program
+from .space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
+from .task import Task
+
+__all__ = [
+    "KEEP",
+    "Best",
+    "Carry",
+    "Choice",
+    "Dimension",
+    "ExtraHParams",
+    "GuardState",
+    "HParams",
+    "IntUniform",
+    "LogUniform",
+    "Observation",
+    "Program",
+    "Proposal",
+    "Space",
+    "Task",
+    "Tuner",
+    "Uniform",
+    "as_hparams",
+    "ensemble",
+    "extra_hparams",
+    "get_hparams",
+    "gp",
+    "guard",
+    "population",
+    "program",
+    "set_hparams",
+    "snapshot",
+    "task",
+    "tuners",
+]

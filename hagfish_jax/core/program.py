@@ -1,0 +1,384 @@
+"""The tuned window: one program for a single run and for a vmapped population.
+
+Every tuned run in hagfish_jax goes through these functions: ``hj.Loop`` (one run or a
+population, with its backoff between calls), ``hagfish demo``, the examples and the
+benchmarks. One window is
+
+    train -> evaluate -> tune -> snapshot / roll back -> exploit -> set_hparams
+
+and the program also keeps, on device, the best member seen across all windows (its
+state, the hyperparameters it trained with, its score, window and member index).
+
+:func:`build` returns a :class:`Program` of pure functions over a :class:`Carry`; the
+caller jits them (or scans :meth:`Program.window`). A population is the same code
+with ``population=N``: the task's functions are vmapped, a single-run tuner is vmapped
+per member, a population tuner (``pbt``, ``pb2``) sees the ``(N,)`` scores, and
+pruned members are masked (``alive``) instead of removed, so shapes never change and
+nothing recompiles.
+
+>>> import jax, jax.numpy as jnp, optax, hagfish_jax as hj
+>>> space = hj.Space(learning_rate=hj.LogUniform(1e-3, 1.0))
+>>> tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+>>> def init(key, hp):
+...     w = jax.random.normal(key, (3,))
+...     return hj.set_hparams({"w": w, "opt": tx.init(w)}, hp)
+>>> def train_window(s, key):
+...     u, opt = tx.update(2 * s["w"], s["opt"], s["w"])
+...     return {"w": s["w"] + u, "opt": opt}, {}
+>>> task = hj.Task(init=init, train_window=train_window,
+...                evaluate=lambda s: {"score": -jnp.sum(s["w"] ** 2)},
+...                space=space, default_hparams={"learning_rate": 0.1})
+>>> prog = hj.program.build(task, hj.pbt(space), population=4)
+>>> carry = prog.init(jax.random.key(0), space.sample(jax.random.key(1), 4))
+>>> carry, rows = jax.jit(lambda c: jax.lax.scan(prog.window, c, None, length=5))(carry)
+>>> rows["score"].shape, int(carry.best.window) >= 0
+((5, 4), True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import population as population_lib
+from . import snapshot as snapshot_lib
+from ._checks import integer
+from .base import HParams, Observation, Tuner
+from .hparams import get_hparams, set_hparams
+from .task import check_task
+
+__all__ = ["Best", "Carry", "Program", "build", "scan"]
+
+
+class Best(NamedTuple):
+    """The best member seen across windows (kept on device).
+
+    Attributes:
+      state: that member's state right after the window that scored best.
+      hparams: the hyperparameters it trained with in that window.
+      score: its score (``-inf`` until a finite one).
+      window: the window (``-1`` until a finite score).
+      member: its index in the population (0 for a single run; ``-1`` before).
+    """
+
+    state: Any
+    hparams: HParams
+    score: jax.Array
+    window: jax.Array
+    member: jax.Array
+
+
+class Carry(NamedTuple):
+    """What one window hands to the next.
+
+    Attributes:
+      state: the task's state (leading axis N for a population).
+      tuner_state: the tuner's state (per member for a vmapped single-run tuner).
+      snap: each member's own best state: what a rollback restores.
+      best: the best member over all windows.
+      alive: ``()`` True for a single run, ``(N,)`` bool for a population.
+      score: the scores of the last tuned window (NaN before the first, and for
+        masked members).
+      window: windows trained so far, int32.
+      key: the PRNG key for the next window.
+    """
+
+    state: Any
+    tuner_state: Any
+    snap: snapshot_lib.Snapshot
+    best: Best
+    alive: jax.Array
+    score: jax.Array
+    window: jax.Array
+    key: jax.Array
+
+
+class Program(NamedTuple):
+    """The pure functions of a tuned run (see :func:`build`). None is jitted; the
+    caller jits what it calls, or scans :attr:`window`.
+
+    Attributes:
+      init: ``(key, hparams=None) -> Carry``: fresh members from the task.
+      start: ``(key, state) -> Carry`` around an existing state.
+      train: ``carry -> (carry, metrics)``: one window of training, nothing tuned
+        (masked members keep their state).
+      evaluate: ``carry -> metrics``.
+      tune: ``(carry, train_metrics, evaluation, rollback=False) -> (carry, row)``: the
+        tuner sees the window, snapshots and rollbacks, exploit, new hyperparameters and
+        the best member; ``rollback`` forces a rollback (the Loop's confirmed
+        degradation goes through here too).
+      window: ``(carry, _) -> (carry, row)``: train, evaluate, tune; a ``lax.scan`` body.
+      prune: ``(carry, k) -> carry``: mask the ``k`` worst alive members.
+      spawn: ``(carry, key, count=None, scale=0.2) -> (carry, parents)``: fill masked
+        slots with copies of the best alive members (a single run restarts from its
+        best state) with relative noise of up to ``scale`` on the dynamic
+        hyperparameters.
+      population: N, or ``None`` for a single run.
+      names: the hyperparameters recorded in each row and seen by the tuner.
+    """
+
+    init: Callable[..., Carry]
+    start: Callable[[jax.Array, Any], Carry]
+    train: Callable[[Carry], tuple[Carry, dict]]
+    evaluate: Callable[[Carry], dict]
+    tune: Callable[..., tuple[Carry, dict]]
+    window: Callable[..., tuple[Carry, dict]]
+    prune: Callable[[Carry, int], Carry]
+    spawn: Callable[..., tuple[Carry, jax.Array]]
+    population: int | None
+    names: tuple[str, ...] | None
+
+
+def _member(tree: Any, i: jax.Array) -> Any:
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def build(
+    task: Any,
+    tuner: Tuner,
+    population: int | None = None,
+    *,
+    vectorized: bool = False,
+) -> Program:
+    """The tuned window of ``task`` under ``tuner``, for one run or a population.
+
+    Args:
+      task: anything with the :class:`hagfish_jax.Task` protocol.
+      tuner: any tuner. A single-run tuner on a population is vmapped: each member
+        has its own. A population tuner (``Tuner.population``) ranks them together.
+      population: N members, or ``None`` for a single run.
+      vectorized: the task's ``train_window``/``evaluate`` already take the whole
+        population (leading axis N) and are not vmapped here.
+
+    Returns:
+      A :class:`Program`.
+
+    Raises:
+      TypeError: ``task`` lacks part of the protocol, or ``tuner`` is not a Tuner.
+      ValueError: ``population`` below 1, or a population tuner on a single run.
+    """
+    check_task(task, "program.build")
+    if not (callable(getattr(tuner, "init", None)) and callable(getattr(tuner, "update", None))):
+        raise TypeError(f"program.build: tuner must be a hagfish_jax.Tuner, got {tuner!r}")
+    n = None if population is None else integer("program.build: population", population, 1)
+    pop_tuner = bool(getattr(tuner, "population", False))
+    if pop_tuner and n is None:
+        raise ValueError(
+            "program.build: a population tuner (pbt, pb2) needs population=N, got a single run"
+        )
+    per_member = n is not None and not pop_tuner
+    space = task.space
+    dynamic = () if space is None else tuple(k for k in space.names if k in space.dynamic)
+
+    def names_of(state) -> tuple[str, ...]:
+        known = get_hparams(state)
+        if space is None:
+            return tuple(known)
+        return tuple(k for k in space.names if k in known)
+
+    def in_force(state) -> HParams:
+        hp = get_hparams(state)
+        return {k: hp[k] for k in names_of(state)}
+
+    def _train(state, key):
+        if n is None or vectorized:
+            return task.train_window(state, key)
+        return jax.vmap(task.train_window)(state, jax.random.split(key, n))
+
+    def _evaluate(state):
+        if n is None or vectorized:
+            return task.evaluate(state)
+        return jax.vmap(task.evaluate)(state)
+
+    def _tuner_init(key, hp):
+        if per_member:
+            return jax.vmap(tuner.init)(jax.random.split(key, n), hp)
+        return tuner.init(key, hp)
+
+    # -- starting ---------------------------------------------------------------------
+    def start(key: jax.Array, state: Any) -> Carry:
+        if n is not None:
+            size = population_lib.size(state)
+            if size != n:
+                raise ValueError(f"program.start: the state holds {size} members, not {n}")
+        hp = in_force(state)
+        one = state if n is None else _member(state, 0)
+        shape = () if n is None else (n,)
+        best = Best(
+            state=one,
+            hparams={k: v if n is None else v[0] for k, v in hp.items()},
+            score=jnp.asarray(-jnp.inf, jnp.float32),
+            window=jnp.asarray(-1, jnp.int32),
+            member=jnp.asarray(-1, jnp.int32),
+        )
+        k_tuner, key = jax.random.split(key)
+        return Carry(
+            state=state,
+            tuner_state=_tuner_init(k_tuner, hp),
+            snap=snapshot_lib.init(state, population=n),
+            best=best,
+            alive=jnp.ones(shape, jnp.bool_),
+            score=jnp.full(shape, jnp.nan, jnp.float32),
+            window=jnp.asarray(0, jnp.int32),
+            key=key,
+        )
+
+    def init(key: jax.Array, hparams: Mapping[str, Any] | None = None) -> Carry:
+        hp = {**task.default_hparams, **(hparams or {})}
+        k_init, key = jax.random.split(key)
+        if n is None:
+            state = task.init(k_init, hp)
+        else:
+            hp = {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n,)) for k, v in hp.items()}
+            state = jax.vmap(task.init)(jax.random.split(k_init, n), hp)
+        return start(key, state)
+
+    # -- one window -------------------------------------------------------------------
+    def train(carry: Carry) -> tuple[Carry, dict]:
+        key, k = jax.random.split(carry.key)
+        state, metrics = _train(carry.state, k)
+        if n is not None:  # masked members keep their state
+            state = snapshot_lib.where(carry.alive, state, carry.state)
+        return carry._replace(state=state, window=carry.window + 1, key=key), metrics
+
+    def evaluate(carry: Carry) -> dict:
+        return _evaluate(carry.state)
+
+    def _best(best: Best, state, hp, score, window) -> Best:
+        safe = jnp.where(jnp.isfinite(score), score, -jnp.inf)
+        if n is None:
+            leader, one, one_hp = jnp.asarray(0, jnp.int32), state, hp
+        else:
+            leader = jnp.argmax(safe).astype(jnp.int32)
+            one, one_hp, safe = _member(state, leader), _member(hp, leader), safe[leader]
+        better = safe > best.score
+        pick = lambda a, b: snapshot_lib.where(better, a, b)  # noqa: E731
+        return Best(
+            state=pick(one, best.state),
+            hparams=pick(one_hp, best.hparams),
+            score=jnp.where(better, safe, best.score),
+            window=jnp.where(better, window, best.window),
+            member=jnp.where(better, leader, best.member),
+        )
+
+    def tune(
+        carry: Carry, train_metrics: Mapping[str, Any], evaluation: Mapping[str, Any],
+        rollback: jax.Array | bool = False,
+    ) -> tuple[Carry, dict]:
+        state, alive = carry.state, carry.alive
+        hp = in_force(state)
+        score = jnp.asarray(evaluation["score"], jnp.float32)
+        if "diverged" in train_metrics:  # an exploded window scores NaN: never best
+            score = jnp.where(train_metrics["diverged"], jnp.nan, score)
+        score = jnp.where(alive, score, jnp.nan)
+        train_score = evaluation.get("train_score")
+        if train_score is not None:
+            train_score = jnp.asarray(train_score, jnp.float32)
+        if per_member:
+            obs = Observation(score, train_score, hparams=hp)
+            proposal, tuner_state = jax.vmap(tuner.update)(carry.tuner_state, obs)
+        else:
+            obs = Observation(score, train_score, hparams=hp, alive=alive if n else None)
+            proposal, tuner_state = tuner.update(carry.tuner_state, obs)
+        window = carry.window - 1
+        snap = snapshot_lib.update(carry.snap, state, score)
+        back = jnp.broadcast_to(jnp.asarray(proposal.rollback) | rollback, score.shape) & alive
+        restored = snapshot_lib.restore_if(back, snap, state)
+        if task.restore is not None:  # the task decides what a rollback brings back
+            keep = task.restore if n is None else jax.vmap(task.restore)
+            restored = snapshot_lib.where(back, keep(state, snap.state), state)
+        best = _best(carry.best, state, hp, score, window)
+        if n is None:
+            parents = jnp.asarray(-1, jnp.int32)
+            new_state = restored
+        else:
+            parents = population_lib.resolve(proposal.parents, n)
+            new_state = population_lib.exploit(restored, parents)
+            snap = population_lib.exploit(snap, parents)
+        new_state = set_hparams(new_state, proposal.hparams)
+        row = {
+            **evaluation,
+            **{f"window_{k}": v for k, v in train_metrics.items()},
+            "score": score,
+            "rollback": back,
+            "window": window,
+            **hp,
+        }
+        if n is not None:
+            row.update(parent=parents, alive=alive)
+        carry = carry._replace(
+            state=new_state, tuner_state=tuner_state, snap=snap, best=best, score=score
+        )
+        return carry, row
+
+    def window(carry: Carry, _: Any = None) -> tuple[Carry, dict]:
+        carry, metrics = train(carry)
+        return tune(carry, metrics, evaluate(carry))
+
+    # -- prune and spawn --------------------------------------------------------------
+    def prune(carry: Carry, k: int | jax.Array) -> Carry:
+        if n is None:
+            raise ValueError("program.prune: a single run has no members to prune")
+        return carry._replace(alive=population_lib.prune(carry.alive, carry.score, k))
+
+    def _noised(key, hp: HParams, scale, where) -> HParams:
+        names = [k for k in hp if k in dynamic] if space is not None else [
+            k for k in hp if k == "learning_rate"
+        ]
+        keys = jax.random.split(key, max(len(names), 1))
+        out = dict(hp)
+        for k, name in zip(keys, names):
+            z = jax.random.uniform(k, jnp.shape(hp[name]), minval=-1.0, maxval=1.0)
+            v = hp[name] * (1.0 + scale * z)
+            if space is not None:
+                v = space[name].clip(v).astype(jnp.float32)
+            out[name] = jnp.where(where, v, hp[name])
+        return out
+
+    def spawn(
+        carry: Carry, key: jax.Array, count: int | jax.Array | None = None,
+        scale: float | jax.Array = 0.2,
+    ) -> tuple[Carry, jax.Array]:
+        k_noise, k_tuner = jax.random.split(key)
+        scale = jnp.asarray(scale, jnp.float32)
+        if n is None:  # restart from this run's best state with noise
+            hp = _noised(k_noise, in_force(carry.snap.state), scale, True)
+            state = set_hparams(carry.snap.state, hp)
+            carry = carry._replace(state=state, tuner_state=_tuner_init(k_tuner, hp))
+            return carry, jnp.asarray(-1, jnp.int32)
+        state, alive, parents = population_lib.spawn(carry.state, carry.alive, carry.score, count)
+        filled = alive & ~carry.alive
+        hp = _noised(k_noise, in_force(state), scale, filled)
+        state = set_hparams(state, hp)
+        snap = population_lib.exploit(carry.snap, parents)
+        tuner_state = carry.tuner_state
+        if per_member:  # a spawned member's tuner starts afresh from its values
+            fresh = _tuner_init(k_tuner, hp)
+            tuner_state = snapshot_lib.where(filled, fresh, tuner_state)
+        score = jnp.take(carry.score, parents)
+        carry = carry._replace(
+            state=state, tuner_state=tuner_state, snap=snap, alive=alive, score=score
+        )
+        return carry, parents
+
+    return Program(
+        init=init,
+        start=start,
+        train=train,
+        evaluate=evaluate,
+        tune=tune,
+        window=window,
+        prune=prune,
+        spawn=spawn,
+        population=n,
+        names=None if space is None else tuple(space.names),
+    )
+
+
+def scan(program: Program, carry: Carry, windows: int) -> tuple[Carry, dict]:
+    """``windows`` tuned windows in one ``lax.scan`` (jit it, or call it inside jit);
+    the rows come back stacked with a leading ``windows`` axis."""
+    return jax.lax.scan(program.window, carry, None, length=int(windows))
