@@ -106,6 +106,8 @@ class Program(NamedTuple):
       train: ``carry -> (carry, metrics)``: one window of training, nothing tuned
         (masked members keep their state).
       evaluate: ``carry -> metrics``.
+      score: ``(carry, train_metrics, evaluation) -> score``: the score the tuner sees
+        (NaN for a diverged window and for masked members).
       tune: ``(carry, train_metrics, evaluation, rollback=False) -> (carry, row)``: the
         tuner sees the window, snapshots and rollbacks, exploit, new hyperparameters and
         the best member; ``rollback`` forces a rollback (the Loop's confirmed
@@ -124,6 +126,7 @@ class Program(NamedTuple):
     start: Callable[[jax.Array, Any], Carry]
     train: Callable[[Carry], tuple[Carry, dict]]
     evaluate: Callable[[Carry], dict]
+    score: Callable[..., jax.Array]
     tune: Callable[..., tuple[Carry, dict]]
     window: Callable[..., tuple[Carry, dict]]
     prune: Callable[[Carry, int], Carry]
@@ -264,16 +267,19 @@ def build(
             member=jnp.where(better, leader, best.member),
         )
 
+    def score_of(carry: Carry, train_metrics: Mapping[str, Any], evaluation: Mapping) -> jax.Array:
+        score = jnp.asarray(evaluation["score"], jnp.float32)
+        if "diverged" in train_metrics:  # an exploded window scores NaN: never best
+            score = jnp.where(train_metrics["diverged"], jnp.nan, score)
+        return jnp.where(carry.alive, score, jnp.nan)
+
     def tune(
         carry: Carry, train_metrics: Mapping[str, Any], evaluation: Mapping[str, Any],
         rollback: jax.Array | bool = False,
     ) -> tuple[Carry, dict]:
         state, alive = carry.state, carry.alive
         hp = in_force(state)
-        score = jnp.asarray(evaluation["score"], jnp.float32)
-        if "diverged" in train_metrics:  # an exploded window scores NaN: never best
-            score = jnp.where(train_metrics["diverged"], jnp.nan, score)
-        score = jnp.where(alive, score, jnp.nan)
+        score = score_of(carry, train_metrics, evaluation)
         train_score = evaluation.get("train_score")
         if train_score is not None:
             train_score = jnp.asarray(train_score, jnp.float32)
@@ -369,6 +375,7 @@ def build(
         start=start,
         train=train,
         evaluate=evaluate,
+        score=score_of,
         tune=tune,
         window=window,
         prune=prune,

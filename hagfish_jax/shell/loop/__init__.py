@@ -3,7 +3,9 @@
 from .backoff import Backoff, Decision, Phase
 from .checkpoints import Checkpoints
 from .control import Action, MetaController, Regime, RegimeDetector, spawn_noise
-from .loop import Advice, Callback, Loop, LoopResult, RecordRun
+from .callbacks import Advice, Callback, RecordRun
+from .loop import Loop
+from .result import LoopResult
 
 __all__ = [
     "Action",

@@ -20,11 +20,31 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from ..records import write_atomic
 
 __all__ = ["Checkpoints"]
 
 _MANIFEST = "manifest.json"
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _plain(tree: Any) -> Any:
+    """PRNG key arrays as their raw ``uint32`` data (orbax stores plain arrays)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _typed(tree: Any, like: Any) -> Any:
+    """Undo :func:`_plain` where ``like`` holds a key array."""
+
+    def back(x, ref):
+        return jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref)) if _is_key(ref) else x
+
+    return jax.tree.map(back, tree, like)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -85,11 +105,14 @@ class Checkpoints:
         final = self.directory / name
         tmp = self.directory / f".tmp_{name}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self._checkpointer.save(tmp.resolve(), state)
+        self._checkpointer.save(tmp.resolve(), _plain(state))
         self._checkpointer.wait_until_finished()
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         score = None if score is None or not math.isfinite(float(score)) else float(score)
+        old = next((e for e in self.entries if e["window"] == int(window)), None)
+        if score is None and old is not None and old["score"] is not None:
+            score = old["score"]  # a later unscored save never demotes a scored window
         self.entries = [e for e in self.entries if e["window"] != int(window)]
         self.entries.append({"window": int(window), "name": name, "score": score, **meta})
         self.entries.sort(key=lambda e: e["window"])
@@ -128,8 +151,9 @@ class Checkpoints:
         )
         for entry in ([first] if first else []) + rest:
             try:
-                state = self._checkpointer.restore((self.directory / entry["name"]).resolve(), like)
-                return state, entry
+                path = (self.directory / entry["name"]).resolve()
+                state = self._checkpointer.restore(path, _plain(like))
+                return _typed(state, like), entry
             except Exception as err:  # noqa: BLE001 - any read failure means "skip it"
                 warnings.warn(
                     f"Checkpoints: {entry['name']} could not be read ({type(err).__name__}); "
