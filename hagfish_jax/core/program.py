@@ -37,6 +37,7 @@ nothing recompiles.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -50,7 +51,7 @@ from .base import HParams, Observation, Tuner
 from .hparams import get_hparams, set_hparams
 from .task import check_task
 
-__all__ = ["Best", "Carry", "Program", "build", "scan"]
+__all__ = ["Best", "Carry", "Program", "build", "compiled", "scan"]
 
 
 class Best(NamedTuple):
@@ -106,6 +107,10 @@ class Program(NamedTuple):
       train: ``carry -> (carry, metrics)``: one window of training, nothing tuned
         (masked members keep their state).
       evaluate: ``carry -> metrics``.
+      train_members: ``(state, key, alive) -> (state, metrics)``: the training part of
+        ``train`` on the task's state alone (no tuner state), so one compiled copy
+        serves every tuner (see :func:`compiled`).
+      evaluate_members: ``state -> metrics``.
       score: ``(carry, train_metrics, evaluation) -> score``: the score the tuner sees
         (NaN for a diverged window and for masked members).
       tune: ``(carry, train_metrics, evaluation, rollback=False) -> (carry, row)``: the
@@ -126,6 +131,8 @@ class Program(NamedTuple):
     start: Callable[[jax.Array, Any], Carry]
     train: Callable[[Carry], tuple[Carry, dict]]
     evaluate: Callable[[Carry], dict]
+    train_members: Callable[..., tuple[Any, dict]]
+    evaluate_members: Callable[[Any], dict]
     score: Callable[..., jax.Array]
     tune: Callable[..., tuple[Carry, dict]]
     window: Callable[..., tuple[Carry, dict]]
@@ -186,15 +193,7 @@ def build(
         hp = get_hparams(state)
         return {k: hp[k] for k in names_of(state)}
 
-    def _train(state, key):
-        if n is None or vectorized:
-            return task.train_window(state, key)
-        return jax.vmap(task.train_window)(state, jax.random.split(key, n))
-
-    def _evaluate(state):
-        if n is None or vectorized:
-            return task.evaluate(state)
-        return jax.vmap(task.evaluate)(state)
+    _train, _evaluate = _members(task, n, vectorized)
 
     def _tuner_init(key, hp):
         if per_member:
@@ -242,9 +241,7 @@ def build(
     # -- one window -------------------------------------------------------------------
     def train(carry: Carry) -> tuple[Carry, dict]:
         key, k = jax.random.split(carry.key)
-        state, metrics = _train(carry.state, k)
-        if n is not None:  # masked members keep their state
-            state = snapshot_lib.where(carry.alive, state, carry.state)
+        state, metrics = _train(carry.state, k, carry.alive)
         return carry._replace(state=state, window=carry.window + 1, key=key), metrics
 
     def evaluate(carry: Carry) -> dict:
@@ -375,6 +372,8 @@ def build(
         start=start,
         train=train,
         evaluate=evaluate,
+        train_members=_train,
+        evaluate_members=_evaluate,
         score=score_of,
         tune=tune,
         window=window,
@@ -383,6 +382,54 @@ def build(
         population=n,
         names=None if space is None else tuple(space.names),
     )
+
+
+def _members(task: Any, n: int | None, vectorized: bool) -> tuple[Callable, Callable]:
+    """The task's training and evaluation over its members: vmapped for a population
+    (masked members keep their state), as they are for one run or ``vectorized``."""
+
+    def train(state, key, alive):
+        if n is None or vectorized:
+            new, metrics = task.train_window(state, key)
+        else:
+            new, metrics = jax.vmap(task.train_window)(state, jax.random.split(key, n))
+        if n is not None:
+            new = snapshot_lib.where(alive, new, state)
+        return new, metrics
+
+    def evaluate(state):
+        if n is None or vectorized:
+            return task.evaluate(state)
+        return jax.vmap(task.evaluate)(state)
+
+    return train, evaluate
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled(task: Any, population: int | None = None, vectorized: bool = False) -> tuple:
+    """Jitted ``(train_members, evaluate_members)`` of ``task``, made once per task and
+    population size and shared by every program on it: changing the tuner, or building
+    a new Loop on the same task, compiles no training code again.
+
+    >>> import jax, jax.numpy as jnp, hagfish_jax as hj
+    >>> task = hj.Task(init=lambda k, hp: {"w": jnp.ones(2)},
+    ...                train_window=lambda s, k: ({"w": s["w"] * 0.5}, {}),
+    ...                evaluate=lambda s: {"score": -jnp.sum(s["w"])},
+    ...                space=None, default_hparams={})
+    >>> compiled(task)[0] is compiled(task)[0]
+    True
+    """
+    slot = (None if population is None else int(population), bool(vectorized))
+    try:
+        cache = _COMPILED.setdefault(task, {})
+    except TypeError:  # a task that cannot be weakly referenced is compiled each time
+        cache = {}
+    if slot not in cache:
+        train, evaluate = _members(task, slot[0], slot[1])
+        cache[slot] = (jax.jit(train), jax.jit(evaluate))
+    return cache[slot]
 
 
 def scan(program: Program, carry: Carry, windows: int) -> tuple[Carry, dict]:

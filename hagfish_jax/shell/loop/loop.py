@@ -26,7 +26,7 @@ import numpy as np
 from ...core.base import Tuner
 from ...core.ensemble import weights as ensemble_weights
 from ...core.hparams import get_hparams, set_hparams
-from ...core.program import Carry, build
+from ...core.program import Carry, build, compiled
 from ...core.space import Space
 from ...core.task import Task, check_task
 from ...core.tuners import fixed
@@ -177,18 +177,17 @@ class Loop:
         self._prune: int | None = None
         self.callback_errors: list[str] = []
         self.program = build(task, tuner or fixed(), population, vectorized=vectorized)
-        self._compile(not vectorized if jit is None else bool(jit))
+        self._compile(vectorized, not vectorized if jit is None else bool(jit))
 
-    def _compile(self, jit: bool) -> None:
+    def _compile(self, vectorized: bool, jit: bool) -> None:
         p = self.program
-
-        def evaluate(carry, metrics):
-            ev = p.evaluate(carry)
-            return ev, p.score(carry, metrics, ev)
-
-        maybe = jax.jit if jit else (lambda f: f)
-        self._train_fn = maybe(p.train)
-        self._evaluate_fn = maybe(evaluate)
+        if jit:  # one compiled copy of the task's training per task, whatever the tuner
+            self._train_members, self._evaluate_members = compiled(
+                self.task, p.population, vectorized
+            )
+        else:
+            self._train_members, self._evaluate_members = p.train_members, p.evaluate_members
+        self._score_fn = jax.jit(p.score)
         self._tune_fn = jax.jit(p.tune)
         self._spawn_fn = jax.jit(p.spawn)
         self._prune_fn = jax.jit(p.prune) if p.population else None
@@ -264,6 +263,7 @@ class Loop:
         if max_windows is None or int(max_windows) < 1:
             raise ValueError(f"Loop.run: max_windows must be >= 1, got {max_windows!r}")
         self._stop, self._prune, self.callback_errors = False, None, []
+        self.backoff.reset()  # a fresh schedule; a resumed run loads its own below
         r = _Run()
         carry = self._begin(state, key, hparams, r)
         self._fire("on_loop_start", carry.state)
@@ -300,8 +300,13 @@ class Loop:
                 r.best_score, r.best_window = float(score), int(window)
         return carry
 
+    def _train(self, carry: Carry) -> tuple[Carry, dict]:
+        key, k = jax.random.split(carry.key)
+        state, metrics = self._train_members(carry.state, k, carry.alive)
+        return carry._replace(state=state, window=carry.window + 1, key=key), metrics
+
     def _window(self, carry: Carry, window: int, r: _Run) -> Carry:
-        carry, metrics = self._train_fn(carry)
+        carry, metrics = self._train(carry)
         self._fire("on_window_end", window, metrics)
         if self.backoff.due(window):
             carry = self._evaluate(carry, metrics, window, r)
@@ -321,7 +326,8 @@ class Loop:
         return float(score[member]), member
 
     def _evaluate(self, carry: Carry, metrics: dict, window: int, r: _Run) -> Carry:
-        ev, score = self._evaluate_fn(carry, metrics)
+        ev = self._evaluate_members(carry.state)
+        score = self._score_fn(carry, metrics, ev)
         score = np.asarray(jax.device_get(score))
         headline, member = self._headline(score)
         train = ev.get("train_score")
@@ -412,7 +418,8 @@ class Loop:
         gap, corr = 0.0, 1.0
         if len(vals) > 1 and all(t is not None for t in trains):
             gap = (trains[-1] - vals[-1]) / max(abs(trains[-1]), 1e-12)
-            c = np.corrcoef(trains, vals)[0, 1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                c = np.corrcoef(trains, vals)[0, 1]
             corr = float(c) if np.isfinite(c) else 0.0
         spread = float(np.std(vals)) if vals else 0.0
         return spawn_noise(slope / max(spread, 1e-12), gap, corr)
