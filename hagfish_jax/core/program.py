@@ -271,7 +271,9 @@ def build(
         return jnp.where(carry.alive, score, jnp.nan)
 
     def tune(
-        carry: Carry, train_metrics: Mapping[str, Any], evaluation: Mapping[str, Any],
+        carry: Carry,
+        train_metrics: Mapping[str, Any],
+        evaluation: Mapping[str, Any],
         rollback: jax.Array | bool = False,
     ) -> tuple[Carry, dict]:
         state, alive = carry.state, carry.alive
@@ -328,9 +330,11 @@ def build(
         return carry._replace(alive=population_lib.prune(carry.alive, carry.score, k))
 
     def _noised(key, hp: HParams, scale, where) -> HParams:
-        names = [k for k in hp if k in dynamic] if space is not None else [
-            k for k in hp if k == "learning_rate"
-        ]
+        names = (
+            [k for k in hp if k in dynamic]
+            if space is not None
+            else [k for k in hp if k == "learning_rate"]
+        )
         keys = jax.random.split(key, max(len(names), 1))
         out = dict(hp)
         for k, name in zip(keys, names):
@@ -342,7 +346,9 @@ def build(
         return out
 
     def spawn(
-        carry: Carry, key: jax.Array, count: int | jax.Array | None = None,
+        carry: Carry,
+        key: jax.Array,
+        count: int | jax.Array | None = None,
         scale: float | jax.Array = 0.2,
     ) -> tuple[Carry, jax.Array]:
         k_noise, k_tuner = jax.random.split(key)

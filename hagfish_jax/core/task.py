@@ -72,8 +72,11 @@ class Task:
       restore: optional ``(current, snapshot) -> state`` applied on rollback; default
         the whole snapshot. A task whose state carries its own clock or data cursor
         keeps those from ``current``.
-      window_cost: the cost of one window in the task's units (records, budgets).
+      window_cost: the cost of one window, in ``cost_unit`` (records, budgets).
+      cost_unit: what a unit of cost is (``"batch size x epochs"``, ``"environment
+        steps"``).
       score_name: what ``"score"`` measures (``"val_accuracy"``, ``"return"``, ...).
+      target: a score that counts as solved (reports say when it was first reached).
       data: anything the task trains on, for callers that need it (optional).
     """
 
@@ -87,7 +90,9 @@ class Task:
     predict: Callable[..., Any] | None = None
     restore: Callable[[Any, Any], Any] | None = None
     window_cost: float = 1.0
+    cost_unit: str = "windows"
     score_name: str = "score"
+    target: float | None = None
     data: Any = None
 
     def __post_init__(self):
@@ -113,9 +118,7 @@ def check_task(task: Any, where: str = "Task") -> Any:
     if task.space is not None and not isinstance(task.space, Space):
         raise TypeError(f"{where}: space must be a hagfish_jax.Space, got {task.space!r}")
     if not isinstance(task.default_hparams, Mapping):
-        raise TypeError(
-            f"{where}: default_hparams must be a mapping, got {task.default_hparams!r}"
-        )
+        raise TypeError(f"{where}: default_hparams must be a mapping, got {task.default_hparams!r}")
     if task.space is not None:
         unknown = sorted(set(task.space.names) - set(task.default_hparams))
         if unknown:

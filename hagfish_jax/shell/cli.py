@@ -1,17 +1,16 @@
 """The ``hagfish`` command.
 
-``hagfish demo`` trains a population of flax MLPs on the bundled digits data with
-population-based training (by default 16 members as one vmapped program), shows a
-progress bar, prints a summary and writes ``summary.json`` and ``metrics.csv`` into a
-run directory. ``hagfish demo --tuner guard`` tunes a single model with guarded
-finite differences instead. Training runs in jitted ``lax.scan`` chunks (compiled
-once); the progress bar advances between chunks.
+``hagfish demo`` tunes a built-in task (:data:`hagfish_jax.tasks.REGISTRY`; by default
+a population of 16 flax MLPs on the bundled digits, population-based training as one
+vmapped program) through :class:`hagfish_jax.Loop`, shows a progress bar, prints the
+run's :class:`~hagfish_jax.shell.demo.RunSummary` and writes a run directory.
+``--tuner guard`` tunes one model with guarded finite differences instead.
 
 ``hagfish plot RUN_DIR [--out DIR]`` draws a run directory's figures as PNGs (needs
-matplotlib; see :mod:`hagfish_jax.plots`) and prints their paths.
+matplotlib; see :mod:`hagfish_jax.shell.plots`) and prints their paths.
 
-This module is shell: argument parsing and printing; the programs live in
-:mod:`hagfish_jax.demo` and the figures in :mod:`hagfish_jax.plots`.
+This module is argument parsing and printing; the runs live in
+:mod:`hagfish_jax.shell.demo` and the figures in :mod:`hagfish_jax.shell.plots`.
 """
 
 from __future__ import annotations
@@ -19,128 +18,75 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+
+from ..tasks import REGISTRY
 
 __all__ = ["main"]
-
-
-def _summary_lines(summary: dict[str, Any], out: Path) -> list[tuple[str, str]]:
-    hp = [(f"  {k}", f"{v:.4g}") for k, v in summary["best_hparams"].items()]
-    if summary["task"] == "cartpole":
-        lines = [
-            (
-                "population",
-                f"{summary['population']} PPO agents x {summary['generations']} "
-                f"generations ({summary['env_steps_per_member']} env steps each)",
-            ),
-            (
-                "best member",
-                f"member {summary['best_member']} at generation {summary['best_generation']}",
-            ),
-            *hp,
-            ("best mean return", f"{summary['best_return']:.1f}"),
-            ("first generation at 475", str(summary["first_generation_at_475"])),
-            ("exploits", str(summary["exploits"])),
-        ]
-    elif summary["tuner"] == "pbt":
-        lines = [
-            (
-                "population",
-                f"{summary['population']} members x {summary['generations']} "
-                f"generations ({summary['total_steps']} steps)",
-            ),
-            (
-                "best member",
-                f"member {summary['best_member']} at generation {summary['best_generation']}",
-            ),
-            *hp,
-            ("best val accuracy", f"{summary['best_val_accuracy']:.4f}"),
-            ("test accuracy (best member)", f"{summary['test_accuracy']:.4f}"),
-            ("ensemble val accuracy", f"{summary['ensemble_val_accuracy']:.4f}"),
-            ("ensemble test accuracy", f"{summary['ensemble_test_accuracy']:.4f}"),
-            ("exploits", str(summary["exploits"])),
-            ("cost (batch size x epochs)", f"{summary['total_cost']:.0f}"),
-        ]
-        if summary.get("halving"):
-            stages = ", ".join(f"{m} x {g}" for m, g in summary["stages"])
-            lines.insert(1, ("successive halving", f"members x generations: {stages}"))
-    else:
-        lines = [
-            ("best window", f"{summary['best_window']} of {summary['windows']}"),
-            *hp,
-            ("best val accuracy", f"{summary['best_val_accuracy']:.4f}"),
-            ("test accuracy (best)", f"{summary['test_accuracy']:.4f}"),
-            ("final val accuracy", f"{summary['final_val_accuracy']:.4f}"),
-            ("rollbacks", str(summary["rollbacks"])),
-        ]
-    lines += [("wall time", f"{summary['wall_time_s']:.1f} s"), ("run directory", str(out))]
-    return lines
-
-
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    lines = _summary_lines(summary, out)
-    width = max(len(k) for k, _ in lines)
-    for k, v in lines:
-        print(f"{k:<{width}}  {v}")
 
 
 def _demo(args: argparse.Namespace) -> int:
     try:
         from tqdm.auto import tqdm
 
+        from .. import tasks
         from . import demo
         from .records import RunRecords
-        from ..tasks import digits  # noqa: F401  (fails early without scikit-learn)
+
+        entry = tasks.REGISTRY[args.task]
+        if "model" in entry.options:  # fails early without scikit-learn
+            import sklearn  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         print(f"hagfish demo: {err}; pip install 'hagfish-jax[tasks]'", file=sys.stderr)
         return 1
-    hidden = tuple(int(h) for h in args.hidden.split(",") if h)
     config = {k: getattr(args, k) for k in sorted(vars(args)) if k not in ("func", "quiet")}
     # Rerunning into a directory that holds another run replaces it; the same run
     # again adds no duplicate rows.
     records = RunRecords(args.out, meta={"config": config}, on_mismatch="replace")
+    options = {}
+    if "model" in entry.options:
+        options = dict(
+            model=args.model,
+            hidden=tuple(int(h) for h in args.hidden.split(",") if h),
+            steps_per_window=args.steps_per_window,
+        )
     with tqdm(total=args.windows, unit="window", desc="compiling", disable=args.quiet) as bar:
 
-        def progress(done: int, row: dict | None) -> None:
-            if row is None:  # compiled: restart the clock so the rate shows training only
-                bar.set_description("training")
+        def progress(done: int, score: float | None, hparams: dict | None) -> None:
+            if bar.desc.startswith("compiling"):  # the first window compiled: restart the
+                bar.set_description("training")  # clock so the rate shows training only
                 bar.reset()
-                return
-            bar.set_postfix(score=f"{row['score']:.3f}", lr=f"{row['learning_rate']:.2e}")
+            shown = {"score": f"{score:.3f}" if score is not None else "nan"}
+            for name, value in list((hparams or {}).items())[:2]:
+                shown[name] = f"{value:.3g}"
+            bar.set_postfix(shown)
             bar.update(done - bar.n)
 
-        common = dict(
-            seed=args.seed,
-            model=args.model,
-            steps_per_window=args.steps_per_window,
-            hidden=hidden,
-            progress=progress,
-        )
-        if args.task == "cartpole":
-            from ._affinity import one_cpu
-
-            with one_cpu():  # avoids a stall in XLA's CPU runtime (see _affinity)
-                result = demo.run_pbt_cartpole(
-                    population_size=args.population,
-                    generations=args.windows,
-                    seed=args.seed,
-                    progress=progress,
-                )
-        elif args.tuner == "pbt":
-            result = demo.run_pbt(
-                population_size=args.population,
-                generations=args.windows,
-                task=args.task,
+        with _pinned(entry.one_cpu):
+            run = demo.run(
+                args.task,
+                tuner=args.tuner,
+                population=args.population if args.tuner == "pbt" else None,
+                windows=args.windows,
+                seed=args.seed,
                 halving=args.halving,
+                progress=progress,
                 records=records,
-                **common,
+                **options,
             )
-        else:
-            result = demo.run_guarded(windows=args.windows, **common)
-    out = demo.write_run(args.out, result)
-    _print_summary(result["summary"], out)
+    out = demo.write_run(args.out, run)
+    run.summary.report(out)
     return 0
+
+
+def _pinned(one_cpu: bool):
+    """Pinned to one core for the tasks that need it (see ``_affinity``)."""
+    import contextlib
+
+    if not one_cpu:
+        return contextlib.nullcontext()
+    from ._affinity import one_cpu as pin
+
+    return pin()
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -178,11 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--task",
-        choices=("digits", "breast_cancer", "cartpole"),
+        choices=sorted(REGISTRY),
         default="digits",
-        help="digits: MLPs on scikit-learn's digits (default); breast_cancer: MLPs on "
-        "scikit-learn's breast cancer data; cartpole: PPO agents on gymnasium's functional "
-        "CartPole (PBT of 8)",
+        help="; ".join(f"{k}: {e.description}" for k, e in REGISTRY.items()) + " (default digits)",
     )
     demo.add_argument(
         "--halving",
@@ -201,7 +145,9 @@ def _parser() -> argparse.ArgumentParser:
         "--population",
         type=int,
         default=None,
-        help="population size for pbt (default 16 on digits, 8 on cartpole)",
+        help="population size for pbt (default: "
+        + ", ".join(f"{e.population} on {k}" for k, e in REGISTRY.items())
+        + ")",
     )
     demo.add_argument(
         "--windows",
@@ -240,20 +186,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The ``demo`` options' checks and defaults (``parser.error`` exits with status 2)."""
+    entry = REGISTRY[args.task]
     if args.windows < 1:
         parser.error(f"--windows must be >= 1, got {args.windows}")
     if args.population is None:
-        args.population = 8 if args.task == "cartpole" else 16
-    if args.task == "cartpole" and args.tuner != "pbt":
-        parser.error("--task cartpole runs PBT only (--tuner pbt)")
+        args.population = entry.population
+    if args.tuner not in entry.tuners:
+        parser.error(
+            f"--task {args.task} runs {' or '.join(entry.tuners)} only, not --tuner {args.tuner}"
+        )
+    if args.model not in entry.models:
+        parser.error(
+            f"--task {args.task} has --model {' or '.join(entry.models)} only, not {args.model}"
+        )
     if args.population < 2:
         parser.error(f"--population must be >= 2, got {args.population}")
     if args.steps_per_window is not None and args.steps_per_window < 1:
         parser.error(f"--steps-per-window must be >= 1, got {args.steps_per_window}")
-    if args.halving and (args.tuner != "pbt" or args.task == "cartpole"):
-        parser.error("--halving applies to --tuner pbt on digits or breast_cancer")
-    if args.task == "breast_cancer" and (args.tuner != "pbt" or args.model != "mlp"):
-        parser.error("--task breast_cancer runs PBT of MLPs (--tuner pbt --model mlp)")
+    if args.halving and args.tuner != "pbt":
+        parser.error("--halving applies to --tuner pbt")
     if args.halving:
         from .demo import halving_stages
 

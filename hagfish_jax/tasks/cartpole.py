@@ -36,6 +36,8 @@ def make_task(ppo: PPO | None = None, seed: int = 0) -> Task:
         name="cartpole",
         predict=ppo.policy_probs,
         window_cost=float(ppo.updates_per_window * ppo.num_envs * ppo.num_steps),
+        cost_unit="environment steps",
         score_name="return",
+        target=475.0,
         data=ppo,
     )

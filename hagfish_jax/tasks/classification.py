@@ -100,7 +100,6 @@ def macro_f1(pred: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
     return jnp.mean(jnp.where(denom > 0, 2.0 * tp / jnp.maximum(denom, 1.0), 1.0))
 
 
-
 def require_sklearn(what: str = "this task"):
     try:
         import sklearn  # noqa: F401
@@ -108,7 +107,6 @@ def require_sklearn(what: str = "this task"):
         raise ImportError(
             f"{what} needs scikit-learn; install it with pip install 'hagfish-jax[tasks]'"
         ) from err
-
 
 
 class Split(NamedTuple):
@@ -201,7 +199,6 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     extra: ExtraHParams
     step: jax.Array
-
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
@@ -387,6 +384,7 @@ def make_task(
         test=test,
         predict=logits,
         window_cost=batch_size * steps / batches_per_epoch,
+        cost_unit="batch size x epochs",
         score_name="val_accuracy",
         data=data,
         test_accuracy=test_accuracy,

@@ -116,7 +116,6 @@ def load_digits_split(
     return Split(x_train, y_train, x_val, y_val, x_test, y_test)
 
 
-
 def make_task(
     data: Split | None = None,
     model: str = "mlp",

@@ -127,7 +127,9 @@ class RecordRun(Callback):
         self.records.event("spawn", window=int(window), parents=[int(p) for p in parents])
 
     def on_hparams_update(self, loop, window, hparams, source):
-        hp = {k: _number(v) if np.size(v) == 1 else np.asarray(v).tolist() for k, v in hparams.items()}
+        hp = {
+            k: _number(v) if np.size(v) == 1 else np.asarray(v).tolist() for k, v in hparams.items()
+        }
         self.records.event("hparams", window=int(window), source=source, hparams=hp)
 
     def on_loop_stop(self, loop, result):

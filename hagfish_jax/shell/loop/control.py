@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...core._checks import integer
+
 __all__ = ["Action", "MetaController", "Regime", "RegimeDetector", "spawn_noise"]
 
 
@@ -49,6 +51,24 @@ class MetaController:
       ``gap_slope``).
     * SPAWN: the validation score's normalised slope is flat (``|slope| <= flat``).
     * NO_OP: fewer than 3 evaluations, or still healthy (improving).
+
+    Args:
+      max_spawns: spawns allowed before STOP (an integer >= 0).
+      gap_threshold: relative train-validation gap that calls for PRUNE.
+      gap_slope: normalised slope of the gap that calls for PRUNE.
+      flat: largest ``|slope|`` of the validation score counted as flat.
+
+    Raises:
+      ValueError: ``max_spawns`` is not an integer >= 0.
+
+    >>> from hagfish_jax.shell.loop import MetaController
+    >>> mc = MetaController(max_spawns=2)
+    >>> mc.decide([0.5, 0.5, 0.5]).value  # flat validation score
+    'SPAWN'
+    >>> mc.decide([0.5, 0.5, 0.5], train_scores=[0.9, 0.9, 0.9]).value  # overfitting
+    'PRUNE'
+    >>> mc.decide([0.1, 0.3, 0.6]).value, mc.decide([0.5, 0.5, 0.5], spawns_used=2).value
+    ('NO_OP', 'STOP')
     """
 
     max_spawns: int = 3
@@ -56,12 +76,30 @@ class MetaController:
     gap_slope: float = 1.0
     flat: float = 0.5
 
+    def __post_init__(self) -> None:
+        max_spawns = integer("MetaController: max_spawns", self.max_spawns, 0)
+        object.__setattr__(self, "max_spawns", max_spawns)
+
     def decide(
         self,
         val_scores: Sequence[float],
         train_scores: Sequence[float] | None = None,
         spawns_used: int = 0,
     ) -> Action:
+        """The action for a run (or population) with these score histories.
+
+        Args:
+          val_scores: validation scores, oldest first (higher is better).
+          train_scores: the matching training scores, or ``None``.
+          spawns_used: spawns made so far (an integer >= 0).
+
+        Returns:
+          An :class:`Action`.
+
+        Raises:
+          ValueError: ``spawns_used`` is not an integer >= 0.
+        """
+        spawns_used = integer("MetaController.decide: spawns_used", spawns_used, 0)
         if spawns_used >= self.max_spawns:
             return Action.STOP
         if len(val_scores) < 3:
@@ -87,13 +125,36 @@ class RegimeDetector:
     (efficiency ratio below ``efficiency`` and relative spread above
     ``volatility``); ``trending``: the net move explains most of the path
     (efficiency at least ``efficiency``); otherwise ``ranging``.
+
+    Args:
+      window: how many recent finite scores are classified (an integer >= 3:
+        fewer always read as ranging).
+      efficiency: net move over path length at or above which it is trending.
+      volatility: spread of the steps (relative to the scores) above which a
+        non-trending history is volatile.
+
+    Raises:
+      ValueError: ``window`` is not an integer >= 3.
+
+    >>> from hagfish_jax.shell.loop import RegimeDetector
+    >>> rd = RegimeDetector(window=5)
+    >>> rd.classify([0.1, 0.2, 0.3, 0.4]).value
+    'trending'
+    >>> rd.classify([0.5, 0.9, 0.4, 0.95, 0.45]).value
+    'volatile'
+    >>> rd.classify([0.5, 0.51, 0.5, 0.51, 0.5]).value
+    'ranging'
     """
 
     window: int = 10
     efficiency: float = 0.5
     volatility: float = 0.05
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", integer("RegimeDetector: window", self.window, 3))
+
     def classify(self, scores: Sequence[float]) -> Regime:
+        """The regime of the last ``window`` finite scores (fewer than 3: ranging)."""
         y = np.asarray([s for s in scores if math.isfinite(s)][-self.window :], np.float64)
         if len(y) < 3:
             return Regime.RANGING
@@ -120,6 +181,24 @@ def spawn_noise(
     train-validation ``gap`` (relative) is large, and when train and validation
     scores stop moving together (low ``correlation`` in [-1, 1]). Always within
     ``[low, high]``; monotone in each signal.
+
+    Args:
+      val_slope: normalised slope of the validation score.
+      gap: relative train-validation gap (clipped to [0, 1]).
+      correlation: correlation of train and validation scores (clipped to [-1, 1]).
+      base: the noise scale before the three signals.
+      low, high: the bounds of the result.
+
+    Returns:
+      The relative noise, a float in ``[low, high]``.
+
+    >>> from hagfish_jax.shell.loop import spawn_noise
+    >>> spawn_noise(val_slope=0.0, gap=0.0, correlation=1.0)  # stalled, healthy
+    0.2
+    >>> spawn_noise(val_slope=0.0, gap=1.0, correlation=-1.0)  # overfitting: capped
+    0.5
+    >>> spawn_noise(val_slope=10.0, gap=0.0, correlation=1.0) < 0.2  # still improving
+    True
     """
     stall = 1.0 / (1.0 + abs(val_slope))  # 1 when flat, -> 0 when moving fast
     gap_term = min(max(gap, 0.0), 1.0)

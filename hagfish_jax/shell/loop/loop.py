@@ -148,8 +148,12 @@ class Loop:
         else:
             defaults = {} if space is None else {n: math.nan for n in space.names}
             task = Task(
-                init=_no_init, train_window=step, evaluate=evaluate, space=space,
-                default_hparams=defaults, name="loop",
+                init=_no_init,
+                train_window=step,
+                evaluate=evaluate,
+                space=space,
+                default_hparams=defaults,
+                name="loop",
             )
         if save_every is not None and (int(save_every) != save_every or save_every < 1):
             raise ValueError(f"Loop: save_every must be an integer >= 1, got {save_every!r}")
@@ -239,8 +243,13 @@ class Loop:
     def _save(self, r: _Run, window: int, carry: Carry, score: float | None) -> None:
         if self.checkpoints is not None:
             self.checkpoints.save(
-                window, carry, score, backoff=self.backoff.state_dict(), history=r.history,
-                rollbacks=r.rollbacks, spawns=r.spawns,
+                window,
+                carry,
+                score,
+                backoff=self.backoff.state_dict(),
+                history=r.history,
+                rollbacks=r.rollbacks,
+                spawns=r.spawns,
             )
 
     # -- the run -------------------------------------------------------------------------
@@ -283,10 +292,10 @@ class Loop:
         return self._finish(carry, window + 1, r)
 
     def _begin(self, state, key, hparams, r: _Run) -> Carry:
-        if state is None:
-            carry = self.program.init(key, hparams)
+        if state is None:  # compiled: an eager vmapped init dispatches op by op
+            carry = jax.jit(self.program.init)(key, hparams)
         else:
-            carry = self.program.start(key, state)
+            carry = jax.jit(self.program.start)(key, state)
         if self.checkpoints is not None and self.checkpoints.latest is not None:
             restored = self.checkpoints.restore(carry, "latest")
             if restored is not None:
@@ -360,8 +369,9 @@ class Loop:
             self._fire("on_rollback", window, r.best_window)
         if self.tuner is not None and self._wants("on_hparams_update"):
             hp = jax.device_get(self._in_force(carry.state))
-            self._fire("on_hparams_update", window, _floats(hp) if not self.population else hp,
-                       "tuner")
+            self._fire(
+                "on_hparams_update", window, _floats(hp) if not self.population else hp, "tuner"
+            )
         if d.transition and d.transition[1] is Phase.COOLING:
             self._fire("on_plateau", window, headline)
             if self.advisor is not None:
@@ -389,7 +399,9 @@ class Loop:
             "window": window,
             "history": [dict(h) for h in r.history[-20:]],
             "hparams": _floats(hp),
-            "space": None if self.space is None else {n: repr(d) for n, d in self.space.dims.items()},
+            "space": None
+            if self.space is None
+            else {n: repr(d) for n, d in self.space.dims.items()},
         }
         try:
             advice = self.advisor.advise(context)
@@ -452,8 +464,12 @@ class Loop:
             r.members[r.best_window] = (r.best_score, carry.best.state)
             carry, _ = self._spawn_fn(carry, key, None, self._noise_scale(r.history))
             r.spawns += 1
-            self._fire("on_hparams_update", window,
-                       _floats(jax.device_get(self._in_force(carry.state))), "spawn")
+            self._fire(
+                "on_hparams_update",
+                window,
+                _floats(jax.device_get(self._in_force(carry.state))),
+                "spawn",
+            )
         else:
             r.reason = "dormant" if action is not Action.STOP else "spawn budget spent"
             return carry
