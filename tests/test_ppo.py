@@ -118,21 +118,23 @@ def test_cartpole_demo_end_to_end(tmp_path):
     assert cli.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "cartpole" and summary["population"] == 4
-    assert summary["env_steps_per_member"] == 3 * 4 * 16 * 64
+    assert summary["total_cost"] == 4 * 3 * 4 * 16 * 64  # environment steps, all members
+    assert summary["cost_unit"] == "environment steps" and summary["target"] == 475.0
     assert summary["exploits"] == 3  # one of four replaced per generation
     assert hj.rl.space.contains(summary["best_hparams"])
     run = hj.records.read_run(out)
     assert sorted(run["rows"]) == [f"member_{i:02d}" for i in range(4)]
     assert all(len(rows) == 3 and "score" in rows[0] for rows in run["rows"].values())
+    assert summary["best_score"] == max(r["score"] for rows in run["rows"].values() for r in rows)
     assert len([e for e in run["events"] if e["kind"] == "exploit"]) == 3
 
 
-def test_cartpole_demo_rejects_the_guard(capsys):
+def test_cartpole_demo_rejects_options_it_does_not_have(capsys):
     from hagfish_jax import cli
 
     with pytest.raises(SystemExit):
-        cli.main(["demo", "--task", "cartpole", "--tuner", "guard"])
-    assert "PBT only" in capsys.readouterr().err
+        cli.main(["demo", "--task", "cartpole", "--model", "cnn"])
+    assert "--model mlp only" in capsys.readouterr().err
 
 
 def test_numpy_gymnasium_cartpole_through_the_loop():

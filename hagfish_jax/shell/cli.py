@@ -51,9 +51,12 @@ def _demo(args: argparse.Namespace) -> int:
         )
     with tqdm(total=args.windows, unit="window", desc="compiling", disable=args.quiet) as bar:
 
+        started: list[bool] = []
+
         def progress(done: int, score: float | None, hparams: dict | None) -> None:
-            if bar.desc.startswith("compiling"):  # the first window compiled: restart the
-                bar.set_description("training")  # clock so the rate shows training only
+            if not started:  # the first window compiled: restart the clock so the
+                started.append(True)  # rate shows training only
+                bar.set_description("training")
                 bar.reset()
             shown = {"score": f"{score:.3f}" if score is not None else "nan"}
             for name, value in list((hparams or {}).items())[:2]:

@@ -126,12 +126,13 @@ def _slots(trials: Iterable[str]) -> dict[int, str]:
 
 
 def _exploits(events: Iterable[Mapping[str, Any]]) -> dict[tuple[int, int], int]:
-    """``{(generation, member): parent}`` from the ``"exploit"`` events (the last wins)."""
+    """``{(window, member): parent}`` from the ``"exploit"`` events (the last wins)."""
     out = {}
     for e in events:
         if e.get("kind") != "exploit":
             continue
-        fields = [_num(e.get(k)) for k in ("generation", "member", "parent")]
+        window = e.get("window", e.get("generation"))  # older run directories
+        fields = [_num(window), _num(e.get("member")), _num(e.get("parent"))]
         if None not in fields:
             g, m, p = (int(f) for f in fields)
             out[(g, m)] = p
