@@ -24,7 +24,8 @@ class TaskEntry:
     """How ``hagfish demo`` builds and runs a built-in task.
 
     Attributes:
-      module: the module under ``hagfish_jax.tasks`` whose ``make_task`` builds it.
+      module: the module under ``hagfish_jax.tasks`` whose ``make_task`` builds it, or
+        any importable module path with a dot (``"mypackage.mytask"``).
       description: one line for ``--help``.
       options: the ``make_task`` options the command line may pass (``model``,
         ``hidden``, ``steps_per_window``, ``batch_size``, ``seed``).
@@ -78,7 +79,8 @@ def make(name: str, **options: Any) -> Any:
     unknown = sorted(set(options) - set(entry.options))
     if unknown:
         raise ValueError(f"task {name!r} takes {list(entry.options)}, not {unknown}")
-    module = importlib.import_module(f"{__name__}.{entry.module}")
+    path = entry.module if "." in entry.module else f"{__name__}.{entry.module}"
+    module = importlib.import_module(path)
     build: Callable[..., Any] = module.make_task
     return build(**{k: v for k, v in options.items() if v is not None})
 

@@ -1,0 +1,129 @@
+"""core.program: the one tuned window, for a run and a population, scanned or stepped."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hagfish_jax as hj
+
+SPACE = hj.Space(learning_rate=hj.LogUniform(1e-3, 0.5))
+TX = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+TARGET = jnp.array([1.0, -2.0, 0.5])
+
+
+def init(key, hparams):
+    w = jax.random.normal(key, (3,))
+    state = {"w": w, "opt": TX.init(w), "clock": jnp.zeros((), jnp.int32)}
+    return hj.set_hparams(state, hparams)
+
+
+def train_window(state, key):
+    noise = 0.01 * jax.random.normal(key, (3,))
+    g = jax.grad(lambda w: jnp.sum((w - TARGET) ** 2))(state["w"]) + noise
+    u, opt = TX.update(g, state["opt"], state["w"])
+    w = optax.apply_updates(state["w"], u)
+    # the fourth window explodes (a stateful clock decides, as a data cursor would)
+    w = jnp.where(state["clock"] == 3, w * jnp.inf, w)
+    return {"w": w, "opt": opt, "clock": state["clock"] + 1}, {"loss": jnp.sum(w**2)}
+
+
+def evaluate(state):
+    return {"score": -jnp.sum((state["w"] - TARGET) ** 2)}
+
+
+TASK = hj.Task(init=init, train_window=train_window, evaluate=evaluate, space=SPACE,
+               default_hparams={"learning_rate": 0.1})
+
+
+def scan(prog, carry, n):
+    return jax.jit(lambda c: hj.program.scan(prog, c, n))(carry)
+
+
+def test_single_run_keeps_the_best_and_rolls_back_the_blow_up():
+    tuner = hj.guard(hj.fixed(), warmup=0, space=SPACE, shrink={})
+    prog = hj.program.build(TASK, tuner)
+    carry, rows = scan(prog, prog.init(jax.random.key(0)), 6)
+    chex.assert_shape(rows["score"], (6,))
+    assert not np.isfinite(rows["score"][3]) and bool(rows["rollback"][3])  # window 3 blew up
+    finite = np.where(np.isfinite(rows["score"]), rows["score"], -np.inf)
+    assert int(carry.best.window) == int(np.argmax(finite))
+    assert float(carry.best.score) == pytest.approx(float(np.max(finite)))
+    assert np.all(np.isfinite(np.asarray(carry.state["w"])))
+    # the rollback restored everything, the clock too: the task's own state went back
+    assert rows["window"].tolist() == list(range(6))
+
+
+def test_a_task_restore_hook_keeps_the_clock_on_rollback():
+    tuner = hj.guard(hj.fixed(), warmup=0, space=SPACE, shrink={})
+    keep_clock = lambda now, snap: {**snap, "clock": now["clock"]}  # noqa: E731
+    plain, hooked = (hj.program.build(t, tuner) for t in (TASK, TASK.replace(restore=keep_clock)))
+    c1, r1 = scan(plain, plain.init(jax.random.key(0)), 5)
+    c2, r2 = scan(hooked, hooked.init(jax.random.key(0)), 5)
+    # restoring the clock with the weights replays the same bad window forever
+    assert int(c1.state["clock"]) == 3 and not np.isfinite(r1["score"][3:]).any()
+    # the hook brings back weights and optimizer state only: training moves past it
+    assert int(c2.state["clock"]) == 5 and bool(r2["rollback"][3])
+    assert np.isfinite(r2["score"][4]) and r2["score"][4] > r2["score"][2]
+
+
+def test_population_masks_exploits_and_tracks_the_best_member():
+    prog = hj.program.build(TASK, hj.pbt(SPACE, fraction=0.25), population=4)
+    carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    carry, rows = scan(prog, carry, 3)
+    chex.assert_shape([rows["score"], rows["parent"], rows["alive"]], (3, 4))
+    best = np.nanmax(rows["score"])
+    assert float(carry.best.score) == pytest.approx(float(best))
+    w, m = np.unravel_index(np.nanargmax(rows["score"]), rows["score"].shape)
+    assert (int(carry.best.window), int(carry.best.member)) == (w, m)
+    assert float(carry.best.hparams["learning_rate"]) == pytest.approx(
+        float(rows["learning_rate"][w, m]))
+    carry = jax.jit(prog.prune)(carry, 2)
+    dead = np.flatnonzero(~np.asarray(carry.alive))
+    before = jax.tree.map(lambda x: x[dead], carry.state)
+    carry, rows = scan(prog, carry, 2)
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: x[dead], carry.state), before)
+    assert np.isnan(rows["score"][:, dead]).all()
+    assert not np.isin(rows["parent"][:, ~np.isin(np.arange(4), dead)], dead).any()
+
+
+def test_a_single_run_tuner_runs_per_member_on_a_population():
+    tuner = hj.guard(hj.finite_difference(SPACE), warmup=1, space=SPACE)
+    prog = hj.program.build(TASK, tuner, population=3)
+    carry, rows = scan(prog, prog.init(jax.random.key(0)), 3)
+    chex.assert_shape(rows["rollback"], (3, 3))
+    assert carry.tuner_state.window.shape == (3,)  # one guard per member
+    assert (rows["parent"] == np.arange(3)).all()  # single-run tuners never exploit
+
+
+def test_same_key_same_trajectory_and_no_retrace():
+    prog = hj.program.build(TASK, hj.pbt(SPACE), population=4)
+    body = chex.assert_max_traces(prog.window, n=1)
+    run = jax.jit(lambda c: jax.lax.scan(body, c, None, length=3))
+    a = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    b = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    ca, ra = run(a)
+    cb, rb = run(b)
+    chex.assert_trees_all_equal(ra, rb)
+    run(ca)  # new values, same shapes: no second trace (assert_max_traces would raise)
+
+
+def test_bad_input_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="population tuner"):
+        hj.program.build(TASK, hj.pbt(SPACE))
+    with pytest.raises(ValueError, match="population must be an integer >= 1"):
+        hj.program.build(TASK, hj.fixed(), population=0)
+    with pytest.raises(TypeError, match="must be a hagfish_jax.Tuner"):
+        hj.program.build(TASK, object())
+    with pytest.raises(TypeError, match="has no"):
+        hj.program.build(object(), hj.fixed())
+    prog = hj.program.build(TASK, hj.fixed(), population=4)
+    with pytest.raises(ValueError, match="holds 2 members, not 4"):
+        prog.start(jax.random.key(0), jax.vmap(lambda k: init(k, {"learning_rate": 0.1}))(
+            jax.random.split(jax.random.key(0), 2)))
+    with pytest.raises(ValueError, match="single run"):
+        hj.program.build(TASK, hj.fixed()).prune(None, 1)
