@@ -68,7 +68,8 @@ def load_digits_split(
         (``< 1`` makes harder, data-poor variants).
 
     Returns:
-      A :class:`~hagfish_jax.tasks.classification.Split` with ``x_*`` of shape ``(n, 64)`` float32 and ``y_*`` int32.
+      A :class:`~hagfish_jax.tasks.classification.Split` with ``x_*`` of shape ``(n, 64)``
+      float32 and ``y_*`` int32.
 
     Raises:
       ImportError: scikit-learn is not installed.

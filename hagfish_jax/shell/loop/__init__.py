@@ -1,9 +1,9 @@
 """The imperative shell around jitted training: backoff, checkpoints, rollback, callbacks."""
 
 from .backoff import Backoff, Decision, Phase
+from .callbacks import Advice, Callback, RecordRun
 from .checkpoints import Checkpoints
 from .control import Action, MetaController, Regime, RegimeDetector, spawn_noise
-from .callbacks import Advice, Callback, RecordRun
 from .loop import Loop
 from .result import LoopResult
 
