@@ -1,9 +1,11 @@
-"""The README's quick start runs as written."""
+"""Every python block of the README runs as written, in order, in one namespace."""
 
 from __future__ import annotations
 
 import pathlib
 import re
+
+import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -19,13 +21,33 @@ def test_readme_top_shows_both_setup_commands():
     assert "python -m pytest" in head
 
 
-def test_quick_start_runs_and_tunes(capsys):
-    blocks = python_blocks()
-    assert blocks, "README has no python block"
+@pytest.fixture(scope="module")
+def executed():
+    """Each block's namespace after running every block in order."""
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
-    out = capsys.readouterr().out
-    assert "loss" in out
-    losses = namespace["losses"]
+    after = []
+    for i, block in enumerate(python_blocks()):
+        exec(compile(block, f"README.md block {i}", "exec"), namespace)
+        after.append(dict(namespace))
+    return after
+
+
+def test_there_are_blocks_and_all_of_them_ran(executed):
+    assert len(executed) == len(python_blocks()) >= 6
+
+
+def test_quick_start_tunes(executed):
+    ns = executed[0]
+    losses = ns["losses"]
     assert float(losses[-1]) < 0.01 * float(losses[0])
-    assert float(namespace["lrs"][-1]) != 1e-3  # the tuner moved the learning rate
+    assert float(ns["lrs"][-1]) != 1e-3  # the tuner moved the learning rate
+
+
+def test_task_program_population_loop_and_budget_blocks_did_their_work(executed):
+    ns = executed[-1]
+    assert ns["task"].name == "task" and float(ns["carry"].best.score) > -1.0
+    assert ns["rows"]["score"].shape == (20, 8)
+    assert ns["proposal"].parents.shape == (8,)
+    result = ns["result"]
+    assert result.population == 8 and result.windows >= 1 and result.best_score > -1.0
+    assert ns["trainer"].best() is not None
