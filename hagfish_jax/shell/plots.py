@@ -16,8 +16,8 @@ every figure its data supports, each as a PNG in the run directory (or in ``out`
     subplot per name, one line per trial; a log scale where the values are positive and
     span more than a factor of 20.
 ``lineage.png``
-    population-based training's family tree: generation across, member slot up. A
-    segment joins each member at generation ``g`` to the member it continues at
+    population-based training's family tree: window across, member slot up. A
+    segment joins each member at window ``g`` to the member it continues at
     ``g - 1``: itself, or (in red) the parent whose weights it copied in an ``"exploit"``
     event. Points are coloured by the member's validation score at that window
     (``val_accuracy``, else ``score``). Drawn only when there are exploit events.
@@ -146,7 +146,7 @@ def _lineage(
     exploits: Mapping[tuple[int, int], int], members: Sequence[int], first: int, last: int
 ) -> tuple[list[Segment], list[Segment]]:
     """``(continued, exploited)`` segments ``((g - 1, parent), (g, member))`` for every
-    generation ``g`` in ``first + 1 .. last`` and member: the parent is the one of the
+    window ``g`` in ``first + 1 .. last`` and member: the parent is the one of the
     exploit event of ``(g, member)`` if any, else the member itself."""
     continued: list[Segment] = []
     exploited: list[Segment] = []
@@ -198,7 +198,7 @@ def _colours(trials: Sequence[str]) -> dict[str, Any]:
 
 
 def _integer_x(ax: Axes) -> None:
-    """Whole-number ticks on the x axis (windows and generations)."""
+    """Whole-number ticks on the x axis (windows)."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -284,7 +284,7 @@ def _hparams_figure(
 
 
 def _lineage_figure(rows: Rows, events: Sequence[Mapping[str, Any]]) -> Figure | None:
-    """PBT's family tree over generations; ``None`` without exploit events."""
+    """PBT's family tree over windows; ``None`` without exploit events."""
     exploits = _exploits(events)
     if not exploits:
         return None
@@ -328,7 +328,7 @@ def _lineage_figure(rows: Rows, events: Sequence[Mapping[str, Any]]) -> Figure |
     _integer_x(ax)
     if len(members) <= 24:
         ax.set_yticks(members, [slots.get(m, str(m)) for m in members])
-    ax.set(title="Lineage (red: copied the weights of another member)", xlabel="generation")
+    ax.set(title="Lineage (red: copied the weights of another member)", xlabel="window")
     ax.set_ylabel("member")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

@@ -22,7 +22,7 @@ duplicates.
 Columns the plots understand (any others are kept and ignored by them): ``window``,
 ``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy``, ``train_f1``,
 ``val_f1``, ``cost``, and the hyperparameter names listed in ``run.json`` under
-``"hparams"``. Event kinds the plots understand: ``"exploit"`` with ``generation``,
+``"hparams"``. Event kinds the plots understand: ``"exploit"`` with ``window``,
 ``member`` and ``parent``.
 
 >>> import tempfile, hagfish_jax as hj
