@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,98 +48,11 @@ from . import population as population_lib
 from . import snapshot as snapshot_lib
 from ._checks import integer
 from .base import HParams, Observation, Tuner
+from .carry import Best, Carry, Program
 from .hparams import get_hparams, set_hparams
 from .task import check_task
 
 __all__ = ["Best", "Carry", "Program", "build", "compiled", "scan"]
-
-
-class Best(NamedTuple):
-    """The best member seen across windows (kept on device).
-
-    Attributes:
-      state: that member's state right after the window that scored best.
-      hparams: the hyperparameters it trained with in that window.
-      score: its score (``-inf`` until a finite one).
-      window: the window (``-1`` until a finite score).
-      member: its index in the population (0 for a single run; ``-1`` before).
-    """
-
-    state: Any
-    hparams: HParams
-    score: jax.Array
-    window: jax.Array
-    member: jax.Array
-
-
-class Carry(NamedTuple):
-    """What one window hands to the next.
-
-    Attributes:
-      state: the task's state (leading axis N for a population).
-      tuner_state: the tuner's state (per member for a vmapped single-run tuner).
-      snap: each member's own best state: what a rollback restores.
-      best: the best member over all windows.
-      alive: ``()`` True for a single run, ``(N,)`` bool for a population.
-      score: the scores of the last tuned window (NaN before the first, and for
-        masked members).
-      window: windows trained so far, int32.
-      key: the PRNG key for the next window.
-    """
-
-    state: Any
-    tuner_state: Any
-    snap: snapshot_lib.Snapshot
-    best: Best
-    alive: jax.Array
-    score: jax.Array
-    window: jax.Array
-    key: jax.Array
-
-
-class Program(NamedTuple):
-    """The pure functions of a tuned run (see :func:`build`). None is jitted; the
-    caller jits what it calls, or scans :attr:`window`.
-
-    Attributes:
-      init: ``(key, hparams=None) -> Carry``: fresh members from the task.
-      start: ``(key, state) -> Carry`` around an existing state.
-      train: ``carry -> (carry, metrics)``: one window of training, nothing tuned
-        (masked members keep their state).
-      evaluate: ``carry -> metrics``.
-      train_members: ``(state, key, alive) -> (state, metrics)``: the training part of
-        ``train`` on the task's state alone (no tuner state), so one compiled copy
-        serves every tuner (see :func:`compiled`).
-      evaluate_members: ``state -> metrics``.
-      score: ``(carry, train_metrics, evaluation) -> score``: the score the tuner sees
-        (NaN for a diverged window and for masked members).
-      tune: ``(carry, train_metrics, evaluation, rollback=False) -> (carry, row)``: the
-        tuner sees the window, snapshots and rollbacks, exploit, new hyperparameters and
-        the best member; ``rollback`` forces a rollback (the Loop's confirmed
-        degradation goes through here too).
-      window: ``(carry, _) -> (carry, row)``: train, evaluate, tune; a ``lax.scan`` body.
-      prune: ``(carry, k) -> carry``: mask the ``k`` worst alive members.
-      spawn: ``(carry, key, count=None, scale=0.2) -> (carry, parents)``: fill masked
-        slots with copies of the best alive members (a single run restarts from its
-        best state) with relative noise of up to ``scale`` on the dynamic
-        hyperparameters.
-      population: N, or ``None`` for a single run.
-      names: the hyperparameters recorded in each row and seen by the tuner.
-    """
-
-    init: Callable[..., Carry]
-    start: Callable[[jax.Array, Any], Carry]
-    train: Callable[[Carry], tuple[Carry, dict]]
-    evaluate: Callable[[Carry], dict]
-    train_members: Callable[..., tuple[Any, dict]]
-    evaluate_members: Callable[[Any], dict]
-    score: Callable[..., jax.Array]
-    tune: Callable[..., tuple[Carry, dict]]
-    window: Callable[..., tuple[Carry, dict]]
-    prune: Callable[[Carry, int], Carry]
-    spawn: Callable[..., tuple[Carry, jax.Array]]
-    population: int | None
-    names: tuple[str, ...] | None
 
 
 def _member(tree: Any, i: jax.Array) -> Any:

@@ -20,27 +20,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ...core.base import Tuner
-from ...core.ensemble import weights as ensemble_weights
-from ...core.hparams import get_hparams, set_hparams
+from ...core.hparams import get_hparams
 from ...core.program import Carry, build, compiled
 from ...core.space import Space
-from ...core.task import Task, check_task
 from ...core.tuners import fixed
 from .backoff import Backoff, Phase
 from .callbacks import Advice, Callback, RecordRun, overrides
 from .checkpoints import Checkpoints
-from .control import Action, MetaController, RegimeDetector, spawn_noise
-from .result import LoopResult
+from .control import MetaController, RegimeDetector
+from .result import LoopResult, population_ensemble, variants_ensemble
+from .steering import Steering, as_task, check_options, floats
 
 __all__ = ["Advice", "Callback", "Loop", "LoopResult", "RecordRun"]
-
-
-def _no_init(key, hparams):
-    raise TypeError("Loop: built from step/evaluate, so run() needs a state to start from")
 
 
 @dataclasses.dataclass
@@ -59,11 +53,7 @@ class _Run:
     on_target: int = 0
 
 
-def _floats(hp: dict) -> dict:
-    return {k: float(np.asarray(v).ravel()[0]) for k, v in hp.items()}
-
-
-class Loop:
+class Loop(Steering):
     """The autonomous training loop, over one run or a population.
 
     Give it a task (``task=``, see :class:`hagfish_jax.Task`) and the loop compiles the
@@ -137,32 +127,8 @@ class Loop:
         population: int | None = None,
         jit: bool | None = None,
     ):
-        vectorized = task is None  # step/evaluate take the whole state as it is
-        if task is not None:
-            if step is not None or evaluate is not None:
-                raise TypeError("Loop: give either task= or step and evaluate, not both")
-            check_task(task, "Loop")
-            space = task.space if space is None else space
-        elif not callable(step) or not callable(evaluate):
-            raise TypeError("Loop: step and evaluate must be callables (or give task=)")
-        else:
-            defaults = {} if space is None else {n: math.nan for n in space.names}
-            task = Task(
-                init=_no_init,
-                train_window=step,
-                evaluate=evaluate,
-                space=space,
-                default_hparams=defaults,
-                name="loop",
-            )
-        if save_every is not None and (int(save_every) != save_every or save_every < 1):
-            raise ValueError(f"Loop: save_every must be an integer >= 1, got {save_every!r}")
-        if int(target_patience) < 1:
-            raise ValueError(f"Loop: target_patience must be >= 1, got {target_patience!r}")
-        if int(max_ensemble_size) < 1:
-            raise ValueError(f"Loop: max_ensemble_size must be >= 1, got {max_ensemble_size!r}")
-        if advisor is not None and not callable(getattr(advisor, "advise", None)):
-            raise TypeError("Loop: advisor must have an advise(context) method")
+        task, space, vectorized = as_task(step, evaluate, task, space)
+        check_options(save_every, target_patience, max_ensemble_size, advisor)
         self.task = task
         self.population = population
         self.backoff = backoff or Backoff()
@@ -222,23 +188,6 @@ class Loop:
 
     def _wants(self, name: str) -> bool:
         return any(overrides(cb, name) for cb in self.callbacks)
-
-    def _clamp(self, hp: dict[str, Any], state: Any) -> dict[str, float]:
-        known = get_hparams(state)
-        out = {}
-        for k, v in hp.items():
-            try:
-                v = float(v)
-            except (TypeError, ValueError):
-                continue
-            if k not in known or not math.isfinite(v):
-                continue
-            if self.space is not None and k in self.space:
-                if not self.space[k].dynamic:
-                    continue
-                v = float(self.space[k].clip(np.float32(v)))
-            out[k] = v
-        return out
 
     def _save(self, r: _Run, window: int, carry: Carry, score: float | None) -> None:
         if self.checkpoints is not None:
@@ -335,9 +284,14 @@ class Loop:
         return float(score[member]), member
 
     def _evaluate(self, carry: Carry, metrics: dict, window: int, r: _Run) -> Carry:
+        """Score the window, let the backoff judge it, tune, then react to the phase."""
+        ev, headline, d = self._observe(carry, metrics, window, r)
+        carry = self._tune(carry, metrics, ev, headline, d, window, r)
+        return self._react(carry, headline, d, window, r)
+
+    def _observe(self, carry: Carry, metrics: dict, window: int, r: _Run):
         ev = self._evaluate_members(carry.state)
-        score = self._score_fn(carry, metrics, ev)
-        score = np.asarray(jax.device_get(score))
+        score = np.asarray(jax.device_get(self._score_fn(carry, metrics, ev)))
         headline, member = self._headline(score)
         train = ev.get("train_score")
         if train is not None:
@@ -349,7 +303,11 @@ class Loop:
         if self.population is not None:
             entry["member"] = member
         r.history.append(entry)
+        return ev, headline, d
 
+    def _tune(self, carry: Carry, metrics, ev, headline: float, d, window: int, r: _Run) -> Carry:
+        """The program's tune on device (the backoff's degradation is a forced rollback),
+        then what the host needs: rollbacks, the best member, callbacks, checkpoints."""
         carry, row = self._tune_fn(carry, metrics, ev, np.bool_(d.degraded))
         rolled, best_score, best_window = jax.device_get(
             (row["rollback"], carry.best.score, carry.best.window)
@@ -369,9 +327,12 @@ class Loop:
             self._fire("on_rollback", window, r.best_window)
         if self.tuner is not None and self._wants("on_hparams_update"):
             hp = jax.device_get(self._in_force(carry.state))
-            self._fire(
-                "on_hparams_update", window, _floats(hp) if not self.population else hp, "tuner"
-            )
+            hp = floats(hp) if not self.population else hp
+            self._fire("on_hparams_update", window, hp, "tuner")
+        return carry
+
+    def _react(self, carry: Carry, headline: float, d, window: int, r: _Run) -> Carry:
+        """Plateau: ask the advisor. DORMANT: the controller. Then the target."""
         if d.transition and d.transition[1] is Phase.COOLING:
             self._fire("on_plateau", window, headline)
             if self.advisor is not None:
@@ -393,90 +354,6 @@ class Loop:
         names = self.program.names
         return hp if names is None else {k: hp[k] for k in names if k in hp}
 
-    def _advise(self, carry: Carry, window: int, r: _Run) -> Carry:
-        hp = jax.device_get(self._in_force(carry.best.state if r.best_window >= 0 else carry.state))
-        context = {
-            "window": window,
-            "history": [dict(h) for h in r.history[-20:]],
-            "hparams": _floats(hp),
-            "space": None
-            if self.space is None
-            else {n: repr(d) for n, d in self.space.dims.items()},
-        }
-        try:
-            advice = self.advisor.advise(context)
-            proposed = dict(advice.hparams)
-        except Exception as err:  # noqa: BLE001 - a failing advisor must not stop training
-            msg = f"advisor: {type(err).__name__}: {err}"
-            self.callback_errors.append(msg)
-            warnings.warn(f"advisor failed, training goes on: {msg}", stacklevel=2)
-            return carry
-        self._fire("on_advice", window, advice)
-        return self._apply(carry, proposed, window, "advisor")
-
-    def _apply(self, carry: Carry, hp: dict, window: int, source: str) -> Carry:
-        hp = self._clamp(hp, carry.state)
-        if hp:
-            carry = carry._replace(state=set_hparams(carry.state, hp))
-            self._fire("on_hparams_update", window, hp, source)
-        return carry
-
-    def _noise_scale(self, history: list[dict]) -> float:
-        """Spawn noise from the validation slope, the train-validation gap and their
-        correlation over the last evaluations (see :func:`spawn_noise`)."""
-        vals = [h["score"] for h in history[-10:] if math.isfinite(h["score"])]
-        trains = [h["train_score"] for h in history[-10:] if math.isfinite(h["score"])]
-        slope = float(np.polyfit(np.arange(len(vals)), vals, 1)[0]) if len(vals) > 1 else 0.0
-        gap, corr = 0.0, 1.0
-        if len(vals) > 1 and all(t is not None for t in trains):
-            gap = (trains[-1] - vals[-1]) / max(abs(trains[-1]), 1e-12)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                c = np.corrcoef(trains, vals)[0, 1]
-            corr = float(c) if np.isfinite(c) else 0.0
-        spread = float(np.std(vals)) if vals else 0.0
-        return spawn_noise(slope / max(spread, 1e-12), gap, corr)
-
-    def _prune_members(self, carry: Carry, window: int, k: int) -> Carry:
-        before = np.asarray(jax.device_get(carry.alive))
-        carry = self._prune_fn(carry, np.int32(k))
-        after = np.asarray(jax.device_get(carry.alive))
-        gone = np.flatnonzero(before & ~after).tolist()
-        if gone:
-            self._fire("on_prune", window, gone)
-        return carry
-
-    def _dormant(self, carry: Carry, window: int, r: _Run) -> Carry:
-        trains = [h["train_score"] for h in r.history]
-        action = self.controller.decide(
-            [h["score"] for h in r.history],
-            trains if all(t is not None for t in trains) else None,
-            r.spawns,
-        )
-        key = jax.random.fold_in(carry.key, window)
-        alive = int(np.sum(jax.device_get(carry.alive))) if self.population else 1
-        if self.population is not None and action in (Action.SPAWN, Action.PRUNE) and alive > 1:
-            carry = self._prune_members(carry, window, alive // 2)
-            if action is Action.SPAWN:
-                carry, parents = self._spawn_fn(carry, key, None, self._noise_scale(r.history))
-                r.spawns += 1
-                self._fire("on_spawn", window, np.asarray(jax.device_get(parents)).tolist())
-        elif self.population is None and action is Action.SPAWN and r.best_window >= 0:
-            r.members[r.best_window] = (r.best_score, carry.best.state)
-            carry, _ = self._spawn_fn(carry, key, None, self._noise_scale(r.history))
-            r.spawns += 1
-            self._fire(
-                "on_hparams_update",
-                window,
-                _floats(jax.device_get(self._in_force(carry.state))),
-                "spawn",
-            )
-        else:
-            r.reason = "dormant" if action is not Action.STOP else "spawn budget spent"
-            return carry
-        self.backoff.reset()
-        self.backoff.best = r.best_score
-        return carry
-
     def _finish(self, carry: Carry, windows: int, r: _Run) -> LoopResult:
         scored = r.best_window >= 0
         member = int(jax.device_get(carry.best.member)) if scored else 0
@@ -492,24 +369,9 @@ class Loop:
         if self.population is None:
             if scored:
                 r.members[r.best_window] = (r.best_score, final)
-            kept = sorted(r.members.items(), key=lambda m: -m[1][0])[: self.max_ensemble_size]
-            weights = ensemble_weights(jnp.asarray([m[1][0] for m in kept])) if kept else []
-            ensemble = [
-                {"window": w, "score": s, "weight": float(wt)}
-                for (w, (s, _)), wt in zip(kept, weights)
-            ]
-            states = [st for _, (_, st) in kept]
+            ensemble, states = variants_ensemble(r.members, self.max_ensemble_size)
         else:
-            score, alive = (np.asarray(a) for a in jax.device_get((carry.score, carry.alive)))
-            finite = np.where(alive & np.isfinite(score), score, -np.inf)
-            order = [int(i) for i in np.argsort(-finite, kind="stable") if np.isfinite(finite[i])]
-            order = order[: self.max_ensemble_size]
-            weights = ensemble_weights(jnp.asarray(finite[order])) if order else []
-            ensemble = [
-                {"member": i, "score": float(score[i]), "weight": float(wt)}
-                for i, wt in zip(order, weights)
-            ]
-            states = [jax.tree.map(lambda x, i=i: x[i], carry.state) for i in order]
+            ensemble, states = population_ensemble(carry, self.max_ensemble_size)
         result = LoopResult(
             state=final,
             reason=r.reason,
@@ -521,7 +383,7 @@ class Loop:
             spawns=r.spawns,
             phase=self.backoff.phase.value,
             regime=self.regime.classify([h["score"] for h in r.history]).value,
-            hparams=_floats(jax.device_get(hp)),
+            hparams=floats(jax.device_get(hp)),
             history=r.history,
             error=r.error,
             callback_errors=list(self.callback_errors),

@@ -5,7 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["LoopResult"]
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ...core.ensemble import weights as ensemble_weights
+
+__all__ = ["LoopResult", "population_ensemble", "variants_ensemble"]
 
 
 @dataclasses.dataclass
@@ -94,3 +100,28 @@ class LoopResult:
                 v = ", ".join(f"{a}={b:.4g}" for a, b in v.items())
             print(f"{k:<{width}}  {v}", file=file)
         return s
+
+
+def variants_ensemble(members: dict[int, tuple[float, Any]], size: int) -> tuple[list, list]:
+    """A single run's ensemble: the best states of its variants (``window -> (score,
+    state)``), best first, at most ``size``, weighted by their scores."""
+    kept = sorted(members.items(), key=lambda m: -m[1][0])[:size]
+    weights = ensemble_weights(jnp.asarray([m[1][0] for m in kept])) if kept else []
+    ensemble = [
+        {"window": w, "score": s, "weight": float(wt)} for (w, (s, _)), wt in zip(kept, weights)
+    ]
+    return ensemble, [st for _, (_, st) in kept]
+
+
+def population_ensemble(carry: Any, size: int) -> tuple[list, list]:
+    """A population's ensemble: its best ``size`` alive members by their last scores."""
+    score, alive = (np.asarray(a) for a in jax.device_get((carry.score, carry.alive)))
+    finite = np.where(alive & np.isfinite(score), score, -np.inf)
+    order = [int(i) for i in np.argsort(-finite, kind="stable") if np.isfinite(finite[i])]
+    order = order[:size]
+    weights = ensemble_weights(jnp.asarray(finite[order])) if order else []
+    ensemble = [
+        {"member": i, "score": float(score[i]), "weight": float(wt)}
+        for i, wt in zip(order, weights)
+    ]
+    return ensemble, [jax.tree.map(lambda x, i=i: x[i], carry.state) for i in order]

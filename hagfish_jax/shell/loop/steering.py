@@ -1,0 +1,182 @@
+"""What the Loop decides between compiled calls from host values: advice clamped to
+the space, and the noise of a spawned variant from the score history."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from ...core._checks import integer
+from ...core.hparams import get_hparams, set_hparams
+from ...core.program import Carry
+from ...core.space import Space
+from ...core.task import Task, check_task
+from .control import Action, spawn_noise
+
+__all__ = ["Steering", "as_task", "check_options", "clamp", "floats", "noise_scale"]
+
+
+def _no_init(key, hparams):
+    raise TypeError("Loop: built from step/evaluate, so run() needs a state to start from")
+
+
+def as_task(step, evaluate, task, space: Space | None) -> tuple[Any, Space | None, bool]:
+    """The Loop's task: ``task`` (checked), or one made of ``step``/``evaluate`` that take
+    the whole state as it is (``vectorized``). Returns ``(task, space, vectorized)``."""
+    if task is not None:
+        if step is not None or evaluate is not None:
+            raise TypeError("Loop: give either task= or step and evaluate, not both")
+        check_task(task, "Loop")
+        return task, task.space if space is None else space, False
+    if not callable(step) or not callable(evaluate):
+        raise TypeError("Loop: step and evaluate must be callables (or give task=)")
+    defaults = {} if space is None else {n: math.nan for n in space.names}
+    task = Task(
+        init=_no_init,
+        train_window=step,
+        evaluate=evaluate,
+        space=space,
+        default_hparams=defaults,
+        name="loop",
+    )
+    return task, space, True
+
+
+def check_options(save_every, target_patience, max_ensemble_size, advisor) -> None:
+    """The Loop's options, checked before any work (clear errors naming the option)."""
+    if save_every is not None:
+        integer("Loop: save_every", save_every, 1)
+    integer("Loop: target_patience", target_patience, 1)
+    integer("Loop: max_ensemble_size", max_ensemble_size, 1)
+    if advisor is not None and not callable(getattr(advisor, "advise", None)):
+        raise TypeError("Loop: advisor must have an advise(context) method")
+
+
+def clamp(hp: Mapping[str, Any], known: Mapping[str, Any], space: Space | None) -> dict[str, float]:
+    """Proposed values that can be applied: names the state holds, finite numbers, dynamic
+    dimensions of ``space`` clipped into it; everything else is dropped.
+
+    >>> import hagfish_jax as hj
+    >>> space = hj.Space(learning_rate=hj.LogUniform(1e-3, 1.0))
+    >>> clamp({"learning_rate": 50.0, "unknown": 1.0, "b1": "x"}, {"learning_rate": 0.1}, space)
+    {'learning_rate': 1.0}
+    """
+    out = {}
+    for k, v in hp.items():
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            continue
+        if k not in known or not math.isfinite(v):
+            continue
+        if space is not None and k in space:
+            if not space[k].dynamic:
+                continue
+            v = float(space[k].clip(np.float32(v)))
+        out[k] = v
+    return out
+
+
+def noise_scale(history: list[dict]) -> float:
+    """Spawn noise from the validation slope, the train-validation gap and their
+    correlation over the last 10 evaluations (see :func:`spawn_noise`).
+
+    >>> flat = [{"score": 0.5, "train_score": 0.6}] * 3
+    >>> 0.02 <= noise_scale(flat) <= 0.5
+    True
+    """
+    vals = [h["score"] for h in history[-10:] if math.isfinite(h["score"])]
+    trains = [h["train_score"] for h in history[-10:] if math.isfinite(h["score"])]
+    slope = float(np.polyfit(np.arange(len(vals)), vals, 1)[0]) if len(vals) > 1 else 0.0
+    gap, corr = 0.0, 1.0
+    if len(vals) > 1 and all(t is not None for t in trains):
+        gap = (trains[-1] - vals[-1]) / max(abs(trains[-1]), 1e-12)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c = np.corrcoef(trains, vals)[0, 1]
+        corr = float(c) if np.isfinite(c) else 0.0
+    spread = float(np.std(vals)) if vals else 0.0
+    return spawn_noise(slope / max(spread, 1e-12), gap, corr)
+
+
+def floats(hp: dict) -> dict:
+    """Host floats of scalar (or first-member) hyperparameter values."""
+    return {k: float(np.asarray(v).ravel()[0]) for k, v in hp.items()}
+
+
+class Steering:
+    """The Loop's decisions on a plateau (ask the advisor) and on DORMANT (prune, spawn
+    or stop), as methods over the Loop's state and its compiled program."""
+
+    def _advise(self, carry: Carry, window: int, r) -> Carry:
+        hp = jax.device_get(self._in_force(carry.best.state if r.best_window >= 0 else carry.state))
+        context = {
+            "window": window,
+            "history": [dict(h) for h in r.history[-20:]],
+            "hparams": floats(hp),
+            "space": None
+            if self.space is None
+            else {n: repr(d) for n, d in self.space.dims.items()},
+        }
+        try:
+            advice = self.advisor.advise(context)
+            proposed = dict(advice.hparams)
+        except Exception as err:  # noqa: BLE001 - a failing advisor must not stop training
+            msg = f"advisor: {type(err).__name__}: {err}"
+            self.callback_errors.append(msg)
+            warnings.warn(f"advisor failed, training goes on: {msg}", stacklevel=2)
+            return carry
+        self._fire("on_advice", window, advice)
+        return self._apply(carry, proposed, window, "advisor")
+
+    def _apply(self, carry: Carry, hp: dict, window: int, source: str) -> Carry:
+        hp = clamp(hp, get_hparams(carry.state), self.space)
+        if hp:
+            carry = carry._replace(state=set_hparams(carry.state, hp))
+            self._fire("on_hparams_update", window, hp, source)
+        return carry
+
+    def _prune_members(self, carry: Carry, window: int, k: int) -> Carry:
+        before = np.asarray(jax.device_get(carry.alive))
+        carry = self._prune_fn(carry, np.int32(k))
+        after = np.asarray(jax.device_get(carry.alive))
+        gone = np.flatnonzero(before & ~after).tolist()
+        if gone:
+            self._fire("on_prune", window, gone)
+        return carry
+
+    def _dormant(self, carry: Carry, window: int, r) -> Carry:
+        trains = [h["train_score"] for h in r.history]
+        action = self.controller.decide(
+            [h["score"] for h in r.history],
+            trains if all(t is not None for t in trains) else None,
+            r.spawns,
+        )
+        key = jax.random.fold_in(carry.key, window)
+        alive = int(np.sum(jax.device_get(carry.alive))) if self.population else 1
+        if self.population is not None and action in (Action.SPAWN, Action.PRUNE) and alive > 1:
+            carry = self._prune_members(carry, window, alive // 2)
+            if action is Action.SPAWN:
+                carry, parents = self._spawn_fn(carry, key, None, noise_scale(r.history))
+                r.spawns += 1
+                self._fire("on_spawn", window, np.asarray(jax.device_get(parents)).tolist())
+        elif self.population is None and action is Action.SPAWN and r.best_window >= 0:
+            r.members[r.best_window] = (r.best_score, carry.best.state)
+            carry, _ = self._spawn_fn(carry, key, None, noise_scale(r.history))
+            r.spawns += 1
+            self._fire(
+                "on_hparams_update",
+                window,
+                floats(jax.device_get(self._in_force(carry.state))),
+                "spawn",
+            )
+        else:
+            r.reason = "dormant" if action is not Action.STOP else "spawn budget spent"
+            return carry
+        self.backoff.reset()
+        self.backoff.best = r.best_score
+        return carry
