@@ -157,6 +157,7 @@ class Loop(Steering):
             )
         else:
             self._train_members, self._evaluate_members = p.train_members, p.evaluate_members
+        self._init_fn, self._start_fn = jax.jit(p.init), jax.jit(p.start)
         self._score_fn = jax.jit(p.score)
         self._tune_fn = jax.jit(p.tune)
         self._spawn_fn = jax.jit(p.spawn)
@@ -242,9 +243,9 @@ class Loop(Steering):
 
     def _begin(self, state, key, hparams, r: _Run) -> Carry:
         if state is None:  # compiled: an eager vmapped init dispatches op by op
-            carry = jax.jit(self.program.init)(key, hparams)
+            carry = self._init_fn(key, hparams)
         else:
-            carry = jax.jit(self.program.start)(key, state)
+            carry = self._start_fn(key, state)
         if self.checkpoints is not None and self.checkpoints.latest is not None:
             restored = self.checkpoints.restore(carry, "latest")
             if restored is not None:
