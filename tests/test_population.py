@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import textwrap
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ import optax
 import pytest
 
 import hagfish_jax as hj
+from hagfish_jax.core.tuners import truncation_size
 
 SPACE = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1), b1=hj.Uniform(0.5, 0.99))
 
@@ -40,14 +43,13 @@ def test_init_stacks_members_and_exploit_copies_exact_leaves():
     for leaf_in, leaf_out in zip(jax.tree.leaves(members), jax.tree.leaves(out)):
         for i, p in enumerate([5, 1, 2, 5, 4, 5]):
             np.testing.assert_array_equal(leaf_out[i], leaf_in[p])
-    assert jax.tree.structure(out) == jax.tree.structure(members)
+    chex.assert_trees_all_equal_structs(out, members)
+    chex.assert_trees_all_equal_shapes_and_dtypes(out, members)
 
 
 def test_exploit_with_a_scalar_keep_is_identity():
     members = make_members(3)
-    out = hj.population.exploit(members, jnp.int32(hj.KEEP))
-    for a, b in zip(jax.tree.leaves(members), jax.tree.leaves(out)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(hj.population.exploit(members, jnp.int32(hj.KEEP)), members)
 
 
 def test_rank_puts_nan_and_ineligible_last():
@@ -80,7 +82,7 @@ def test_prune_masks_the_worst_and_spawn_fills_only_masked_slots():
 
 @pytest.mark.parametrize("n, k", [(2, 1), (5, 1), (16, 4), (33, 8)])
 def test_truncation_sizes(n, k):
-    assert int(hj.tuners.truncation_size(0.25, n)) == k
+    assert int(truncation_size(0.25, n)) == k
     tuner = hj.pbt(SPACE, fraction=0.25)
     state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
     scores = jax.random.permutation(jax.random.key(2), jnp.arange(n, dtype=jnp.float32))
@@ -89,6 +91,21 @@ def test_truncation_sizes(n, k):
     order = np.argsort(-np.asarray(scores))
     assert sorted(replaced) == sorted(order[-k:])
     assert set(np.asarray(proposal.parents)[replaced]) <= set(order[:k])
+
+
+def test_truncation_select_is_what_pbt_exploits_with_and_population_select_takes_by_index():
+    pbt_module = importlib.import_module("hagfish_jax.core.tuners.pbt")
+
+    assert not hasattr(pbt_module, "select")  # one name, one meaning
+    obs = hj.Observation(score=jnp.array([0.1, 0.9, 0.5, 0.7]))
+    since = jnp.zeros(4, jnp.int32)
+    parents, replaced, _ = pbt_module.truncation_select(jax.random.key(0), obs, since, 0.25, 1)
+    assert parents.tolist() == [1, 1, 2, 3] and replaced.tolist() == [True, False, False, False]
+    tuner = hj.pbt(SPACE, fraction=0.25)
+    state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    proposal, _ = tuner.update(state, obs)  # one top member: every draw picks it
+    assert proposal.parents.tolist() == [1, 1, 2, 3]
+    assert hj.population.select({"w": jnp.arange(4.0)}, [3, 1])["w"].tolist() == [3.0, 1.0]
 
 
 def test_top_members_untouched_and_explore_in_space():
@@ -170,11 +187,11 @@ def test_same_key_same_lineage_loop_equals_scan_and_no_retrace_over_100_generati
     body = generation_fn(tuner)
     hp0 = SPACE.sample(jax.random.key(1), n)
     members = make_members(n)
-    traces = []
+    chex.clear_trace_counter()
 
     @jax.jit
+    @chex.assert_max_traces(n=1)
     def step(carry):
-        traces.append(1)
         return body(carry, None)
 
     carry = (tuner.init(jax.random.key(7), hp0), members)
@@ -182,7 +199,6 @@ def test_same_key_same_lineage_loop_equals_scan_and_no_retrace_over_100_generati
     for _ in range(100):
         carry, rec = step(carry)
         records.append(rec)
-    assert len(traces) == 1
     loop = jax.tree.map(lambda *x: jnp.stack(x), *records)
 
     scan = jax.jit(lambda c: jax.lax.scan(body, c, None, length=100))

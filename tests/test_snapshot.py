@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +41,7 @@ def test_restore_if_restores_weights_optimizer_state_and_hparams_inside_jit():
     np.testing.assert_array_equal(kept["params"]["w"], 9.0)
     np.testing.assert_array_equal(back["params"]["w"], 1.0)
     assert float(hj.get_hparams(back)["learning_rate"]) == np.float32(0.01)
-    assert jax.tree.structure(back) == jax.tree.structure(bad)
+    chex.assert_trees_all_equal_structs(back, bad)
 
 
 def test_never_scored_snapshot_restores_the_initial_state():
@@ -66,19 +67,18 @@ def test_population_members_keep_and_restore_their_own_best():
     np.testing.assert_array_equal(out["params"]["w"][:, 0], [10.0, 99.0, 2.0, 99.0])
     # the same, vmapped member by member
     per_member = jax.vmap(hj.snapshot.restore_if)(flags, snap, worse)
-    np.testing.assert_array_equal(per_member["params"]["w"], out["params"]["w"])
+    chex.assert_trees_all_equal(per_member, out)
 
 
 def test_no_retrace_across_updates():
-    traces = []
+    chex.clear_trace_counter()
 
     @jax.jit
+    @chex.assert_max_traces(n=1)
     def step(snap, state, score, flag):
-        traces.append(1)
         snap = hj.snapshot.update(snap, state, score)
         return snap, hj.snapshot.restore_if(flag, snap, state)
 
     snap = hj.snapshot.init(make_state(0.0))
     for i in range(5):
         snap, _ = step(snap, make_state(float(i)), jnp.float32(i % 3), jnp.asarray(i % 2 == 0))
-    assert len(traces) == 1

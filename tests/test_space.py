@@ -1,9 +1,9 @@
-"""Search space: unit-cube round trips, sampling, clip, perturb, validation, jit/vmap."""
+"""Search space values through the unit cube: round trips, sampling, to_unit, clip,
+jit/vmap. (Per-dimension rules, perturb and validation: tests/test_space_dims.py.)"""
 
 from __future__ import annotations
 
-import math
-
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,9 +132,7 @@ def test_string_choice_round_trip_exact(values, data):
 @given(us=st.lists(unit, min_size=5, max_size=5))
 def test_mixed_space_from_unit_to_unit_is_idempotent(us):
     hp = SPACE.from_unit(f32(us))
-    again = roundtrip(SPACE, hp)
-    for n in SPACE.names:
-        np.testing.assert_allclose(again[n], hp[n], rtol=1e-5)
+    chex.assert_trees_all_close(roundtrip(SPACE, hp), hp, rtol=1e-5)
 
 
 # ------------------------------------------------------------------ sampling
@@ -172,8 +170,7 @@ def test_sample_deterministic_per_key():
     a = SPACE.sample(jax.random.key(3), 16)
     b = SPACE.sample(jax.random.key(3), 16)
     c = SPACE.sample(jax.random.key(4), 16)
-    for n in SPACE.names:
-        np.testing.assert_array_equal(a[n], b[n])
+    chex.assert_trees_all_equal(a, b)
     assert not np.array_equal(a["lr"], c["lr"])
     assert not np.array_equal(a["b1"], c["b1"])
     s1, s2 = SPACE.sample(jax.random.key(5)), SPACE.sample(jax.random.key(6))
@@ -241,8 +238,8 @@ def test_clip_bounds_rounds_and_snaps():
         "s": f32([1.4, -2.0, 7.0]),
     }
     out = space.clip(hp)
-    for v in out.values():
-        assert v.dtype == jnp.float32 and v.shape == (3,)
+    chex.assert_shape(list(out.values()), (3,))
+    chex.assert_type(list(out.values()), jnp.float32)
     np.testing.assert_array_equal(out["u"], f32([-1.0, 0.25, 1.0]))
     np.testing.assert_array_equal(out["lg"], f32([1e-3, 1e-2, 1e-1]))
     np.testing.assert_array_equal(out["i"], f32([2.0, 3.0, 4.0]))
@@ -262,276 +259,7 @@ def test_clip_always_lands_inside(vals):
     hp = dict(zip(SPACE.names, vals, strict=True))
     out = SPACE.clip(hp)
     assert SPACE.contains(out)
-    # clipping is idempotent
-    again = SPACE.clip(out)
-    for n in SPACE.names:
-        np.testing.assert_array_equal(again[n], out[n])
-
-
-# ------------------------------------------------------------------ perturb
-PSPACE = hj.Space(
-    lg=hj.LogUniform(1e-4, 1.0),
-    u=hj.Uniform(0.0, 1.0),
-    i=hj.IntUniform(0, 100),
-    c=hj.Choice([1, 2, 4, 8, 16]),
-)
-N = 256
-
-
-def _interior_batch():
-    k = jax.random.split(jax.random.key(11), 4)
-    return {
-        "lg": jnp.exp(jax.random.uniform(k[0], (N,), minval=math.log(1e-3), maxval=math.log(0.5))),
-        "u": jax.random.uniform(k[1], (N,), minval=0.2, maxval=0.7),
-        "i": jax.random.randint(k[2], (N,), 5, 60).astype(jnp.float32),
-        "c": jnp.asarray([2.0, 4.0, 8.0, 4.0] * (N // 4)),
-    }
-
-
-def test_perturb_log_dims_multiply_exactly():
-    hp = _interior_batch()
-    for factors in [(0.8, 1.25), (0.5, 2.0)]:
-        out = np.asarray(PSPACE.perturb(jax.random.key(0), hp, factors)["lg"])
-        x = np.asarray(hp["lg"])
-        lo, hi = x * f32(factors[0]), x * f32(factors[1])
-        assert np.all((out == lo) | (out == hi))
-        # both factors are used
-        assert 0.2 < np.mean(out == hi) < 0.8
-
-
-def test_perturb_log_dim_clipped_at_bounds():
-    space = hj.Space(lg=hj.LogUniform(1e-4, 1.0))
-    out = np.asarray(space.perturb(jax.random.key(0), {"lg": jnp.full((64,), 0.95)})["lg"])
-    assert set(out.tolist()) == {1.0, float(f32(0.95) * f32(0.8))}
-    out = np.asarray(space.perturb(jax.random.key(0), {"lg": jnp.full((64,), 1.1e-4)})["lg"])
-    assert out.min() == f32(1e-4)
-
-
-def test_perturb_uniform_dims_follow_rule():
-    hp = _interior_batch()
-    out = np.asarray(PSPACE.perturb(jax.random.key(1), hp)["u"], np.float64)
-    x = np.asarray(hp["u"], np.float64)
-    scale = np.maximum(np.abs(x), 0.05)
-    cands = [x + (f - 1.0) * scale for f in (0.8, 1.25)]
-    hit = [np.isclose(out, c, atol=1e-6) for c in cands]
-    assert np.all(hit[0] | hit[1])
-    assert hit[0].any() and hit[1].any()
-    # a value at zero still moves thanks to the floor
-    sym = hj.Space(u=hj.Uniform(-1.0, 1.0))
-    z = np.asarray(sym.perturb(jax.random.key(2), {"u": jnp.zeros(32)})["u"])
-    assert np.all(np.isclose(z, -0.02) | np.isclose(z, 0.025))
-    assert np.any(z < 0) and np.any(z > 0)
-
-
-def test_perturb_ints_move_at_least_one_step():
-    hp = _interior_batch()
-    out = np.asarray(PSPACE.perturb(jax.random.key(3), hp)["i"])
-    x = np.asarray(hp["i"])
-    assert np.all(np.abs(out - x) >= 1)
-    assert np.all(out == np.round(out))
-    assert np.all((out >= 0) & (out <= 100))
-    # small values where x * f rounds back to x still move one step
-    small = {"i": jnp.full((64,), 2.0)}
-    out = np.asarray(PSPACE.perturb(jax.random.key(4), small)["i"])
-    assert set(out.tolist()) == {1.0, 3.0}
-    # at the top bound, a move up is clipped back
-    top = np.asarray(PSPACE.perturb(jax.random.key(5), {"i": jnp.full((64,), 100.0)})["i"])
-    assert set(top.tolist()) <= {80.0, 100.0} and 100.0 in top.tolist()
-
-
-def test_perturb_choices_move_to_neighbour():
-    table = [1.0, 2.0, 4.0, 8.0, 16.0]
-    hp = _interior_batch()
-    out = np.asarray(PSPACE.perturb(jax.random.key(6), hp)["c"])
-    idx_in = np.array([table.index(v) for v in np.asarray(hp["c"]).tolist()])
-    idx_out = np.array([table.index(v) for v in out.tolist()])
-    assert np.all(np.abs(idx_out - idx_in) == 1)
-    assert (idx_out > idx_in).any() and (idx_out < idx_in).any()
-    # ends stay inside the table
-    ends = np.asarray(PSPACE.perturb(jax.random.key(7), {"c": f32([1.0, 16.0] * 16)})["c"])
-    assert set(ends.tolist()) <= {1.0, 2.0, 8.0, 16.0}
-
-
-def test_perturb_deterministic_and_partial():
-    hp = {"lg": 0.01, "i": 10.0}
-    a = PSPACE.perturb(jax.random.key(0), hp)
-    b = PSPACE.perturb(jax.random.key(0), hp)
-    assert set(a) == {"lg", "i"}
-    for n in a:
-        assert a[n].dtype == jnp.float32 and a[n].shape == ()
-        assert float(a[n]) == float(b[n])
-
-
-@FAST
-@given(
-    us=st.lists(unit, min_size=5, max_size=5),
-    seed=st.integers(0, 2**31 - 1),
-    f0=st.floats(0.05, 1.0),
-    f1=st.floats(1.0, 20.0),
-)
-def test_perturb_stays_inside(us, seed, f0, f1):
-    hp = SPACE.from_unit(f32(us))
-    out = SPACE.perturb(jax.random.key(seed), hp, (f0, f1))
-    assert sorted(out) == sorted(SPACE.names)
-    assert SPACE.contains(out)
-
-
-@pytest.mark.parametrize(
-    "factors",
-    [(0.8,), (0.8, 1.25, 2.0), (0.0, 1.25), (-0.5, 2.0), (0.8, float("nan")), (0.8, float("inf"))],
-)
-def test_perturb_factor_validation(factors):
-    with pytest.raises(ValueError, match="factors"):
-        SPACE.perturb(jax.random.key(0), HP, factors)
-
-
-# ------------------------------------------------------------------ dynamic / structural
-def test_dynamic_and_structural_defaults():
-    assert SPACE.dynamic == frozenset({"lr", "b1"})
-    assert SPACE.structural == frozenset({"bs", "layers", "opt"})
-    assert SPACE.subspace(SPACE.dynamic).names == ("b1", "lr")
-
-
-def test_dynamic_overrides():
-    space = hj.Space(
-        a=hj.Uniform(0.0, 1.0, dynamic=False),
-        b=hj.LogUniform(1e-3, 1.0, dynamic=False),
-        c=hj.IntUniform(1, 3, dynamic=True),
-        d=hj.Choice([0.1, 0.2], dynamic=True),
-        e=hj.Uniform(0.0, 1.0),
-    )
-    assert space.dynamic == frozenset({"c", "d", "e"})
-    assert space.structural == frozenset({"a", "b"})
-    assert space.dynamic | space.structural == set(space.names)
-
-
-# ------------------------------------------------------------------ validation
-NAN, INF = float("nan"), float("inf")
-
-
-@pytest.mark.parametrize(
-    "dim",
-    [
-        hj.Uniform(1.0, 0.0),
-        hj.Uniform(1.0, 1.0),
-        hj.Uniform(NAN, 1.0),
-        hj.Uniform(0.0, NAN),
-        hj.Uniform(-INF, 0.0),
-        hj.Uniform(0.0, INF),
-        hj.Uniform("low", 1.0),
-        hj.Uniform(None, 1.0),
-        hj.LogUniform(0.0, 1.0),
-        hj.LogUniform(-1.0, 1.0),
-        hj.LogUniform(-2.0, -1.0),
-        hj.LogUniform(1.0, 1.0),
-        hj.LogUniform(1.0, 0.1),
-        hj.LogUniform(1e-3, INF),
-        hj.LogUniform(NAN, 1.0),
-        hj.IntUniform(0.5, 3),
-        hj.IntUniform(1, 3.5),
-        hj.IntUniform(3, 3),
-        hj.IntUniform(4, 1),
-        hj.IntUniform(NAN, 3),
-        hj.IntUniform(0, INF),
-        hj.Choice([]),
-        hj.Choice([1, 2, 1]),
-        hj.Choice(["a", "b", "a"]),
-        hj.Choice([1.0, INF]),
-        hj.Choice([NAN, 1.0]),
-    ],
-    ids=repr,
-)
-def test_invalid_dimension_names_it(dim):
-    with pytest.raises(ValueError, match="my_dim"):
-        hj.Space(ok=hj.Uniform(0.0, 1.0), my_dim=dim)
-
-
-@pytest.mark.parametrize("value", [0.5, (0.0, 1.0), "uniform", None, hj.Dimension()], ids=repr)
-def test_non_dimension_value_names_it(value):
-    with pytest.raises(ValueError, match="my_dim"):
-        hj.Space(my_dim=value)
-
-
-def test_empty_space_raises():
-    with pytest.raises(ValueError):
-        hj.Space()
-
-
-@pytest.mark.parametrize("method", ["clip", "to_unit", "perturb"])
-def test_unknown_names_raise(method):
-    hp = {**HP, "bogus_name": 0.5}
-    call = {
-        "clip": lambda: SPACE.clip(hp),
-        "to_unit": lambda: SPACE.to_unit(hp),
-        "perturb": lambda: SPACE.perturb(jax.random.key(0), hp),
-    }[method]
-    with pytest.raises(ValueError, match="bogus_name"):
-        call()
-
-
-def test_to_unit_missing_name_raises():
-    hp = dict(HP)
-    del hp["layers"]
-    with pytest.raises(ValueError, match="layers"):
-        SPACE.to_unit(hp)
-
-
-def test_subspace_unknown_name_raises():
-    with pytest.raises(ValueError, match="nope"):
-        SPACE.subspace(["lr", "nope"])
-
-
-@pytest.mark.parametrize("shape", [(), (4,), (6,), (3, 4), (2, 1)])
-def test_from_unit_wrong_last_axis_raises(shape):
-    with pytest.raises(ValueError, match="last axis"):
-        SPACE.from_unit(jnp.full(shape, 0.5))
-
-
-# ------------------------------------------------------------------ hashing, to_python
-def test_space_hashable_and_equal():
-    a = hj.Space(x=hj.Uniform(0.0, 1.0), c=hj.Choice(["p", "q"]), n=hj.IntUniform(1, 3))
-    b = hj.Space(n=hj.IntUniform(1, 3), c=hj.Choice(("p", "q")), x=hj.Uniform(0.0, 1.0))
-    c = hj.Space(x=hj.Uniform(0.0, 2.0), c=hj.Choice(["p", "q"]), n=hj.IntUniform(1, 3))
-    d = hj.Space(x=hj.LogUniform(0.5, 1.0), c=hj.Choice(["p", "q"]), n=hj.IntUniform(1, 3))
-    assert a == b and hash(a) == hash(b)
-    assert a != c and a != d
-    assert len({a, b, c, d}) == 3
-    assert {a: 1}[b] == 1
-
-
-def test_space_as_jit_static_arg_does_not_retrace():
-    traces = []
-
-    def f(space, u):
-        traces.append(1)
-        return space.from_unit(u)
-
-    jf = jax.jit(f, static_argnums=0)
-    s1 = hj.Space(x=hj.Uniform(0.0, 1.0), y=hj.LogUniform(1e-3, 1.0))
-    s2 = hj.Space(y=hj.LogUniform(1e-3, 1.0), x=hj.Uniform(0.0, 1.0))
-    jf(s1, jnp.full((2,), 0.5))
-    jf(s2, jnp.full((2,), 0.25))
-    assert len(traces) == 1
-    out = jf(hj.Space(x=hj.Uniform(0.0, 4.0), y=hj.LogUniform(1e-3, 1.0)), jnp.full((2,), 0.5))
-    assert len(traces) == 2 and float(out["x"]) == 2.0
-
-
-def test_to_python_types():
-    sentinel = object()
-    space = hj.Space(
-        f=hj.Uniform(0.0, 1.0),
-        n=hj.IntUniform(1, 8),
-        bs=hj.Choice([16, 32, 64]),
-        act=hj.Choice(["relu", None, sentinel]),
-    )
-    hp = {"f": jnp.float32(0.25), "n": jnp.float32(3.0), "bs": jnp.float32(32.0), "act": 2.0}
-    py = space.to_python(hp)
-    assert py["f"] == 0.25 and type(py["f"]) is float
-    assert py["n"] == 3 and type(py["n"]) is int
-    assert py["bs"] == 32 and type(py["bs"]) is int
-    assert py["act"] is sentinel
-    assert space.to_python({"act": 1.0})["act"] is None
-    assert space.to_python({"n": 2.9999})["n"] == 3
+    chex.assert_trees_all_equal(SPACE.clip(out), out)  # clipping is idempotent
 
 
 # ------------------------------------------------------------------ jit and vmap
@@ -550,10 +278,12 @@ def jitted():
 
 
 def _assert_hp_equal(a, b, rtol=0.0):
-    assert sorted(a) == sorted(b)
-    for n in a:
-        assert a[n].shape == b[n].shape and a[n].dtype == b[n].dtype
-        np.testing.assert_allclose(a[n], b[n], rtol=rtol)
+    """Same names, shapes and dtypes; values equal (``rtol=0``) or close."""
+    chex.assert_trees_all_equal_shapes_and_dtypes(a, b)
+    if rtol:
+        chex.assert_trees_all_close(a, b, rtol=rtol)
+    else:
+        chex.assert_trees_all_equal(a, b)
 
 
 def test_jit_matches_eager(jitted):
@@ -578,5 +308,4 @@ def test_vmap_matches_batched(jitted):
     assert SPACE.contains(out)
     for i in (0, 5):
         one = SPACE.perturb(keys[i], {n: v[i] for n, v in hp.items()})
-        for n in SPACE.names:
-            np.testing.assert_allclose(out[n][i], one[n], rtol=1e-6)
+        chex.assert_trees_all_close({n: v[i] for n, v in out.items()}, one, rtol=1e-6)

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._checks import integer
 from .population import rank
 
 __all__ = ["predict", "top_k", "weights"]
@@ -30,7 +31,14 @@ def weights(
       score_history: ``(T, N)`` scores over time, or ``(N,)``.
       alive: ``(N,)`` mask; ``None`` = all alive.
       temperature: > 0; small values approach "best member only".
-      window: how many recent scores to average (>= 1).
+      window: how many recent scores to average (an integer >= 1).
+
+    Returns:
+      ``(N,)`` float32 weights that sum to 1.
+
+    Raises:
+      ValueError: ``temperature <= 0``, ``window`` not an integer >= 1, or
+        ``score_history`` neither ``(T, N)`` nor ``(N,)``.
 
     >>> import jax.numpy as jnp, hagfish_jax as hj
     >>> w = hj.ensemble.weights(jnp.array([[0.5, 0.7, 0.9]]), alive=jnp.array([True, True, False]))
@@ -39,14 +47,13 @@ def weights(
     """
     if not temperature > 0:
         raise ValueError(f"weights: temperature must be > 0, got {temperature!r}")
-    if int(window) < 1:
-        raise ValueError(f"weights: window must be >= 1, got {window!r}")
+    window = integer("ensemble.weights: window", window, 1)
     h = jnp.asarray(score_history, jnp.float32)
     if h.ndim == 1:
         h = h[None]
     if h.ndim != 2:
         raise ValueError(f"weights: score_history must be (T, N) or (N,), got shape {h.shape}")
-    recent = h[-int(window) :]
+    recent = h[-window:]
     finite = jnp.isfinite(recent)
     count = jnp.sum(finite, axis=0)
     mean = jnp.sum(jnp.where(finite, recent, 0.0), axis=0) / jnp.maximum(count, 1)
@@ -83,6 +90,23 @@ def predict(
       kind: ``"logits"`` (softmax each member, average probabilities: rows sum to
         1), ``"probs"`` (average as given) or ``"regression"`` (average raw
         outputs, e.g. continuous actions).
+
+    Returns:
+      The weighted average over the members: one member's output shape.
+
+    Raises:
+      ValueError: an unknown ``kind``.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> params = {"w": jnp.array([1.0, 3.0])}  # two members
+    >>> apply_fn = lambda p, x: p["w"] * x
+    >>> out = hj.ensemble.predict(apply_fn, params, jnp.array([1.0, 2.0]),
+    ...                           jnp.array([0.75, 0.25]), kind="regression")
+    >>> out.tolist()
+    [1.5, 3.0]
+    >>> logits = lambda p, x: jnp.stack([p["w"] * x, -p["w"] * x])
+    >>> hj.ensemble.predict(logits, params, jnp.float32(0.0), jnp.array([0.5, 0.5])).tolist()
+    [0.5, 0.5]
     """
     if kind not in ("logits", "probs", "regression"):
         raise ValueError(f"predict: kind must be 'logits', 'probs' or 'regression', got {kind!r}")
@@ -95,6 +119,26 @@ def predict(
 
 
 def top_k(scores: jax.Array, k: int, alive: jax.Array | None = None) -> jax.Array:
-    """Indices of the ``k`` best living members, best first (NaN last)."""
+    """Indices of the ``k`` best living members, best first (NaN last).
+
+    Args:
+      scores: ``(N,)`` scores, higher is better.
+      k: how many indices (an integer >= 1; at most N come back).
+      alive: ``(N,)`` mask; masked members come after every living one.
+
+    Returns:
+      ``(min(k, N),)`` int indices.
+
+    Raises:
+      ValueError: ``k`` is not an integer >= 1.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> scores = jnp.array([0.2, jnp.nan, 0.9, 0.5])
+    >>> hj.ensemble.top_k(scores, 2).tolist()
+    [2, 3]
+    >>> hj.ensemble.top_k(scores, 2, alive=jnp.array([True, True, False, True])).tolist()
+    [3, 0]
+    """
+    k = integer("ensemble.top_k: k", k, 1)
     r = rank(scores, alive)
-    return jnp.argsort(r)[: int(k)]
+    return jnp.argsort(r)[:k]

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import optax
 from jax.scipy.special import ndtr
 
+from ._checks import integer
+
 __all__ = [
     "Buffer",
     "GPParams",
@@ -48,9 +50,25 @@ class Buffer(NamedTuple):
 
 
 def buffer(capacity: int, dim: int) -> Buffer:
-    """An empty buffer for ``capacity`` observations of ``dim`` inputs."""
-    if int(capacity) < 2 or int(dim) < 1:
-        raise ValueError(f"gp.buffer: need capacity >= 2 and dim >= 1, got {capacity}, {dim}")
+    """An empty buffer for ``capacity`` observations of ``dim`` inputs.
+
+    Args:
+      capacity: observations kept (an integer >= 2); later ones overwrite the oldest.
+      dim: inputs per observation (an integer >= 1).
+
+    Returns:
+      A :class:`Buffer` with nothing valid.
+
+    Raises:
+      ValueError: ``capacity`` or ``dim`` is not an integer in its range.
+
+    >>> import hagfish_jax as hj
+    >>> buf = hj.gp.buffer(4, 2)
+    >>> buf.x.shape, buf.valid.tolist()
+    ((4, 2), [False, False, False, False])
+    """
+    capacity = integer("gp.buffer: capacity", capacity, 2)
+    dim = integer("gp.buffer: dim", dim, 1)
     return Buffer(
         jnp.zeros((capacity, dim), jnp.float32),
         jnp.zeros((capacity,), jnp.float32),
@@ -61,7 +79,23 @@ def buffer(capacity: int, dim: int) -> Buffer:
 
 
 def add(buf: Buffer, x: jax.Array, y: jax.Array, valid: jax.Array | bool = True) -> Buffer:
-    """Write ``(x, y)`` over the oldest entry (when ``valid``; otherwise nothing changes)."""
+    """Write ``(x, y)`` over the oldest entry (when ``valid``; otherwise nothing changes).
+
+    Args:
+      buf: the buffer.
+      x: ``(dim,)`` inputs.
+      y: the target.
+      valid: a boolean (traced inside ``jit``); ``False`` leaves ``buf`` unchanged.
+
+    Returns:
+      The new buffer (same shapes, so nothing recompiles).
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> buf = hj.gp.add(hj.gp.buffer(3, 1), jnp.array([0.5]), 2.0)
+    >>> buf = hj.gp.add(buf, jnp.array([0.7]), 9.0, valid=False)
+    >>> buf.y.tolist(), buf.valid.tolist(), int(buf.count)
+    ([2.0, 0.0, 0.0], [True, False, False], 1)
+    """
     valid = jnp.asarray(valid, jnp.bool_)
     capacity = buf.y.shape[0]
     new = Buffer(
@@ -79,6 +113,21 @@ def penalty(buf: Buffer) -> jax.Array:
 
     The lowest valid target minus the observed range (at least ``1e-3``), or -1 in
     an empty buffer.
+
+    Args:
+      buf: the buffer.
+
+    Returns:
+      A float32 scalar.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> buf = hj.gp.buffer(4, 1)
+    >>> float(hj.gp.penalty(buf))
+    -1.0
+    >>> for x, y in [(0.2, 1.0), (0.5, 3.0)]:
+    ...     buf = hj.gp.add(buf, jnp.array([x]), y)
+    >>> float(hj.gp.penalty(buf))  # 1 - (3 - 1)
+    -1.0
     """
     lo = jnp.min(jnp.where(buf.valid, buf.y, jnp.inf))
     hi = jnp.max(jnp.where(buf.valid, buf.y, -jnp.inf))
@@ -93,7 +142,21 @@ class GPParams(NamedTuple):
 
 
 def matern52(x1: jax.Array, x2: jax.Array, lengthscales: jax.Array) -> jax.Array:
-    """Matérn 5/2 kernel with unit variance: ``(n1, d), (n2, d) -> (n1, n2)``."""
+    """Matérn 5/2 kernel with unit variance: ``(n1, d), (n2, d) -> (n1, n2)``.
+
+    Args:
+      x1: ``(n1, d)`` points.
+      x2: ``(n2, d)`` points.
+      lengthscales: ``(d,)`` per-dimension length scales.
+
+    Returns:
+      ``(n1, n2)`` covariances: 1 at distance 0, decaying with distance.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> k = hj.gp.matern52(jnp.zeros((1, 2)), jnp.array([[0.0, 0.0], [3.0, 4.0]]), jnp.ones(2))
+    >>> k.shape, round(float(k[0, 0]), 6), bool(k[0, 1] < 1e-3)
+    ((1, 2), 1.0, True)
+    """
     d = (x1[:, None, :] - x2[None, :, :]) / lengthscales
     r = jnp.sqrt(jnp.sum(d * d, axis=-1) + 1e-12)
     s5 = jnp.sqrt(5.0) * r
@@ -117,7 +180,23 @@ def _gram(buf: Buffer, params: GPParams) -> jax.Array:
 
 
 def log_marginal_likelihood(buf: Buffer, params: GPParams) -> jax.Array:
-    """Log evidence of the standardised targets (masked entries contribute nothing)."""
+    """Log evidence of the standardised targets (masked entries contribute nothing).
+
+    Args:
+      buf: the observations.
+      params: the kernel parameters.
+
+    Returns:
+      A float32 scalar; higher means ``params`` explain the data better.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> buf = hj.gp.buffer(4, 1)
+    >>> for x, y in [(0.2, 1.0), (0.5, 3.0), (0.8, 2.0)]:
+    ...     buf = hj.gp.add(buf, jnp.array([x]), y)
+    >>> lml = lambda ls: hj.gp.log_marginal_likelihood(buf, hj.gp.GPParams(jnp.array([ls]), 1e-3))
+    >>> bool(lml(0.3) > lml(10.0))  # too smooth a kernel cannot follow the data
+    True
+    """
     y, _, _ = _standardise(buf)
     chol = jnp.linalg.cholesky(_gram(buf, params))
     alpha = jax.scipy.linalg.cho_solve((chol, True), y)
@@ -143,7 +222,30 @@ def fit(
     on the log length scales (one per dimension) and the log noise refine it.
     Length scales stay in ``[0.01, 10]``; noise in ``[min_noise, 1]`` (targets
     are standardised).
+
+    Args:
+      buf: the observations.
+      grid: shared length scales tried as starting points.
+      noise: the starting noise (standardised units).
+      steps: Adam steps after the grid search (an integer >= 0).
+      learning_rate: Adam's step size on the log parameters.
+      min_noise: the smallest noise allowed.
+
+    Returns:
+      The fitted :class:`GPParams` (the best seen, never a NaN).
+
+    Raises:
+      ValueError: ``steps`` is not an integer >= 0.
+
+    >>> import jax, jax.numpy as jnp, hagfish_jax as hj
+    >>> buf = hj.gp.buffer(4, 1)
+    >>> for x, y in [(0.2, 1.0), (0.5, 3.0), (0.8, 2.0)]:
+    ...     buf = hj.gp.add(buf, jnp.array([x]), y)
+    >>> params = jax.jit(hj.gp.fit, static_argnames="steps")(buf, steps=5)
+    >>> params.lengthscales.shape, bool(0.01 <= params.lengthscales[0] <= 10.0)
+    ((1,), True)
     """
+    steps = integer("gp.fit: steps", steps, 0)
     dim = buf.x.shape[1]
 
     def neg(theta):
@@ -191,7 +293,21 @@ class Posterior(NamedTuple):
 
 
 def posterior(buf: Buffer, params: GPParams) -> Posterior:
-    """Condition the GP on the buffer."""
+    """Condition the GP on the buffer.
+
+    Args:
+      buf: the observations.
+      params: the kernel parameters (from :func:`fit`).
+
+    Returns:
+      A :class:`Posterior` for :func:`predict`.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> buf = hj.gp.add(hj.gp.buffer(4, 1), jnp.array([0.5]), 3.0)
+    >>> post = hj.gp.posterior(buf, hj.gp.GPParams(jnp.array([0.3]), jnp.float32(1e-4)))
+    >>> post.chol.shape
+    (4, 4)
+    """
     y, mu, sd = _standardise(buf)
     chol = jnp.linalg.cholesky(_gram(buf, params))
     alpha = jax.scipy.linalg.cho_solve((chol, True), y)
@@ -202,6 +318,24 @@ def predict(post: Posterior, xq: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Posterior mean and standard deviation at ``xq`` ``(n, d)``, in the targets' units.
 
     With no valid observation the prior is returned (mean 0, unit deviation).
+
+    Args:
+      post: from :func:`posterior`.
+      xq: ``(n, d)`` query points.
+
+    Returns:
+      ``(mean, std)``, each ``(n,)``.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> buf = hj.gp.buffer(4, 1)
+    >>> for x, y in [(0.2, 1.0), (0.5, 3.0), (0.8, 2.0)]:
+    ...     buf = hj.gp.add(buf, jnp.array([x]), y)
+    >>> post = hj.gp.posterior(buf, hj.gp.GPParams(jnp.array([0.3]), jnp.float32(1e-4)))
+    >>> mean, std = hj.gp.predict(post, jnp.array([[0.5], [5.0]]))
+    >>> round(float(mean[0]), 2), round(float(mean[1]), 2)  # the data; far away, their mean
+    (3.0, 2.0)
+    >>> bool(std[0] < 0.05 < std[1])
+    True
     """
     kq = matern52(xq, post.buf.x, post.params.lengthscales)
     kq = jnp.where(post.buf.valid[None, :], kq, 0.0)
@@ -214,12 +348,38 @@ def predict(post: Posterior, xq: jax.Array) -> tuple[jax.Array, jax.Array]:
 def expected_improvement(
     mean: jax.Array, std: jax.Array, best: jax.Array, xi: float = 0.0
 ) -> jax.Array:
-    """EI for maximisation: ``E[max(f - best - xi, 0)]``."""
+    """EI for maximisation: ``E[max(f - best - xi, 0)]`` under ``N(mean, std²)``.
+
+    Args:
+      mean, std: the posterior at the candidates.
+      best: the value to beat.
+      xi: a margin: only improvements above ``best + xi`` count.
+
+    Returns:
+      The expected improvement, shaped like ``mean``.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> ei = hj.gp.expected_improvement(jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]), 0.0)
+    >>> [round(float(v), 4) for v in ei]  # a sure gain of 1; a coin flip around 0
+    [1.0, 0.3989]
+    """
     std = jnp.maximum(std, 1e-12)
     z = (mean - best - xi) / std
     return (mean - best - xi) * ndtr(z) + std * jnp.exp(-0.5 * z * z) / jnp.sqrt(2.0 * jnp.pi)
 
 
 def ucb(mean: jax.Array, std: jax.Array, beta: float | jax.Array = 2.0) -> jax.Array:
-    """Upper confidence bound ``mean + sqrt(beta) * std``."""
+    """Upper confidence bound ``mean + sqrt(beta) * std``.
+
+    Args:
+      mean, std: the posterior at the candidates.
+      beta: exploration weight (>= 0).
+
+    Returns:
+      The bound, shaped like ``mean``.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> hj.gp.ucb(jnp.array([1.0]), jnp.array([0.5]), beta=4.0).tolist()
+    [2.0]
+    """
     return mean + jnp.sqrt(beta) * std

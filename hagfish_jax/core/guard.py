@@ -119,6 +119,16 @@ def guard(
         divergence (see above). ``None`` (default): 0.1 for every hyperparameter
         named ``learning_rate`` or ``.../learning_rate``; ``{}``: never shrink.
 
+    Returns:
+      A :class:`~hagfish_jax.Tuner` whose state is a :class:`GuardState`.
+
+    Raises:
+      TypeError: ``tuner`` is not a Tuner, ``space`` not a Space, or ``shrink``
+        not a mapping.
+      ValueError: a parameter outside its range (``warmup``, ``smoothing``,
+        ``patience``, ``cooldown`` and ``tune_every`` must be integers); ``shrink``
+        names that are not tuned are refused by ``init``.
+
     >>> import jax, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
     >>> tuner = hj.guard(hj.finite_difference(space), warmup=1, max_delta=0.5)
@@ -194,7 +204,7 @@ def guard(
             divergences=jnp.asarray(0, i32),
         )
 
-    def select(flag, a, b):
+    def tree_where(flag, a, b):
         return jax.tree.map(lambda x, y: jnp.where(flag, x, y), a, b)
 
     def update(state: GuardState, obs: Observation):
@@ -217,7 +227,7 @@ def guard(
         bad_now = judge & (~finite | regressed)
         good_now = judge & ~bad_now
         best = jnp.where(good_now & (smoothed > state.best), smoothed, state.best)
-        last_good = select(good_now, state.applied, state.last_good)
+        last_good = tree_where(good_now, state.applied, state.last_good)
         bad = jnp.where(judge, jnp.where(bad_now, state.bad + 1, 0), 0)
         diverged = ~finite
         trigger = (bad >= patience) | diverged
@@ -247,9 +257,9 @@ def guard(
             if space is not None and name in space and space[name].dynamic:
                 value = space[name].clip(value)
             fallback[name] = value.astype(jnp.float32)
-        applied = select(trigger, fallback, select(can_tune, stepped, state.applied))
-        last_good = select(trigger, fallback, last_good)
-        inner = select(can_tune, inner_next, state.inner)
+        applied = tree_where(trigger, fallback, tree_where(can_tune, stepped, state.applied))
+        last_good = tree_where(trigger, fallback, last_good)
+        inner = tree_where(can_tune, inner_next, state.inner)
 
         reset_block = can_tune | trigger
         new_state = GuardState(

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import integer
+
 __all__ = [
     "Choice",
     "Dimension",
@@ -52,23 +54,12 @@ def _check_bound(name: str, label: str, value: Any) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Dimension:
-    """Base class of a search-space dimension. Use the subclasses."""
+    """Base class of a search-space dimension. Use the subclasses.
 
-    def _validate(self, name: str) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    # Each subclass implements these on float32 arrays.
-    def to_unit(self, x: jax.Array) -> jax.Array:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def from_unit(self, u: jax.Array) -> jax.Array:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def clip(self, x: jax.Array) -> jax.Array:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def perturb(self, x: jax.Array, factor: jax.Array) -> jax.Array:  # pragma: no cover
-        raise NotImplementedError
+    Each subclass implements ``_validate(name)`` and, as jnp functions of float32
+    arrays, ``to_unit(x)``, ``from_unit(u)``, ``clip(x)`` and ``perturb(x, factor)``;
+    ``to_python(x)`` turns one host value into a plain Python value (here a float).
+    """
 
     def to_python(self, x: Any) -> Any:
         return float(x)
@@ -76,7 +67,8 @@ class Dimension:
 
 @dataclasses.dataclass(frozen=True)
 class _Interval(Dimension):
-    """A real interval ``[low, high]`` (shared by :class:`Uniform` and :class:`LogUniform`)."""
+    """Bounds ``[low, high]`` shared by :class:`Uniform`, :class:`LogUniform` and
+    :class:`IntUniform`; linear in unit space unless a subclass says otherwise."""
 
     low: float
     high: float
@@ -94,6 +86,9 @@ class _Interval(Dimension):
     def _check_domain(self, name: str, lo: float, hi: float) -> None:
         del name, lo, hi
 
+    def to_unit(self, x):
+        return (x - self.low) / (self.high - self.low)
+
     def clip(self, x):
         return jnp.clip(x, self.low, self.high)
 
@@ -101,9 +96,6 @@ class _Interval(Dimension):
 @dataclasses.dataclass(frozen=True)
 class Uniform(_Interval):
     """A real interval ``[low, high]``, linear in unit space. Dynamic by default."""
-
-    def to_unit(self, x):
-        return (x - self.low) / (self.high - self.low)
 
     def from_unit(self, u):
         return jnp.clip(self.low + u * (self.high - self.low), self.low, self.high)
@@ -137,28 +129,19 @@ class LogUniform(_Interval):
 
 
 @dataclasses.dataclass(frozen=True)
-class IntUniform(Dimension):
+class IntUniform(_Interval):
     """Integers ``low..high`` inclusive. Structural by default (widths, depths)."""
 
     low: int
     high: int
     dynamic: bool = False
 
-    def _validate(self, name: str) -> None:
-        lo = _check_bound(name, "low", self.low)
-        hi = _check_bound(name, "high", self.high)
+    def _check_domain(self, name: str, lo: float, hi: float) -> None:
         if lo != int(lo) or hi != int(hi):
             raise ValueError(
                 f"{name}: IntUniform bounds must be integers, got low={self.low!r}, "
                 f"high={self.high!r}"
             )
-        if lo >= hi:
-            raise ValueError(
-                f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}"
-            )
-
-    def to_unit(self, x):
-        return (x - self.low) / (self.high - self.low)
 
     def from_unit(self, u):
         return jnp.clip(jnp.round(self.low + u * (self.high - self.low)), self.low, self.high)
@@ -169,9 +152,7 @@ class IntUniform(Dimension):
     def perturb(self, x, factor):
         moved = jnp.round(x * factor)
         # Always move by at least one step in the direction of the factor.
-        step = jnp.sign(factor - 1.0)
-        moved = jnp.where(moved == x, x + step, moved)
-        return self.clip(moved)
+        return self.clip(jnp.where(moved == x, x + jnp.sign(factor - 1.0), moved))
 
     def to_python(self, x):
         return int(round(float(x)))
@@ -239,8 +220,7 @@ class Choice(Dimension):
 
     def to_python(self, x):
         if self.numeric:
-            v = self.values[int(np.argmin(np.abs(self._table() - float(x))))]
-            return v
+            return self.values[int(np.argmin(np.abs(self._table() - float(x))))]
         return self.values[int(round(float(x)))]
 
 
@@ -313,8 +293,7 @@ class Space:
         return hash(self._dims)
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{n}={d!r}" for n, d in self._dims)
-        return f"Space({inner})"
+        return "Space(" + ", ".join(f"{n}={d!r}" for n, d in self._dims) + ")"
 
     def subspace(self, names) -> Space:
         """A space with only ``names`` (for example ``space.subspace(space.dynamic)``)."""
@@ -330,8 +309,8 @@ class Space:
 
     # -- sampling and transforms -------------------------------------------------------
     def sample(self, key: jax.Array, n: int | None = None) -> HParams:
-        """Uniform samples in unit space, mapped back: scalars, or ``(n,)`` arrays."""
-        shape = () if n is None else (int(n),)
+        """Uniform samples in unit space, mapped back: scalars, or ``(n,)`` arrays (n >= 1)."""
+        shape = () if n is None else (integer("Space.sample: n", n, 1),)
         u = jax.random.uniform(key, shape + (len(self),), jnp.float32)
         return self.from_unit(u)
 
@@ -400,29 +379,21 @@ class Space:
         for n, v in hp.items():
             if n not in dims:
                 return False
-            arr = np.asarray(v, np.float64)
-            d = dims[n]
+            arr, d = np.asarray(v, np.float64), dims[n]
+            rel = atol * np.maximum(1.0, np.abs(arr))
             if isinstance(d, Choice):
-                table = d._table().astype(np.float64)
-                ok = np.min(np.abs(arr[..., None] - table), axis=-1) <= atol * np.maximum(
-                    1.0, np.abs(arr)
-                )
+                ok = np.min(np.abs(arr[..., None] - d._table().astype(np.float64)), axis=-1) <= rel
             else:
                 tol = atol * max(1.0, abs(d.low), abs(d.high))
                 ok = (arr >= d.low - tol) & (arr <= d.high + tol)
                 if isinstance(d, IntUniform):
-                    ok = ok & (np.abs(arr - np.round(arr)) <= atol * np.maximum(1.0, np.abs(arr)))
+                    ok = ok & (np.abs(arr - np.round(arr)) <= rel)
             if not np.all(ok):
                 return False
         return True
 
     def to_python(self, hp: Mapping[str, Any]) -> dict[str, Any]:
-        """Host-side plain values: floats, ints for integers, original choice objects."""
-        dims = self.dims
-        out = {}
-        for n, v in hp.items():
-            if n in dims:
-                out[n] = dims[n].to_python(np.asarray(v).item())
-            else:
-                out[n] = float(np.asarray(v).item())
-        return out
+        """Host-side plain values: floats, ints for integers, original choice objects
+        (names outside the space come back as floats)."""
+        dims, plain = self.dims, Dimension()
+        return {n: dims.get(n, plain).to_python(np.asarray(v).item()) for n, v in hp.items()}

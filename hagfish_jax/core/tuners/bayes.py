@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import gp
+from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner, keep_parents
 from ..space import Space
 from ._common import applied, check_init, score_of, tuned_space, write_unit
@@ -55,8 +56,12 @@ class BayesState(NamedTuple):
     key: jax.Array
 
 
-def progress_feature(window: jax.Array, horizon: float) -> jax.Array:
-    """Training progress as a GP input: ``log1p(window) / log1p(horizon)``."""
+def progress_feature(window: jax.Array, horizon: int) -> jax.Array:
+    """Training progress as a GP input: ``log1p(window) / log1p(horizon)``.
+
+    >>> round(float(progress_feature(9, 99)), 6)
+    0.5
+    """
     return jnp.log1p(jnp.asarray(window, jnp.float32)) / math.log1p(horizon)
 
 
@@ -71,7 +76,7 @@ def bayes(
     local_fraction: float = 0.5,
     local_scale: float = 0.1,
     radius: float = 0.06,
-    horizon: float = 100.0,
+    horizon: int = 100,
     min_observations: int = 2,
     fit_steps: int = 20,
     noise: float = 1e-2,
@@ -101,8 +106,8 @@ def bayes(
     Args:
       space: the search space.
       names: dimensions to tune; default every dynamic one.
-      capacity: observations kept (ring buffer).
-      candidates: acquisition candidates per trial.
+      capacity: observations kept (ring buffer; an integer >= 4).
+      candidates: acquisition candidates per trial (an integer >= 4).
       acquisition: ``"ei"`` (expected improvement) or ``"ucb"``.
       beta: UCB exploration weight.
       xi: EI margin, in standard deviations of the observed relative gains.
@@ -111,13 +116,24 @@ def bayes(
       radius: half-width of the trust region around the incumbent, unit space;
         trials closer than a quarter of it are not considered. Match it to the
         guard's ``max_delta`` so that a trial and the way back each take one step.
-      horizon: windows that map to progress 1 (``log1p`` scale; later is fine).
-      min_observations: below this many trials, trials are random local steps.
-      fit_steps: Adam steps refining the length scales each trial.
+      horizon: windows that map to progress 1 (``log1p`` scale; later is fine;
+        an integer >= 1).
+      min_observations: below this many trials, trials are random local steps
+        (an integer >= 0).
+      fit_steps: Adam steps refining the length scales each trial (an integer >= 0).
       noise: initial observation noise (standardised units).
       refit_every: refit the length scales every this many trials and reuse them
         in between (the fit dominates the cost of an update on long histories;
-        1 refits at every trial, about 4x the cost at 256 observations).
+        1 refits at every trial, about 4x the cost at 256 observations; an
+        integer >= 1).
+
+    Returns:
+      A :class:`~hagfish_jax.Tuner` whose state is a :class:`BayesState`.
+
+    Raises:
+      ValueError: a parameter outside its range (the counts above must be
+        integers), or an unknown ``acquisition``.
+      TypeError: ``space`` is not a :class:`~hagfish_jax.Space`.
 
     >>> import jax, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
@@ -130,22 +146,20 @@ def bayes(
     sub = tuned_space(space, names, "bayes")
     if acquisition not in ("ei", "ucb"):
         raise ValueError(f"bayes: acquisition must be 'ei' or 'ucb', got {acquisition!r}")
-    if int(capacity) < 4:
-        raise ValueError(f"bayes: capacity must be >= 4, got {capacity!r}")
-    if int(candidates) < 4:
-        raise ValueError(f"bayes: candidates must be >= 4, got {candidates!r}")
+    capacity = integer("bayes: capacity", capacity, 4)
+    candidates = integer("bayes: candidates", candidates, 4)
+    horizon = integer("bayes: horizon", horizon, 1)
+    min_observations = integer("bayes: min_observations", min_observations, 0)
+    fit_steps = integer("bayes: fit_steps", fit_steps, 0)
+    refit_every = integer("bayes: refit_every", refit_every, 1)
     if not 0.0 <= local_fraction <= 1.0:
         raise ValueError(f"bayes: local_fraction must be in [0, 1], got {local_fraction!r}")
     if not local_scale > 0.0:
         raise ValueError(f"bayes: local_scale must be > 0, got {local_scale!r}")
     if not 0.0 < radius <= 1.0:
         raise ValueError(f"bayes: radius must be in (0, 1], got {radius!r}")
-    if not horizon > 0:
-        raise ValueError(f"bayes: horizon must be > 0, got {horizon!r}")
     if not beta >= 0:
         raise ValueError(f"bayes: beta must be >= 0, got {beta!r}")
-    if isinstance(refit_every, bool) or int(refit_every) != refit_every or refit_every < 1:
-        raise ValueError(f"bayes: refit_every must be an integer >= 1, got {refit_every!r}")
     if not noise > 0:
         raise ValueError(f"bayes: noise must be > 0, got {noise!r}")
     d = len(sub)

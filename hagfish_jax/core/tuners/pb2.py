@@ -10,11 +10,12 @@ import jax
 import jax.numpy as jnp
 
 from .. import gp
+from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner
 from ..space import Space
 from ._common import tuned_space
 from .bayes import progress_feature
-from .pbt import check_population_init, population_hparams, select
+from .pbt import check_population_init, population_hparams, truncation_select
 
 __all__ = ["PB2State", "pb2"]
 
@@ -56,7 +57,7 @@ def pb2(
     capacity: int = 64,
     candidates: int = 256,
     beta: float = 2.0,
-    horizon: float = 100.0,
+    horizon: int = 100,
     fit_steps: int = 20,
 ) -> Tuner:
     """PBT for small populations: exploit as :func:`pbt`, explore with GP-UCB.
@@ -75,13 +76,23 @@ def pb2(
     Args:
       space: the search space; only dynamic dimensions change (``names``).
       fraction: size of the top and bottom sets, in (0, 0.5].
-      ready: windows a member trains after being replaced before it is compared.
+      ready: windows a member trains after being replaced before it is compared
+        (an integer >= 1).
       names: dimensions to explore; default every dynamic one.
-      capacity: observations kept (ring buffer).
-      candidates: UCB candidates per replaced member (half around the parent).
+      capacity: observations kept (ring buffer; an integer >= 4).
+      candidates: UCB candidates per replaced member, half around the parent (an
+        integer >= 2).
       beta: base UCB exploration weight.
-      horizon: windows that map to progress 1.
-      fit_steps: Adam steps refining the GP's length scales each generation.
+      horizon: windows that map to progress 1 (an integer >= 1).
+      fit_steps: Adam steps refining the GP's length scales each generation (an
+        integer >= 0).
+
+    Returns:
+      A population :class:`~hagfish_jax.Tuner` whose state is a :class:`PB2State`.
+
+    Raises:
+      ValueError: a parameter outside its range (the counts above must be integers).
+      TypeError: ``space`` is not a :class:`~hagfish_jax.Space`.
 
     >>> import jax, jax.numpy as jnp, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
@@ -94,12 +105,11 @@ def pb2(
     sub = tuned_space(space, names, "pb2")
     if not 0.0 < fraction <= 0.5:
         raise ValueError(f"pb2: fraction must be in (0, 0.5], got {fraction!r}")
-    if isinstance(ready, bool) or int(ready) != ready or ready < 1:
-        raise ValueError(f"pb2: ready must be an integer >= 1, got {ready!r}")
-    if int(capacity) < 4:
-        raise ValueError(f"pb2: capacity must be >= 4, got {capacity!r}")
-    if int(candidates) < 2:
-        raise ValueError(f"pb2: candidates must be >= 2, got {candidates!r}")
+    ready = integer("pb2: ready", ready, 1)
+    capacity = integer("pb2: capacity", capacity, 4)
+    candidates = integer("pb2: candidates", candidates, 2)
+    horizon = integer("pb2: horizon", horizon, 1)
+    fit_steps = integer("pb2: fit_steps", fit_steps, 0)
     if not beta > 0:
         raise ValueError(f"pb2: beta must be > 0, got {beta!r}")
     d = len(sub)
@@ -134,7 +144,7 @@ def pb2(
         buf = _add_many(buf, xs, gains, measured)
 
         key, k_select, k_cands = jax.random.split(state.key, 3)
-        parents, replaced, since = select(k_select, obs, state.since, fraction, ready)
+        parents, replaced, since = truncation_select(k_select, obs, state.since, fraction, ready)
 
         # Explore: GP-UCB at the next window's progress, one replaced member at a time.
         params = gp.fit(buf, steps=fit_steps)

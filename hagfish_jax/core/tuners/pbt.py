@@ -8,12 +8,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner, as_hparams
 from ..population import rank
 from ..space import Space
 from ._common import tuned_space
 
-__all__ = ["PBTState", "pbt", "select", "truncation_size"]
+__all__ = ["PBTState", "pbt", "truncation_select", "truncation_size"]
 
 
 class PBTState(NamedTuple):
@@ -52,14 +53,33 @@ def population_hparams(last: HParams, obs: Observation) -> HParams:
     return hp
 
 
-def select(
+def truncation_select(
     key: jax.Array, obs: Observation, since: jax.Array, fraction: float, ready: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Truncation selection over the population axis.
+    """Truncation selection over the population axis (PBT's and PB2's exploit step).
+
+    The bottom ``truncation_size(fraction, eligible)`` eligible members, and every
+    eligible member with a NaN/inf score, copy a member drawn uniformly from the
+    top set. Eligible: alive, and ``ready`` windows or more since last replaced.
+    (Not :func:`hagfish_jax.population.select`, which takes members by index.)
+
+    Args:
+      key: PRNG key for the parent draw.
+      obs: the observation; ``obs.score`` and ``obs.alive`` are ``(N,)``.
+      since: ``(N,)`` windows since each member was last replaced.
+      fraction: size of the top and bottom sets, in (0, 0.5].
+      ready: windows a member trains after being replaced before it is compared.
 
     Returns:
       ``(parents, replaced, since)``: whom each member copies (its own index when
       kept), which members were replaced, and the updated windows-since-replaced.
+
+    >>> import jax, jax.numpy as jnp, hagfish_jax as hj
+    >>> obs = hj.Observation(score=jnp.array([0.1, 0.9, 0.5, 0.7]))
+    >>> since = jnp.zeros(4, jnp.int32)
+    >>> parents, replaced, since = truncation_select(jax.random.key(0), obs, since, 0.25, 1)
+    >>> parents.tolist(), replaced.tolist(), since.tolist()  # the worst copies the best
+    ([1, 1, 2, 3], [True, False, False, False], [0, 1, 1, 1])
     """
     scores = jnp.asarray(obs.score, jnp.float32)
     n = scores.shape[0]
@@ -123,8 +143,15 @@ def pbt(
       perturb: the two multiplicative factors.
       resample: probability of a fresh draw instead of a perturbation, in [0, 1].
       ready: windows a member must train after being replaced before it is
-        compared again (>= 1).
+        compared again (an integer >= 1).
       names: dimensions to explore; default every dynamic one.
+
+    Returns:
+      A population :class:`~hagfish_jax.Tuner` whose state is a :class:`PBTState`.
+
+    Raises:
+      ValueError: a parameter outside its range (``ready`` must be an integer).
+      TypeError: ``space`` is not a :class:`~hagfish_jax.Space`.
 
     >>> import jax, jax.numpy as jnp, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
@@ -143,8 +170,7 @@ def pbt(
         raise ValueError(f"pbt: perturb must be two positive factors, got {perturb!r}")
     if not 0.0 <= resample <= 1.0:
         raise ValueError(f"pbt: resample must be in [0, 1], got {resample!r}")
-    if isinstance(ready, bool) or int(ready) != ready or ready < 1:
-        raise ValueError(f"pbt: ready must be an integer >= 1, got {ready!r}")
+    ready = integer("pbt: ready", ready, 1)
 
     def init(key, hparams) -> PBTState:
         hp = check_population_init(sub, hparams, "pbt")
@@ -154,7 +180,7 @@ def pbt(
     def update(state: PBTState, obs: Observation):
         hp = population_hparams(state.hparams, obs)
         key, k_select, k_explore, k_resample, k_coin = jax.random.split(state.key, 5)
-        parents, bottom, since = select(k_select, obs, state.since, fraction, ready)
+        parents, bottom, since = truncation_select(k_select, obs, state.since, fraction, ready)
         n = parents.shape[0]
 
         inherited = {name: v[parents] for name, v in hp.items()}

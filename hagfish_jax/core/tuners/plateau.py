@@ -8,6 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner, as_hparams, keep_parents
 from ..space import Space
 from ._common import applied, score_of
@@ -40,11 +41,18 @@ def plateau(
     Args:
       names: hyperparameters to reduce together.
       factor: multiplier in (0, 1).
-      patience: windows without improvement before a reduction (>= 1).
+      patience: windows without improvement before a reduction (an integer >= 1).
       threshold: relative improvement that counts (>= 0).
-      cooldown: windows after a reduction in which nothing is judged (>= 0).
+      cooldown: windows after a reduction in which nothing is judged (an integer >= 0).
       min_value: values never go below this.
       space: optional; reduced values are also clipped into it.
+
+    Returns:
+      A :class:`~hagfish_jax.Tuner` whose state is a :class:`PlateauState`.
+
+    Raises:
+      ValueError: empty ``names``, a parameter outside its range (``patience``
+        and ``cooldown`` must be integers), or a name the ``space`` lacks.
 
     >>> import jax, hagfish_jax as hj
     >>> tuner = hj.plateau(patience=2, factor=0.5)
@@ -59,12 +67,10 @@ def plateau(
         raise ValueError("plateau: names must not be empty")
     if not 0.0 < factor < 1.0:
         raise ValueError(f"plateau: factor must be in (0, 1), got {factor!r}")
-    if int(patience) < 1:
-        raise ValueError(f"plateau: patience must be >= 1, got {patience!r}")
+    patience = integer("plateau: patience", patience, 1)
+    cooldown = integer("plateau: cooldown", cooldown, 0)
     if not threshold >= 0.0:
         raise ValueError(f"plateau: threshold must be >= 0, got {threshold!r}")
-    if int(cooldown) < 0:
-        raise ValueError(f"plateau: cooldown must be >= 0, got {cooldown!r}")
     if space is not None:
         space.subspace(names)  # raises on unknown names
 
