@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .core import ensemble, gp, population, program, snapshot
+from .core import base, ensemble, gp, hparams, population, program, snapshot, space, tuners
 from .core.base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
 from .core.guard import GuardState, guard
 from .core.hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
@@ -117,6 +117,7 @@ __all__ = [
     "TuningConfig",
     "Uniform",
     "as_hparams",
+    "base",
     "bayes",
     "budget",
     "cli",
@@ -130,6 +131,7 @@ __all__ = [
     "get_hparams",
     "gp",
     "guard",
+    "hparams",
     "loop",
     "pb2",
     "pbt",
@@ -142,6 +144,8 @@ __all__ = [
     "set_hparams",
     "shell",
     "snapshot",
+    "space",
     "spsa",
     "tasks",
+    "tuners",
 ]

@@ -76,7 +76,8 @@ def _demo(args: argparse.Namespace) -> int:
                 records=records,
                 **options,
             )
-    out = demo.write_run(args.out, run)
+    out = demo.write_run(args.out, run, records)
+    records.close()
     run.summary.report(out)
     return 0
 

@@ -73,6 +73,44 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` (whole lines) and make it durable before returning."""
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a last line without its newline: what a process killed during an append
+    leaves. Whole lines (every row that was reported written) are kept."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # back to the last newline, a block at a time
+            step = min(4096, pos)
+            f.seek(pos - step)
+            block = f.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                f.truncate(pos - step + cut + 1)
+                return
+            pos -= step
+        f.truncate(0)
+
+
+def _whole_lines(text: str) -> str:
+    """``text`` up to its last newline (a reader ignores a half-written last line)."""
+    return text[: text.rfind("\n") + 1]
+
+
 def _plain(value: Any) -> Any:
     """A JSON/CSV-friendly Python value (numpy and jax scalars become numbers)."""
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
@@ -114,9 +152,11 @@ def _csv_text(fieldnames: list[str], rows: Iterable[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    text = _whole_lines(path.read_text(encoding="utf-8"))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = [{k: _parse(v) for k, v in row.items()} for row in reader]
+    return list(reader.fieldnames or []), rows
 
 
 def _flatten(summary: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -145,6 +185,13 @@ class RunRecords:
         ``meta`` recorded there with a different value): ``"error"`` (default: a
         ``ValueError`` naming the keys, so two runs never mix) or ``"replace"``
         (clear the old records first).
+
+    Rows and events are appended (one write and one ``fsync`` per call, whatever the
+    size of the file), and a half-written last line left by a killed process is cut
+    off when the directory is opened again. The directory is locked for the life of
+    this object (:class:`~hagfish_jax.shell.lock.DirectoryLock`): another process
+    opening it for writing gets a :class:`~hagfish_jax.shell.lock.LockedError` naming
+    the holder; :meth:`close` (or the end of a ``with`` block) releases it.
     """
 
     def __init__(
@@ -158,9 +205,14 @@ class RunRecords:
             raise ValueError(
                 f"records: on_mismatch must be 'error' or 'replace', got {on_mismatch!r}"
             )
+        from .lock import DirectoryLock
+
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"records: {self.path} is a file, not a run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self.select = str(select)
+        self._lock = DirectoryLock(self.path, "run directory").acquire()
         old_meta = _load(self.path)[0]
         new_meta = _plain(dict(meta or {}))
         differ = sorted(k for k in new_meta if k in old_meta and old_meta[k] != new_meta[k])
@@ -174,11 +226,28 @@ class RunRecords:
         (self.path / "trials").mkdir(exist_ok=True)
         for stray in self.path.rglob(_TMP_PREFIX + "*"):  # left by a killed write
             stray.unlink()
+        for appended in [self.path / "events.jsonl", *self.path.glob("trials/*/metrics.csv")]:
+            _repair_tail(appended)  # a row cut short by a kill is dropped
         self.meta, self._rows, self._fields, self._events = _load(self.path)
+        self._seen = {t: {int(r["window"]) for r in rows} for t, rows in self._rows.items()}
         if meta:
             self.meta.update(_plain(dict(meta)))
-            write_atomic(self.path / "run.json", json.dumps(self.meta, indent=2) + "\n")
+            self.write_meta()
         self._event_set = set(self._events)
+
+    def write_meta(self) -> None:
+        """Write :attr:`meta` to ``run.json``."""
+        write_atomic(self.path / "run.json", json.dumps(_plain(self.meta), indent=2) + "\n")
+
+    def close(self) -> None:
+        """Release the directory's lock (the records stay readable)."""
+        self._lock.release()
+
+    def __enter__(self) -> RunRecords:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def clear(self) -> None:
         """Remove every record of this directory (other files are left alone)."""
@@ -216,10 +285,9 @@ class RunRecords:
         for r in rows:
             if "window" not in r:
                 raise ValueError(f"records: every row needs a 'window'; got keys {sorted(r)}")
-        old = self._rows.get(trial, [])
-        seen = {int(r["window"]) for r in old}
+        seen = self._seen.setdefault(trial, set())
         fields = self._fields.get(trial) or (list(rows[0]) if rows else [])
-        new = []
+        new, batch = [], set()
         for r in rows:
             unknown = set(r) - set(fields)
             if unknown:
@@ -227,15 +295,20 @@ class RunRecords:
                     f"records: trial {trial!r} has columns {fields}; unknown {sorted(unknown)}"
                 )
             w = int(_plain(r["window"]))
-            if w in seen:
+            if w in seen or w in batch:
                 continue
-            seen.add(w)
+            batch.add(w)
             new.append({k: _plain(v) for k, v in r.items()})
         if not new:
             return 0
-        merged = old + new
-        write_atomic(d / "metrics.csv", _csv_text(fields, merged))
-        self._rows[trial], self._fields[trial] = merged, fields
+        text = _csv_text(fields, new)
+        if trial not in self._fields:  # a new file appears whole, with its header
+            write_atomic(d / "metrics.csv", text)
+        else:
+            _append(d / "metrics.csv", text[text.index("\n") + 1 :])
+        seen.update(int(r["window"]) for r in new)
+        self._rows.setdefault(trial, []).extend(new)
+        self._fields[trial] = fields
         return len(new)
 
     def last_window(self, trial: str) -> int:
@@ -257,9 +330,9 @@ class RunRecords:
         line = _json({"kind": str(kind), **fields})
         if line in self._event_set:
             return False
+        _append(self.path / "events.jsonl", line + "\n")
         self._events.append(line)
         self._event_set.add(line)
-        write_atomic(self.path / "events.jsonl", "\n".join(self._events) + "\n")
         return True
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -326,11 +399,9 @@ def _load(path: Path):
     for d in sorted(trials.iterdir()) if trials.is_dir() else []:
         metrics = d / "metrics.csv"
         if metrics.exists():
-            with open(metrics, newline="", encoding="utf-8") as f:
-                fields[d.name] = list(csv.DictReader(f).fieldnames or [])
-            rows[d.name] = _read_csv(metrics)
+            fields[d.name], rows[d.name] = _read_csv(metrics)
     events = path / "events.jsonl"
-    lines = events.read_text().splitlines() if events.exists() else []
+    lines = _whole_lines(events.read_text()).splitlines() if events.exists() else []
     return meta, rows, fields, [ln for ln in lines if ln.strip()]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,19 +22,25 @@ def _by_trial(rows: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def write_run(out: str | os.PathLike, run: DemoRun) -> Path:
+def write_run(out: str | os.PathLike, run: DemoRun, records: Any = None) -> Path:
     """Write a run directory: ``run.json``, per-member (or ``run``) ``metrics.csv`` and
     ``summary.json``, ``events.jsonl``, ``trials_summary.csv``, ``best_overall.json`` and
     the run's ``summary.json``; PNG plots when matplotlib is installed. Rows already
     recorded (an incremental or repeated write) are not duplicated; a directory holding
-    another run (a different task or tuner) is replaced."""
+    another run (a different task or tuner) is replaced. ``records``: the
+    :class:`~hagfish_jax.shell.records.RunRecords` already open on ``out`` (the run wrote
+    its rows there as it went), else the directory is opened here."""
     from .. import plots
     from ..records import RunRecords
     from .run import record_names
 
     summary = run.summary
     score = run.meta.get("score") or record_names(summary)["score"]
-    records = RunRecords(out, meta=run.meta, on_mismatch="replace")
+    if records is None:
+        records = RunRecords(out, meta=run.meta, on_mismatch="replace")
+    else:  # the run's identity beside the options it was opened with
+        records.meta.update(run.meta)
+        records.write_meta()
     write_rows(records, run.rows, run.events)
     for trial, trial_rows in sorted(_by_trial(run.rows).items()):
         scores = np.array([r[score] for r in trial_rows], np.float64)

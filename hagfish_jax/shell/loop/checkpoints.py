@@ -72,8 +72,11 @@ class Checkpoints:
             raise ValueError(f"Checkpoints: keep_last must be an integer >= 1, got {keep_last!r}")
         import orbax.checkpoint as ocp
 
+        from ..lock import DirectoryLock
+
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = DirectoryLock(self.directory, "checkpoint directory").acquire()
         self.keep_last = int(keep_last)
         self._checkpointer = ocp.StandardCheckpointer()
         self.entries: list[dict[str, Any]] = []
@@ -86,6 +89,10 @@ class Checkpoints:
                     f"Checkpoints: unreadable manifest ({err}); starting empty", stacklevel=2
                 )
         self.entries = [e for e in self.entries if (self.directory / e["name"]).is_dir()]
+
+    def close(self) -> None:
+        """Release the directory's lock (held from construction on)."""
+        self._lock.release()
 
     # -- queries -------------------------------------------------------------------------
     @property
