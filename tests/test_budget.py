@@ -43,7 +43,7 @@ def test_plans_stay_in_bounds_for_1000_rounds_with_odd_outcomes():
         for k, (lo, hi) in bounds.items():
             assert isinstance(p[k], int) and lo <= p[k] <= hi
         assert p["batch_size"] <= 60
-        metric = [rng.normal(-50, 20), float("nan"), 0.0, rng.random()][i % 4]
+        metric = [rng.normal(-50, 20), -float("inf"), 0.0, rng.random()][i % 4]  # a failed run
         cost = [0.0, rng.random() * 1e4, 5.0][i % 3]  # zero cost included
         assert trainer.observe(metric, cost) in hj.budget.LABELS
     assert all(math.isfinite(o.reward) or not math.isfinite(o.metric) for o in trainer.history)
@@ -180,3 +180,48 @@ def test_bad_calls_are_rejected():
     with pytest.raises(ValueError, match="width"):
         trainer.observe(0.9, 1.0, params={"batch_size": 8, "epochs": 5})
     assert trainer.observe(0.9, 1.0) == "improvement" and trainer.last_plan == plan
+
+
+def test_nan_or_plus_inf_metrics_are_refused_minus_inf_is_a_failed_run():
+    trainer = hj.AdaptiveTrainer(seed=0)
+    trainer.plan({"dataset_size": 400})
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="metric must be a number or -inf"):
+            trainer.observe(bad, 10.0)
+    assert trainer.observe(-float("inf"), 10.0) == "stagnation"
+
+
+def test_tiny_gains_below_the_threshold_still_end_in_done():
+    trainer = hj.AdaptiveTrainer(seed=0, patience=3, rel_tol=0.005)
+    params = {"batch_size": 32, "epochs": 10, "width": 32}
+    labels = [trainer.observe(0.9 + 1e-5 * i, 320.0, params=params) for i in range(6)]
+    assert labels[0] == "improvement" and set(labels[1:]) == {"saturation"}
+    assert trainer.done  # gains of 1e-5 never count as the elite improving
+
+
+def test_the_planner_refuses_a_directory_of_another_trainer(tmp_path):
+    def start(params):
+        class T:
+            metric, cost = 0.9, 1.0
+
+            def advance(self, epochs):
+                return [{"window": i, "val_accuracy": 0.9} for i in range(epochs)]
+
+            def summary(self):
+                return {}
+
+        return T()
+
+    def run(alpha, **kw):
+        with hj.records.RunRecords(tmp_path) as rec:
+            trainer = hj.AdaptiveTrainer(alpha=alpha, seed=0,
+                                         bounds={"batch_size": (8, 16), "epochs": (1, 3)})
+            return hj.budget.run_planner(trainer, start, 2, records=rec,
+                                         fingerprint={"task": "t"}, **kw)
+
+    first = run(2e-5)
+    assert run(2e-5)["trials"] == first["trials"]  # the same run resumes (replayed)
+    with pytest.raises(ValueError, match="holds another planner run \\(alpha differ\\)"):
+        run(1e-3)
+    again = run(1e-3, on_mismatch="replace")
+    assert again["trials"] == 2 and hj.records.read_run(tmp_path)["meta"]["planner"]["alpha"] == 1e-3

@@ -250,7 +250,8 @@ class RunRecords:
         self.close()
 
     def clear(self) -> None:
-        """Remove every record of this directory (other files are left alone)."""
+        """Remove every record of this directory (other files are left alone); the
+        directory stays open, empty, with this object's ``meta``."""
         shutil.rmtree(self.path / "trials", ignore_errors=True)
         for name in (
             "run.json",
@@ -261,6 +262,11 @@ class RunRecords:
         ):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
+        if hasattr(self, "_rows"):  # an open writer starts afresh
+            (self.path / "trials").mkdir(exist_ok=True)
+            self._rows, self._fields, self._events = {}, {}, []
+            self._event_set, self._seen = set(), {}
+            self.write_meta()
 
     # -- metrics ------------------------------------------------------------------------
 

@@ -111,7 +111,10 @@ class Memory:
         limit = math.log(self.neighbourhood) + 1e-9
         return all(abs(math.log(a[k] / b[k])) <= limit for k in a if k in b)
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, tol: float = 0.0) -> None:
+        """Remember ``outcome``. The elite counts as improved (resetting
+        ``rounds_since_elite``, behind ``AdaptiveTrainer.done``) only when its reward rises
+        by more than ``tol``: a run of tiny gains still ends in ``done``."""
         best = best_by_metric(self.outcomes)
         if best is not None:
             if outcome.cost > best.cost:
@@ -122,7 +125,10 @@ class Memory:
             self.penalised.append(dict(outcome.params))
         before = self.elite
         self.outcomes.append(outcome)
-        improved = before is None or self.elite is not before
+        after = self.elite
+        improved = before is None and after is not None
+        if before is not None and after is not before:
+            improved = after.reward > before.reward + tol
         self.rounds_since_elite = 0 if improved else self.rounds_since_elite + 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -77,6 +77,8 @@ class AdaptiveTrainer:
         self.sample = float(sample)
         self.critic = Critic(rel_tol)
         self.memory = Memory(neighbourhood)
+        self.seed = int(seed)
+        self.levels = levels
         self.rng = np.random.default_rng(seed)
         self.last_plan: dict[str, int] | None = None
         self._levels = {k: self._key_levels(lo, hi, levels) for k, (lo, hi) in self.bounds.items()}
@@ -124,9 +126,13 @@ class AdaptiveTrainer:
         """Record an outcome; return the critic's label.
 
         Args:
-          metric: higher is better (any sign); NaN/inf for a failed run.
+          metric: higher is better (any sign); ``-inf`` for a failed run.
           cost: what the run cost, >= 0, in the caller's units.
           params: the budget that ran; default the last plan.
+
+        Raises:
+          ValueError: a NaN or ``+inf`` metric (a bug upstream, not a result; report a
+            failed run as ``-inf``), a bad cost or params.
         """
         if params is None:
             if self.last_plan is None:
@@ -134,12 +140,37 @@ class AdaptiveTrainer:
             params = self.last_plan
         budget = self._check_params(params)
         metric = float(metric)
+        if math.isnan(metric) or metric == math.inf:
+            raise ValueError(
+                f"AdaptiveTrainer.observe: metric must be a number or -inf (a failed run), "
+                f"got {metric!r}"
+            )
         if isinstance(cost, bool) or not (math.isfinite(float(cost)) and float(cost) >= 0):
             raise ValueError(f"AdaptiveTrainer.observe: cost must be finite and >= 0, got {cost!r}")
         cost = float(cost)
-        label = self.critic.label(metric, cost, self.memory.outcomes)
-        self.memory.add(Outcome(budget, metric, cost, self.reward(metric, cost), label))
+        history = self.memory.outcomes
+        label = self.critic.label(metric, cost, history)
+        tol = self.critic.rel_tol * self.critic.scale([o.metric for o in history] + [metric])
+        self.memory.add(Outcome(budget, metric, cost, self.reward(metric, cost), label), tol)
         return label
+
+    def config(self) -> dict[str, Any]:
+        """What defines this trainer's runs (for records: a directory holding another
+        trainer's run is not replayed into this one)."""
+        fn = self.cost_fn
+        return {
+            "alpha": self.alpha,
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
+            "seed": self.seed,
+            "cost_fn": f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}",
+            "start": self.start,
+            "levels": self.levels,
+            "rel_tol": self.critic.rel_tol,
+            "neighbourhood": self.memory.neighbourhood,
+            "optimism": self.optimism,
+            "patience": self.patience,
+            "sample": self.sample,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """The memory as plain data (for records and inspection)."""

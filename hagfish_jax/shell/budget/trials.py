@@ -53,6 +53,8 @@ def run_planner(
     halving: int = 0,
     eta: int = 2,
     stop_when_done: bool = True,
+    fingerprint: Mapping[str, Any] | None = None,
+    on_mismatch: str = "error",
 ) -> dict[str, Any]:
     """Plan, train and observe for up to ``rounds`` rounds; return the outcomes.
 
@@ -70,11 +72,23 @@ def run_planner(
     rounds into ``trainer`` (same plans, same outcomes) and continues after them; an
     unfinished round is trained again and rows already recorded are not duplicated.
 
+    The records hold what defines the run (``trainer.config()``, ``halving``, ``eta``,
+    ``context`` and your ``fingerprint``: the task and its options, say) under
+    ``run.json``'s ``"planner"``; a directory holding a run that differs is refused
+    with a ``ValueError`` naming what differs (``on_mismatch="error"``) or cleared
+    (``"replace"``), never replayed into another trainer.
+
     Stops early once ``trainer.done`` (if ``stop_when_done``).
     """
     rounds = integer("run_planner: rounds", rounds, 1)
     halving = integer("run_planner: halving", halving, 0)
     eta = integer("run_planner: eta", eta, 2)
+    if on_mismatch not in ("error", "replace"):
+        raise ValueError(
+            f"run_planner: on_mismatch must be 'error' or 'replace', got {on_mismatch!r}"
+        )
+    if records is not None:
+        _claim(records, trainer, halving, eta, context, fingerprint, on_mismatch)
     finished = {} if records is None else records.summaries()
     outcomes: list[dict[str, Any]] = []
     number = 0
@@ -118,6 +132,31 @@ def run_planner(
         "total_cost": float(sum(o["cost"] for o in outcomes)),
         "trials": len(outcomes),
     }
+
+
+def _claim(records, trainer, halving, eta, context, fingerprint, on_mismatch) -> None:
+    """Record what defines this planner run; refuse (or clear) a directory of another."""
+    import json
+
+    config = {
+        **trainer.config(),
+        "halving": halving,
+        "eta": eta,
+        "context": dict(context or {}),
+        "fingerprint": dict(fingerprint or {}),
+    }
+    config = json.loads(json.dumps(config, default=str))
+    old = records.meta.get("planner")
+    if old is not None and old != config:
+        differ = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        if on_mismatch == "error":
+            raise ValueError(
+                f"run_planner: {records.path} holds another planner run ({', '.join(differ)} "
+                "differ); use another directory or on_mismatch='replace'"
+            )
+        records.clear()
+    records.meta["planner"] = config
+    records.write_meta()
 
 
 def _finite(x: float) -> float:
