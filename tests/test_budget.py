@@ -224,4 +224,5 @@ def test_the_planner_refuses_a_directory_of_another_trainer(tmp_path):
     with pytest.raises(ValueError, match="holds another planner run \\(alpha differ\\)"):
         run(1e-3)
     again = run(1e-3, on_mismatch="replace")
-    assert again["trials"] == 2 and hj.records.read_run(tmp_path)["meta"]["planner"]["alpha"] == 1e-3
+    assert again["trials"] == 2
+    assert hj.records.read_run(tmp_path)["meta"]["planner"]["alpha"] == 1e-3
