@@ -4,7 +4,9 @@ Each checkpoint is an orbax directory ``window_00000012`` holding any pytree
 (weights, optimizer state with its hyperparameters, tuner state). It is written
 under a temporary name and renamed when complete, and ``manifest.json`` (windows,
 scores, which one is best) is replaced atomically after it, so a run killed at
-any moment leaves the manifest pointing only at finished checkpoints. Restoring
+any moment leaves the manifest pointing only at finished checkpoints. Each checkpoint
+also carries its own manifest entry, so a lost or damaged manifest is rebuilt from the
+checkpoints on disk (with a warning) instead of starting over. Restoring
 tries the requested checkpoint and, if it is truncated or corrupt, falls back to
 the next good one (best score first) with a warning. Retention never deletes the
 best checkpoint.
@@ -27,6 +29,16 @@ from ..records import write_atomic
 __all__ = ["Checkpoints"]
 
 _MANIFEST = "manifest.json"
+_ENTRY = "hagfish_entry.json"  # beside orbax's files: what the manifest says of it
+
+
+def _valid(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("window"), int)
+        and (entry.get("score") is None or isinstance(entry["score"], (int, float)))
+    )
 
 
 def _is_key(x: Any) -> bool:
@@ -79,20 +91,48 @@ class Checkpoints:
         self._lock = DirectoryLock(self.directory, "checkpoint directory").acquire()
         self.keep_last = int(keep_last)
         self._checkpointer = ocp.StandardCheckpointer()
-        self.entries: list[dict[str, Any]] = []
-        manifest = self.directory / _MANIFEST
-        if manifest.exists():
-            try:
-                self.entries = json.loads(manifest.read_text())["entries"]
-            except (ValueError, KeyError) as err:
-                warnings.warn(
-                    f"Checkpoints: unreadable manifest ({err}); starting empty", stacklevel=2
-                )
-        self.entries = [e for e in self.entries if (self.directory / e["name"]).is_dir()]
+        self.entries = self._read_manifest()
 
     def close(self) -> None:
         """Release the directory's lock (held from construction on)."""
         self._lock.release()
+
+    def _read_manifest(self) -> list[dict[str, Any]]:
+        """The manifest's entries; a missing, garbled or malformed manifest is rebuilt
+        from the checkpoints themselves (each carries its entry), with one warning."""
+        manifest = self.directory / _MANIFEST
+        problem = None
+        try:
+            entries = json.loads(manifest.read_text())["entries"]
+            if not isinstance(entries, list) or not all(_valid(e) for e in entries):
+                raise ValueError("malformed entries")
+        except FileNotFoundError:
+            entries, problem = [], "missing"
+        except (ValueError, KeyError, TypeError) as err:
+            entries, problem = [], f"unreadable: {err}"
+        found = {e["window"]: e for e in self._scan()}
+        entries = [e for e in entries if (self.directory / e["name"]).is_dir()]
+        if problem is not None and found:
+            warnings.warn(
+                f"Checkpoints: manifest {problem}; rebuilt from {len(found)} checkpoint(s) "
+                f"in {self.directory}",
+                stacklevel=3,
+            )
+            entries = sorted(found.values(), key=lambda e: e["window"])
+            _write_json_atomic(manifest, {"entries": entries})
+        return entries
+
+    def _scan(self) -> list[dict[str, Any]]:
+        """The entries written inside each finished ``window_*`` directory."""
+        out = []
+        for d in sorted(self.directory.glob("window_*")):
+            try:
+                entry = json.loads((d / _ENTRY).read_text())
+            except (OSError, ValueError):
+                continue
+            if _valid(entry) and entry["name"] == d.name:
+                out.append(entry)
+        return out
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -114,14 +154,16 @@ class Checkpoints:
         shutil.rmtree(tmp, ignore_errors=True)
         self._checkpointer.save(tmp.resolve(), _plain(state))
         self._checkpointer.wait_until_finished()
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
         score = None if score is None or not math.isfinite(float(score)) else float(score)
         old = next((e for e in self.entries if e["window"] == int(window)), None)
         if score is None and old is not None and old["score"] is not None:
             score = old["score"]  # a later unscored save never demotes a scored window
+        entry = {"window": int(window), "name": name, "score": score, **meta}
+        (tmp / _ENTRY).write_text(json.dumps(entry))  # travels with the checkpoint
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
         self.entries = [e for e in self.entries if e["window"] != int(window)]
-        self.entries.append({"window": int(window), "name": name, "score": score, **meta})
+        self.entries.append(entry)
         self.entries.sort(key=lambda e: e["window"])
         self._retain()
         _write_json_atomic(self.directory / _MANIFEST, {"entries": self.entries})
