@@ -108,3 +108,32 @@ def test_state_dict_round_trip():
 def test_validation(kwargs, word):
     with pytest.raises(ValueError, match=word):
         Backoff(**kwargs)
+
+
+def test_one_outlier_does_not_hide_a_rising_trend():
+    scores = [0.5 + 0.01 * i for i in range(30)]
+    scores[10] = 0.1 * scores[10]  # one score 90% below the trend
+    b = Backoff(plateau=3, dormant=20)
+    decisions = feed(b, scores)
+    after = decisions[12:]
+    assert all(d.improved for d in after)  # every later rise still counts
+    assert all(d.phase is Phase.ACTIVE for d in decisions)
+    assert max(d.next_window - w for w, d in enumerate(decisions)) <= 2  # no long back-off
+
+
+def test_a_rollback_reactivates_the_schedule():
+    b = Backoff(plateau=2, dormant=50, noise=0.0, backoff=2.0)
+    feed(b, [1.0, 1.0, 1.0, 1.0])
+    assert b.phase is Phase.COOLING and b.next_window > 4
+    b.reactivate(4)
+    assert b.phase is Phase.ACTIVE and b.next_window == 5 and b.due(5)
+    assert b.best == 1.0  # what the run knows is kept
+
+
+def test_exploratory_windows_never_count_towards_a_degradation():
+    b = Backoff(degradation=0.9, patience=2, noise=0.0, plateau=100, dormant=100)
+    b.observe(0, 1.0)
+    # three bad probes in a row: the trials', not the run's
+    assert not any(b.observe(w, 0.1, explore=True).degraded for w in (1, 2, 3))
+    assert not b.observe(4, 0.1).degraded and b.observe(5, 0.1).degraded
+    assert b.observe(6, 2.0, explore=True).improved  # a probe may still improve the best

@@ -48,9 +48,13 @@ def run(tuner, scores, hp0=None):
 def test_no_change_during_warmup():
     tuner = hj.guard(multiplier(1.2), warmup=3, max_delta=0.5, patience=100)
     lrs, _, _ = run(tuner, [1.0] * 5)
-    # proposals after windows 1 and 2 are for windows 2 and 3: unchanged
-    np.testing.assert_allclose(lrs[:2], 0.01)
-    np.testing.assert_allclose(lrs[2], 0.012, rtol=1e-6)
+    # warmup=3: the first three updates change nothing, the fourth may
+    np.testing.assert_allclose(lrs[:3], 0.01)
+    np.testing.assert_allclose(lrs[3], 0.012, rtol=1e-6)
+    # and every warmup is its own: 0 may change at once, 1 one update later
+    first = [run(hj.guard(multiplier(1.2), warmup=w, patience=100), [1.0] * 4)[0] for w in range(3)]
+    changed = [int(np.flatnonzero(~np.isclose(lrs, 0.01))[0]) for lrs in first]
+    assert changed == [0, 1, 2]
 
 
 def test_max_delta_bounds_relative_steps_both_ways():
@@ -198,8 +202,8 @@ def test_shrink_of_an_unknown_name_fails_at_init():
 def test_tune_every_limits_changes():
     tuner = hj.guard(multiplier(1.1), warmup=1, tune_every=3, patience=100)
     lrs, _, _ = run(tuner, [1.0] * 10)
-    changes = np.flatnonzero(np.diff(np.concatenate([[0.01], lrs])) != 0)
-    assert list(changes) == [0, 3, 6, 9]  # after windows 1, 4, 7, 10
+    changes = np.flatnonzero(~np.isclose(np.diff(np.concatenate([[0.01], lrs])), 0.0))
+    assert list(changes) == [3, 6, 9]  # after the warmup update, every third: windows 4, 7, 10
     assert np.all(np.diff(changes) >= 3)
 
 

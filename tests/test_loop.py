@@ -288,15 +288,20 @@ def test_a_divergence_before_any_finite_score_restarts_from_the_initial_state():
     tuner = hj.guard(hj.fixed(), warmup=0, space=SPACE)
     seen = []
 
+    lrs = []
+
     class Watch(Callback):
         def on_rollback(self, loop, window, best_window):
             seen.append(best_window)
+
+        def on_hparams_update(self, loop, window, hparams, source):
+            lrs.append(hparams["learning_rate"])
 
     r = Loop(step, evaluate, tuner=tuner, space=SPACE, callbacks=[rec, Watch()]).run(
         init_state(), jax.random.key(0), max_windows=6
     )
     assert seen == [-1]  # rolled back to the start: nothing had been scored
-    assert r.hparams["learning_rate"] == pytest.approx(0.01)  # 0.1 shrunk after diverging
+    assert lrs[0] == pytest.approx(0.01)  # 0.1 shrunk after diverging
     assert np.isfinite(r.best_score) and np.all(np.isfinite(np.asarray(r.state["w"])))
 
 
@@ -355,6 +360,7 @@ def test_record_run_writes_rows_transitions_rollbacks_advice_and_resumes(tmp_pat
             advisor=Calm(),
             space=SPACE,
             callbacks=[hj.loop.RecordRun(records)],
+            restore=lambda now, best: {**best, "t": now["t"]},  # the clock moves on
         )
         return loop.run(init_state(), jax.random.key(0), max_windows=40)
 
@@ -375,3 +381,38 @@ def test_record_run_writes_rows_transitions_rollbacks_advice_and_resumes(tmp_pat
     windows = [r["window"] for r in again["rows"]["run"]]
     assert windows == [r["window"] for r in rows], (windows, [r["window"] for r in rows])
     assert len(again["events"]) == len(kinds)
+
+
+def prober(flag: bool) -> hj.Tuner:
+    """Every other window tries lr 0.5 (a probe that scores worse), then back to 0.1."""
+
+    def init(key, hp):
+        return jnp.int32(0)
+
+    def update(count, obs):
+        probe = (count + 1) % 2 == 1
+        hp = {"learning_rate": jnp.where(probe, 0.5, 0.1).astype(jnp.float32)}
+        return hj.Proposal(hp, jnp.int32(hj.KEEP), jnp.asarray(False),
+                           probe if flag else None), count + 1
+
+    return hj.Tuner(init, update)
+
+
+def test_probe_windows_of_a_tuner_are_not_degradations():
+    still = jax.jit(lambda s, k: (s, {}))
+    scored = jax.jit(lambda s: {"score": 1.0 - jnp.abs(hj.get_hparams(s)["learning_rate"] - 0.1)})
+    seen = {}
+    for flag in (True, False):
+        seen[flag] = []
+
+        class Watch(Callback):
+            def on_degradation(self, loop, window, score, flag=flag):
+                seen[flag].append(window)
+
+        loop = Loop(still, scored, tuner=prober(flag), space=SPACE, callbacks=[Watch()],
+                    backoff=Backoff(noise=0.0, degradation=0.9, patience=1, plateau=100,
+                                    dormant=200, backoff=1.0))
+        r = loop.run({"opt": TX.init(jnp.zeros(3))}, jax.random.key(0), max_windows=10)
+        assert r.evaluations == 10
+    assert seen[True] == []  # probes marked as such never degrade the run
+    assert seen[False] == [1, 3, 5, 7, 9]  # unmarked, every probe window counts

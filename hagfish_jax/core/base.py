@@ -60,11 +60,15 @@ class Proposal(NamedTuple):
         ``parents[i] == i`` or ``parents[i] == KEEP`` (-1) means keep your own.
         Single-run tuners return ``KEEP`` so they stay correct under ``vmap``.
       rollback: bool; restore the best snapshot before applying ``hparams``.
+      explore: bool (or ``None``: no): the next window tries a value to learn how it
+        does (a finite-difference probe, a bayes trial). Its score measures the trial,
+        not the run, so the Loop's backoff never counts it as a degradation.
     """
 
     hparams: HParams
     parents: jax.Array
     rollback: jax.Array
+    explore: jax.Array | None = None
 
 
 class Tuner(NamedTuple):

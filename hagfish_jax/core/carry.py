@@ -46,6 +46,7 @@ class Carry(NamedTuple):
       score: the scores of the last tuned window (NaN before the first, and for
         masked members).
       window: windows trained so far, int32.
+      exploring: the next window tries a tuner's trial value (``Proposal.explore``).
       key: the PRNG key for the next window.
     """
 
@@ -56,6 +57,7 @@ class Carry(NamedTuple):
     alive: jax.Array
     score: jax.Array
     window: jax.Array
+    exploring: jax.Array
     key: jax.Array
 
 

@@ -38,6 +38,7 @@ class GuardState(NamedTuple):
         was last consulted (it sees their mean; NaN if any was non-finite).
       rollbacks: how many rollbacks the guard has proposed.
       divergences: how many windows ended with a non-finite score.
+      exploring: the values in force are the wrapped tuner's trial (a probe).
     """
 
     inner: Any
@@ -55,6 +56,7 @@ class GuardState(NamedTuple):
     block_bad: jax.Array
     rollbacks: jax.Array
     divergences: jax.Array
+    exploring: jax.Array
 
 
 def _is_learning_rate(name: str) -> bool:
@@ -77,7 +79,9 @@ def guard(
 
     Rules, per window (one ``update`` call):
 
-    * **warmup**: the first ``warmup`` windows run with the initial values.
+    * **warmup**: the first ``warmup`` updates change nothing: the windows up to
+      ``warmup + 1`` run with the initial values (``warmup=0`` may change after the
+      first window).
     * **max_delta**: every applied change obeys ``|new - old| <= max_delta *
       |old|`` per dimension; where ``old == 0`` the step is bounded by
       ``max_delta`` in unit space (needs ``space``) or in absolute value.
@@ -133,9 +137,14 @@ def guard(
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
     >>> tuner = hj.guard(hj.finite_difference(space), warmup=1, max_delta=0.5)
     >>> state = tuner.init(jax.random.key(0), {"learning_rate": 1e-2})
+    >>> proposal, state = tuner.update(state, hj.Observation(score=0.5))  # warmup: kept
+    >>> round(float(proposal.hparams["learning_rate"]), 6)
+    0.01
     >>> proposal, state = tuner.update(state, hj.Observation(score=0.5))
     >>> round(float(proposal.hparams["learning_rate"]), 6)  # a 2x probe, clamped to +50%
     0.015
+    >>> bool(proposal.explore)  # the next window tries the probe
+    True
     """
     if not isinstance(tuner, Tuner):
         raise TypeError(f"guard: tuner must be a hagfish_jax.Tuner, got {type(tuner).__name__}")
@@ -202,6 +211,7 @@ def guard(
             block_bad=jnp.asarray(False),
             rollbacks=jnp.asarray(0, i32),
             divergences=jnp.asarray(0, i32),
+            exploring=jnp.asarray(False),
         )
 
     def tree_where(flag, a, b):
@@ -238,7 +248,8 @@ def guard(
         block_bad = state.block_bad | ~finite
         block_score = jnp.where(block_bad, jnp.nan, block_sum / block_count).astype(jnp.float32)
 
-        can_tune = judge & ~trigger & (t >= warmup) & (jnp.mod(t - warmup, tune_every) == 0)
+        # The first ``warmup`` updates change nothing; then every ``tune_every``-th may.
+        can_tune = judge & ~trigger & (t > warmup) & (jnp.mod(t - warmup, tune_every) == 0)
         inner_obs = Observation(block_score, obs.train_score, obs.cost, state.applied)
         proposal, inner_next = tuner.update(state.inner, inner_obs)
         stepped = dict(state.applied)
@@ -260,6 +271,8 @@ def guard(
         applied = tree_where(trigger, fallback, tree_where(can_tune, stepped, state.applied))
         last_good = tree_where(trigger, fallback, last_good)
         inner = tree_where(can_tune, inner_next, state.inner)
+        probe = jnp.asarray(False) if proposal.explore is None else proposal.explore
+        exploring = jnp.where(trigger, False, jnp.where(can_tune, probe, state.exploring))
 
         reset_block = can_tune | trigger
         new_state = GuardState(
@@ -280,8 +293,9 @@ def guard(
             block_bad=jnp.where(reset_block, False, block_bad),
             rollbacks=(state.rollbacks + trigger.astype(jnp.int32)).astype(jnp.int32),
             divergences=(state.divergences + diverged.astype(jnp.int32)).astype(jnp.int32),
+            exploring=exploring,
         )
         parents = jnp.where(can_tune, proposal.parents, KEEP).astype(jnp.int32)
-        return Proposal(applied, parents, trigger), new_state
+        return Proposal(applied, parents, trigger, exploring), new_state
 
     return Tuner(init, update)

@@ -138,6 +138,7 @@ def build(
             alive=jnp.ones(shape, jnp.bool_),
             score=jnp.full(shape, jnp.nan, jnp.float32),
             window=jnp.asarray(0, jnp.int32),
+            exploring=jnp.zeros(shape, jnp.bool_),
             key=key,
         )
 
@@ -222,13 +223,22 @@ def build(
             **{f"window_{k}": v for k, v in train_metrics.items()},
             "score": score,
             "rollback": back,
+            "explore": carry.exploring,  # this window tried a tuner's trial value
             "window": window,
             **hp,
         }
         if n is not None:
             row.update(parent=parents, alive=alive)
+        explore = jnp.zeros(score.shape, jnp.bool_)
+        if proposal.explore is not None:
+            explore = jnp.broadcast_to(jnp.asarray(proposal.explore, jnp.bool_), score.shape)
         carry = carry._replace(
-            state=new_state, tuner_state=tuner_state, snap=snap, best=best, score=score
+            state=new_state,
+            tuner_state=tuner_state,
+            snap=snap,
+            best=best,
+            score=score,
+            exploring=explore & alive,
         )
         return carry, row
 

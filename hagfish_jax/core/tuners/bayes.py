@@ -272,6 +272,7 @@ def bayes(
             gp_params=gp_params,
             key=key,
         )
-        return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False)), new_state
+        explore = new_state.phase == 1  # the next window measures a trial
+        return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False), explore), new_state
 
     return Tuner(init, update)

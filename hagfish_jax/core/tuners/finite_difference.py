@@ -155,6 +155,7 @@ def finite_difference(
             dim=jnp.where(in_baseline, i, (i + 1) % d).astype(jnp.int32),
             phase=jnp.where(in_baseline, _PROBE, _BASELINE).astype(jnp.int32),
         )
-        return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False)), new_state
+        explore = new_state.phase == _PROBE
+        return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False), explore), new_state
 
     return Tuner(init, update)

@@ -165,6 +165,7 @@ def spsa(
             phase=jnp.where(in_plus, _MINUS, _PLUS).astype(jnp.int32),
             key=key,
         )
-        return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False)), new_state
+        explore = new_state.phase != _START  # both perturbations are measurements
+        return Proposal(new_state.hparams, keep_parents(), jnp.asarray(False), explore), new_state
 
     return Tuner(init, update)

@@ -31,6 +31,12 @@ from collections import deque
 __all__ = ["Backoff", "Decision", "Phase"]
 
 
+def _median(sorted_values: list[float]) -> float:
+    n = len(sorted_values)
+    mid = n // 2
+    return sorted_values[mid] if n % 2 else 0.5 * (sorted_values[mid - 1] + sorted_values[mid])
+
+
 class Phase(str, enum.Enum):
     ACTIVE = "ACTIVE"
     COOLING = "COOLING"
@@ -135,17 +141,24 @@ class Backoff:
     def noise_floor(self) -> float:
         """``noise`` times the noise level of the recent finite scores.
 
-        The level is the standard deviation of successive differences over
-        ``sqrt(2)``: for a trend plus independent noise it estimates the noise
-        alone, so a steadily improving run is not mistaken for a noisy one.
+        The level is the spread of successive differences over ``sqrt(2)``: for a
+        trend plus independent noise it estimates the noise alone, so a steadily
+        improving run is not mistaken for a noisy one. From 5 differences on, the
+        spread is the median absolute deviation (x 1.4826: the standard deviation for
+        Gaussian noise), so one outlier cannot lift the floor above a rising trend;
+        with fewer it is the standard deviation.
         """
         if len(self.recent) < 3:
             return 0.0
         r = list(self.recent)
-        diffs = [b - a for a, b in zip(r, r[1:])]
-        mean = sum(diffs) / len(diffs)
-        var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
-        return self.noise * math.sqrt(var / 2.0)
+        diffs = sorted(b - a for a, b in zip(r, r[1:]))
+        if len(diffs) >= 5:
+            median = _median(diffs)
+            spread = 1.4826 * _median(sorted(abs(d - median) for d in diffs))
+        else:
+            mean = sum(diffs) / len(diffs)
+            spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+        return self.noise * spread / math.sqrt(2.0)
 
     def due(self, window: int) -> bool:
         """Whether the loop should evaluate after ``window``."""
@@ -177,8 +190,23 @@ class Backoff:
         self.recent = deque((float(x) for x in d["recent"]), maxlen=self.noise_window)
 
     # -- the machine -------------------------------------------------------------------
-    def observe(self, window: int, score: float) -> Decision:
-        """Feed the score evaluated after ``window``; returns what it means."""
+    def reactivate(self, window: int) -> None:
+        """Back to ACTIVE after a rollback: the run restarts from its best state, so it
+        is evaluated at the base interval again (the best score is kept)."""
+        if self.phase in (Phase.COOLING, Phase.WATCHDOG, Phase.ACTIVE):
+            self.phase = Phase.ACTIVE
+        self.interval = float(self.base)
+        self.stale = 0
+        self.bad = 0
+        self.next_window = window + self.base
+
+    def observe(self, window: int, score: float, explore: bool = False) -> Decision:
+        """Feed the score evaluated after ``window``; returns what it means.
+
+        ``explore``: the window tried a tuner's trial value (``Proposal.explore``): it
+        may still improve on the best, but a bad score there is the trial's, not the
+        run's, and never counts towards a degradation.
+        """
         score = float(score)
         finite = math.isfinite(score)
         floor = self.noise_floor()
@@ -193,7 +221,8 @@ class Backoff:
             if score > self.best:
                 self.best = score  # track the peak even inside the noise
 
-        self.bad = self.bad + 1 if bad else 0
+        if not explore:
+            self.bad = self.bad + 1 if bad else 0
         degraded = self.bad >= self.patience
         if degraded:
             self.bad = 0

@@ -103,6 +103,10 @@ class Loop(Steering):
       population: N members (leading axis), or ``None`` for one run.
       jit: compile the task's functions (default: yes for ``task=``, no for
         ``step``/``evaluate``, which are called as given).
+      restore: ``(current, best) -> state``: what a rollback brings back (default the
+        whole best state; see :class:`hagfish_jax.Task`). A state that carries its own
+        clock or data cursor keeps it from ``current``, or a rollback replays the same
+        windows.
     """
 
     def __init__(
@@ -126,8 +130,11 @@ class Loop(Steering):
         task: Any = None,
         population: int | None = None,
         jit: bool | None = None,
+        restore: Callable[[Any, Any], Any] | None = None,
     ):
         task, space, vectorized = as_task(step, evaluate, task, space)
+        if restore is not None:
+            task = task.replace(restore=restore)
         check_options(save_every, target_patience, max_ensemble_size, advisor)
         self.task = task
         self.population = population
@@ -297,7 +304,8 @@ class Loop(Steering):
         train = ev.get("train_score")
         if train is not None:
             train = float(np.asarray(jax.device_get(train)).reshape(-1)[member])
-        d = self.backoff.observe(window, headline)
+        explore = bool(np.asarray(jax.device_get(carry.exploring)).reshape(-1)[member])
+        d = self.backoff.observe(window, headline, explore)
         transition = None if not d.transition else tuple(p.value for p in d.transition)
         self._fire("on_evaluation", window, dict(ev), transition)
         entry = {"window": window, "score": headline, "train_score": train, "phase": d.phase.value}
@@ -325,6 +333,7 @@ class Loop(Steering):
             self._fire("on_degradation", window, headline)
         if np.any(rolled):
             r.rollbacks += int(np.sum(rolled))
+            self.backoff.reactivate(window)  # restarted from the best: evaluate often again
             self._fire("on_rollback", window, r.best_window)
         if self.tuner is not None and self._wants("on_hparams_update"):
             hp = jax.device_get(self._in_force(carry.state))
