@@ -32,3 +32,25 @@ def test_spawn_noise_bounds_and_monotonicity():
     assert spawn_noise(1.0, 0.4, 0.5) >= spawn_noise(1.0, 0.1, 0.5)  # bigger gap: more
     assert spawn_noise(1.0, 0.1, -0.5) >= spawn_noise(1.0, 0.1, 0.9)  # decorrelated: more
     assert spawn_noise(0.0, 5.0, -1.0, high=0.3) == 0.3
+
+
+def test_a_healthy_run_is_not_pruned_whatever_the_scale_of_its_scores():
+    mc = MetaController()
+    val = [0.1, 0.3, 0.5, 0.7, 0.9]
+    train = [v + 0.01 for v in val]  # a constant, small gap
+    for scale, shift in ((1.0, 0.0), (1000.0, 0.0), (1.0, 1000.0), (1e-3, 0.0)):
+        v = [scale * x + shift for x in val]
+        t = [scale * x + shift for x in train]
+        assert mc.decide(v, t) is Action.NO_OP, (scale, shift)
+    for scale, shift in ((1.0, 0.0), (1000.0, 0.0), (1.0, 1000.0)):  # a gap that widens
+        v = [scale * 0.5 + shift] * 5
+        t = [scale * (0.5 + 0.04 * i) + shift for i in range(5)]
+        assert mc.decide(v, t) is Action.PRUNE, (scale, shift)
+
+
+def test_spawn_noise_is_largest_on_a_plateau_or_a_decline():
+    slopes = [-10.0, -1.0, 0.0, 0.5, 1.0, 5.0, 20.0]
+    noise = [spawn_noise(s, 0.1, 0.5) for s in slopes]
+    assert noise[0] == noise[1] == noise[2]  # a decline explores as much as a plateau
+    assert all(a >= b for a, b in zip(noise, noise[1:]))  # improving faster: less
+    assert noise[2] > noise[-1]

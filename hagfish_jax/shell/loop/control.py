@@ -30,14 +30,24 @@ class Regime(str, enum.Enum):
     VOLATILE = "volatile"
 
 
-def _slope(values: Sequence[float]) -> float:
-    """Least-squares slope per evaluation, normalised by the values' spread."""
+def _spread(values: Sequence[float]) -> float:
+    """A scale for score changes: the spread of the finite values, at least a
+    millionth of their size (so rounding never divides by ~0)."""
+    y = np.asarray([v for v in values if math.isfinite(v)], np.float64)
+    if len(y) == 0:
+        return 1e-12
+    return max(float(np.std(y)), 1e-6 * float(np.max(np.abs(y))), 1e-12)
+
+
+def _slope(values: Sequence[float], scale: float | None = None) -> float:
+    """Least-squares slope per evaluation times the count, over ``scale`` (default the
+    values' own :func:`_spread`)."""
     y = np.asarray([v for v in values if math.isfinite(v)], np.float64)
     if len(y) < 2:
         return 0.0
     x = np.arange(len(y), dtype=np.float64)
     slope = np.polyfit(x, y, 1)[0]
-    scale = np.std(y) or max(abs(float(np.mean(y))), 1e-12)
+    scale = _spread(y) if scale is None else scale
     return float(slope * len(y) / scale)
 
 
@@ -108,9 +118,11 @@ class MetaController:
             gaps = [t - v for t, v in zip(train_scores, val_scores)]
             last_train = train_scores[-1]
             rel_gap = gaps[-1] / max(abs(last_train), 1e-12)
-            if (math.isfinite(rel_gap) and rel_gap > self.gap_threshold) or _slope(
-                gaps
-            ) > self.gap_slope:
+            # the gap's trend in units of the scores' own spread: a constant gap (whose
+            # rounding noise has no spread of its own) never reads as widening
+            scale = _spread(list(val_scores) + list(train_scores))
+            widening = _slope(gaps, scale) > self.gap_slope
+            if (math.isfinite(rel_gap) and rel_gap > self.gap_threshold) or widening:
                 return Action.PRUNE
         if abs(_slope(val_scores[-10:])) <= self.flat:
             return Action.SPAWN
@@ -177,10 +189,12 @@ def spawn_noise(
 ) -> float:
     """Relative hyperparameter noise for a spawned variant, from three signals.
 
-    More noise when validation has stalled (small ``|val_slope|``), when the
-    train-validation ``gap`` (relative) is large, and when train and validation
-    scores stop moving together (low ``correlation`` in [-1, 1]). Always within
-    ``[low, high]``; monotone in each signal.
+    The rule: ``base * (1 + stall + 2 * gap + decorrelation)`` clipped to ``[low,
+    high]``, where ``stall = 1 / (1 + max(val_slope, 0))`` is 1 on a plateau or a
+    decline and falls towards 0 as the validation score improves faster, ``gap`` is
+    clipped to [0, 1] and ``decorrelation = (1 - correlation) / 2``. So a plateau or
+    a decline gets the most exploration and an improving run the least; the noise
+    never rises with ``val_slope`` or ``correlation`` and never falls with ``gap``.
 
     Args:
       val_slope: normalised slope of the validation score.
@@ -199,8 +213,10 @@ def spawn_noise(
     0.5
     >>> spawn_noise(val_slope=10.0, gap=0.0, correlation=1.0) < 0.2  # still improving
     True
+    >>> spawn_noise(val_slope=-10.0, gap=0.0, correlation=1.0)  # declining: as a plateau
+    0.2
     """
-    stall = 1.0 / (1.0 + abs(val_slope))  # 1 when flat, -> 0 when moving fast
+    stall = 1.0 / (1.0 + max(val_slope, 0.0))  # 1 flat or falling, -> 0 rising fast
     gap_term = min(max(gap, 0.0), 1.0)
     decorrelation = (1.0 - max(min(correlation, 1.0), -1.0)) / 2.0  # 0 .. 1
     noise = base * (1.0 + stall + 2.0 * gap_term + decorrelation)
