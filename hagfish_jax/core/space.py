@@ -19,9 +19,8 @@ Python shell may change them).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import integer
+from .dimensions import Choice, Dimension, IntUniform, LogUniform, Uniform, _Interval
 
 __all__ = [
     "Choice",
@@ -40,188 +40,6 @@ __all__ = [
 ]
 
 HParams = dict[str, jax.Array]
-
-
-def _check_bound(name: str, label: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: {label} must be a real number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name}: {label} must be finite, got {value!r}")
-    return v
-
-
-@dataclasses.dataclass(frozen=True)
-class Dimension:
-    """Base class of a search-space dimension. Use the subclasses.
-
-    Each subclass implements ``_validate(name)`` and, as jnp functions of float32
-    arrays, ``to_unit(x)``, ``from_unit(u)``, ``clip(x)`` and ``perturb(x, factor)``;
-    ``to_python(x)`` turns one host value into a plain Python value (here a float).
-    """
-
-    def to_python(self, x: Any) -> Any:
-        return float(x)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Interval(Dimension):
-    """Bounds ``[low, high]`` shared by :class:`Uniform`, :class:`LogUniform` and
-    :class:`IntUniform`; linear in unit space unless a subclass says otherwise."""
-
-    low: float
-    high: float
-    dynamic: bool = True
-
-    def _validate(self, name: str) -> None:
-        lo = _check_bound(name, "low", self.low)
-        hi = _check_bound(name, "high", self.high)
-        self._check_domain(name, lo, hi)
-        if lo >= hi:
-            raise ValueError(
-                f"{name}: low must be < high, got low={self.low!r}, high={self.high!r}"
-            )
-
-    def _check_domain(self, name: str, lo: float, hi: float) -> None:
-        del name, lo, hi
-
-    def to_unit(self, x):
-        return (x - self.low) / (self.high - self.low)
-
-    def clip(self, x):
-        return jnp.clip(x, self.low, self.high)
-
-
-@dataclasses.dataclass(frozen=True)
-class Uniform(_Interval):
-    """A real interval ``[low, high]``, linear in unit space. Dynamic by default."""
-
-    def from_unit(self, u):
-        return jnp.clip(self.low + u * (self.high - self.low), self.low, self.high)
-
-    def perturb(self, x, factor):
-        # Multiplicative around the value, with a floor so a value at 0 still moves.
-        scale = jnp.maximum(jnp.abs(x), 0.05 * (self.high - self.low))
-        return self.clip(x + (factor - 1.0) * scale)
-
-
-@dataclasses.dataclass(frozen=True)
-class LogUniform(_Interval):
-    """A positive interval ``[low, high]``, linear in ``log`` in unit space."""
-
-    def _check_domain(self, name: str, lo: float, hi: float) -> None:
-        if lo <= 0 or hi <= 0:
-            raise ValueError(
-                f"{name}: LogUniform bounds must be > 0, got low={self.low!r}, high={self.high!r}"
-            )
-
-    def to_unit(self, x):
-        lo, hi = math.log(self.low), math.log(self.high)
-        return (jnp.log(jnp.maximum(x, self.low * 1e-6)) - lo) / (hi - lo)
-
-    def from_unit(self, u):
-        lo, hi = math.log(self.low), math.log(self.high)
-        return jnp.clip(jnp.exp(lo + u * (hi - lo)), self.low, self.high)
-
-    def perturb(self, x, factor):
-        return self.clip(x * factor)
-
-
-@dataclasses.dataclass(frozen=True)
-class IntUniform(_Interval):
-    """Integers ``low..high`` inclusive. Structural by default (widths, depths)."""
-
-    low: int
-    high: int
-    dynamic: bool = False
-
-    def _check_domain(self, name: str, lo: float, hi: float) -> None:
-        if lo != int(lo) or hi != int(hi):
-            raise ValueError(
-                f"{name}: IntUniform bounds must be integers, got low={self.low!r}, "
-                f"high={self.high!r}"
-            )
-
-    def from_unit(self, u):
-        return jnp.clip(jnp.round(self.low + u * (self.high - self.low)), self.low, self.high)
-
-    def clip(self, x):
-        return jnp.clip(jnp.round(x), self.low, self.high)
-
-    def perturb(self, x, factor):
-        moved = jnp.round(x * factor)
-        # Always move by at least one step in the direction of the factor.
-        return self.clip(jnp.where(moved == x, x + jnp.sign(factor - 1.0), moved))
-
-    def to_python(self, x):
-        return int(round(float(x)))
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice(Dimension):
-    """A finite ordered set of values. Structural by default.
-
-    Numeric choices are carried as their value (``batch_size=64.0``); non-numeric
-    ones (``"adam"``) as their index. :meth:`Space.to_python` gives back the
-    original objects either way.
-    """
-
-    values: tuple
-    dynamic: bool = False
-
-    def __init__(self, values: Sequence[Any], dynamic: bool = False):
-        object.__setattr__(self, "values", tuple(values))
-        object.__setattr__(self, "dynamic", dynamic)
-
-    @property
-    def numeric(self) -> bool:
-        return all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            for v in self.values
-        )
-
-    def _validate(self, name: str) -> None:
-        if len(self.values) == 0:
-            raise ValueError(f"{name}: Choice needs at least one value, got an empty list")
-        seen = []
-        for v in self.values:
-            if v in seen:
-                raise ValueError(f"{name}: Choice values must be distinct, {v!r} appears twice")
-            seen.append(v)
-        if self.numeric:
-            for v in self.values:
-                _check_bound(name, "choice", v)
-
-    def _table(self) -> np.ndarray:
-        if self.numeric:
-            return np.asarray(self.values, np.float32)
-        return np.arange(len(self.values), dtype=np.float32)
-
-    def _index(self, x):
-        return jnp.argmin(jnp.abs(x[..., None] - self._table()), axis=-1)
-
-    def to_unit(self, x):
-        n = len(self.values)
-        return (self._index(x).astype(jnp.float32) + 0.5) / n
-
-    def from_unit(self, u):
-        n = len(self.values)
-        idx = jnp.clip(jnp.floor(u * n), 0, n - 1).astype(jnp.int32)
-        return jnp.asarray(self._table())[idx]
-
-    def clip(self, x):
-        return jnp.asarray(self._table())[self._index(x)]
-
-    def perturb(self, x, factor):
-        n = len(self.values)
-        idx = self._index(x) + jnp.sign(factor - 1.0).astype(jnp.int32)
-        return jnp.asarray(self._table())[jnp.clip(idx, 0, n - 1)]
-
-    def to_python(self, x):
-        if self.numeric:
-            return self.values[int(np.argmin(np.abs(self._table() - float(x))))]
-        return self.values[int(round(float(x)))]
 
 
 class Space:

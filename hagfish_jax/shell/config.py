@@ -157,7 +157,16 @@ def _number(key: str, value: Any) -> float:
 
 
 def _dimension(name: str, spec: Any) -> Dimension:
-    key = f"space.{name}"
+    try:
+        return _build_dimension(f"space.{name}", spec)
+    except ValueError as err:
+        msg = str(err)
+        if not msg.startswith(f"space.{name}"):  # a dimension's own check: name the key
+            msg = f"space.{name}: {msg}"
+        raise ValueError(msg) from None
+
+
+def _build_dimension(key: str, spec: Any) -> Dimension:
     if isinstance(spec, (list, tuple)):
         if len(spec) != 2:
             raise ValueError(
