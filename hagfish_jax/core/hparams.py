@@ -169,7 +169,7 @@ def get_hparams(tree: Any) -> dict[str, jax.Array]:
     return out
 
 
-def _representability_warning(name: str, value: Any, dtype) -> None:
+def _check_value(name: str, value: Any, dtype) -> None:
     if isinstance(value, jax.core.Tracer):
         return
     try:
@@ -177,7 +177,17 @@ def _representability_warning(name: str, value: Any, dtype) -> None:
     except (TypeError, ValueError):  # pragma: no cover - odd inputs are caught later
         return
     # jnp.issubdtype, not np.issubdtype: numpy does not count bfloat16 as floating.
-    if not jnp.issubdtype(dtype, jnp.floating) or np.dtype(dtype).itemsize >= 4:
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return
+    if np.any(np.isnan(v)):
+        raise ValueError(f"set_hparams: {name!r} must be a number, got NaN")
+    limit = float(jnp.finfo(dtype).max)
+    if np.any(np.isfinite(v) & (np.abs(v) > limit)):
+        raise ValueError(
+            f"set_hparams: {name!r} = {v.ravel()[0]:.6g} does not fit its stored dtype "
+            f"{np.dtype(dtype).name} (at most {limit:.3g} in size)"
+        )
+    if np.dtype(dtype).itemsize >= 4:
         return
     cast = np.asarray(jnp.asarray(v).astype(dtype)).astype(np.float64)
     changed = np.abs(cast - v) > 1e-6 * np.maximum(np.abs(v), 1e-30)
@@ -207,7 +217,8 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
       KeyError: a name that no injected state (or :class:`ExtraHParams`) holds;
         the message lists the names that exist.
       ValueError: a name driven by a schedule (it would be overwritten on the next
-        update), or a value whose shape does not broadcast to the stored one.
+        update), a value whose shape does not broadcast to the stored one, or (for
+        concrete values, outside jit) a NaN or a value the stored dtype cannot hold.
 
     >>> import jax.numpy as jnp, optax, hagfish_jax as hj
     >>> tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
@@ -238,7 +249,7 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
         hps = dict(node.hyperparams)
         for key, value in new.items():
             old = hps[key]
-            _representability_warning(key, value, old.dtype)
+            _check_value(key, value, old.dtype)
             arr = lax.convert_element_type(jnp.asarray(value), old.dtype)
             try:
                 arr = jnp.broadcast_to(arr, old.shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 
 import jax
@@ -33,10 +34,23 @@ def tuned_space(space: Space, names: Iterable[str] | None, where: str) -> Space:
 
 
 def check_init(sub: Space, hp: Mapping[str, jax.Array], where: str) -> HParams:
+    """The starting values as float32 arrays, the tuned ones clipped into the space (a
+    warning says so when a concrete value was outside it)."""
     missing = [n for n in sub.names if n not in hp]
     if missing:
         raise ValueError(f"{where}.init: hparams lack tuned name(s) {missing}; got {sorted(hp)}")
-    return as_hparams(dict(hp))
+    hp = as_hparams(dict(hp))
+    clipped = sub.clip({n: hp[n] for n in sub.names})
+    for n, value in clipped.items():
+        if isinstance(hp[n], jax.core.Tracer):
+            continue
+        if not bool(jnp.all(value == hp[n])):
+            warnings.warn(
+                f"{where}.init: {n}={float(jnp.ravel(hp[n])[0]):.6g} is outside the space "
+                f"{sub[n]!r}; starting from {float(jnp.ravel(value)[0]):.6g}",
+                stacklevel=3,
+            )
+    return {**hp, **clipped}
 
 
 def applied(obs: Observation, last: HParams) -> HParams:
