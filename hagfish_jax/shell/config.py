@@ -205,10 +205,17 @@ def _build_dimension(key: str, spec: Any) -> Dimension:
     )
 
 
+#: The largest integer option accepted (buffers and candidate sets are allocated with it).
+_INT_LIMIT = 2**24
+
+
 def _int_option(key: str, value: Any, minimum: int) -> int:
     value = _number(key, value)
-    if value != int(value) or value < minimum:
-        raise ValueError(f"{key}: must be an integer >= {minimum}, got {value!r}")
+    ok = math.isfinite(value) and value == int(value) and minimum <= value <= _INT_LIMIT
+    if not ok:
+        raise ValueError(
+            f"{key}: must be an integer from {minimum} to {_INT_LIMIT}, got {value!r}"
+        )
     return int(value)
 
 
@@ -257,11 +264,14 @@ def _tuner_options(section: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if "strategy" not in section:
         raise ValueError(f"tuner.strategy: missing; accepted: {sorted(STRATEGIES)}")
     strategy = section["strategy"]
-    if strategy not in STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ValueError(
             f"tuner.strategy: unknown strategy {strategy!r}; accepted: {sorted(STRATEGIES)}"
         )
-    options = dict(section.get("options") or {})
+    options = section.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"tuner.options: expected a mapping of option -> value, got {options!r}")
+    options = dict(options)
     for k, v in section.items():
         if k not in ("strategy", "options"):
             if k in options:
@@ -274,12 +284,23 @@ def _tuner_options(section: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         if k not in accepted:
             raise ValueError(f"tuner.{k}: not an option of {strategy}; accepted: {accepted}")
         default = params[k].default
-        if isinstance(default, float) and not isinstance(v, bool):
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ValueError(f"tuner.{k}: expected true or false, got {v!r}")
+        elif isinstance(default, int):
+            options[k] = _int_option(f"tuner.{k}", v, 0)
+        elif isinstance(default, float) and not isinstance(v, bool):
             options[k] = float(_number(f"tuner.{k}", v))
-        elif isinstance(default, tuple) and isinstance(v, list):
+        elif isinstance(default, tuple):
+            if not isinstance(v, (list, tuple)):
+                raise ValueError(f"tuner.{k}: expected a list, got {v!r}")
+            options[k] = tuple(_number(f"tuner.{k}", x) for x in v)
+        elif k == "names":
+            if not isinstance(v, (list, tuple)) or not all(isinstance(n, str) for n in v):
+                raise ValueError(f"tuner.names: expected a list of names, got {v!r}")
             options[k] = tuple(v)
-        elif k == "names" and isinstance(v, list):
-            options[k] = tuple(v)
+        elif isinstance(v, (list, dict)):
+            raise ValueError(f"tuner.{k}: expected a single value, got {v!r}")
     return strategy, options
 
 
@@ -316,6 +337,9 @@ def from_config(source: Mapping[str, Any] | str | os.PathLike) -> TuningConfig:
     space_section = source.get("space")
     if not isinstance(space_section, Mapping) or not space_section:
         raise ValueError("space: required, a mapping of name -> range or choice")
+    for name in space_section:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"space: names must be identifiers (strings), got {name!r}")
     space = Space(**{name: _dimension(name, spec) for name, spec in space_section.items()})
 
     tuner_section = source.get("tuner")
@@ -351,8 +375,12 @@ def from_config(source: Mapping[str, Any] | str | os.PathLike) -> TuningConfig:
         tuple(sorted(options.items())),
         None if guard_opts is None else tuple(sorted(guard_opts.items())),
     )
-    try:
-        config.build()
-    except ValueError as err:
+    try:  # build and start it once: whatever fails later fails here, naming the tuner
+        import jax
+
+        tuner = config.build()
+        n = 4 if config.population else None
+        tuner.init(jax.random.key(0), space.sample(jax.random.key(0), n))
+    except (ValueError, TypeError, KeyError) as err:
         raise ValueError(f"tuner: {err}") from None
     return config
