@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..tasks import REGISTRY
 
@@ -38,19 +39,21 @@ def _demo(args: argparse.Namespace) -> int:
     except ImportError as err:  # pragma: no cover - depends on the environment
         print(f"hagfish demo: {err}; pip install 'hagfish-jax[tasks]'", file=sys.stderr)
         return 1
+    from .lock import LockedError
+    from .records import DamagedRecordError
+
     config = {k: getattr(args, k) for k in sorted(vars(args)) if k not in ("func", "quiet")}
     # Rerunning into a directory that holds another run replaces it; the same run
     # again adds no duplicate rows.
-    records = RunRecords(args.out, meta={"config": config}, on_mismatch="replace")
+    try:
+        records = RunRecords(args.out, meta={"config": config}, on_mismatch="replace")
+    except (LockedError, DamagedRecordError, NotADirectoryError) as err:
+        print(f"hagfish demo: {err}", file=sys.stderr)
+        return 2
     options = {}
     if "model" in entry.options:
-        options = dict(
-            model=args.model,
-            hidden=tuple(int(h) for h in args.hidden.split(",") if h),
-            steps_per_window=args.steps_per_window,
-        )
+        options = dict(model=args.model, hidden=args.hidden, steps_per_window=args.steps_per_window)
     with tqdm(total=args.windows, unit="window", desc="compiling", disable=args.quiet) as bar:
-
         started: list[bool] = []
 
         def progress(done: int, score: float | None, hparams: dict | None) -> None:
@@ -95,10 +98,11 @@ def _pinned(one_cpu: bool):
 
 def _plot(args: argparse.Namespace) -> int:
     from . import plots
+    from .records import DamagedRecordError
 
     try:
         paths = plots.plot_run(args.run_dir, out=args.out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, DamagedRecordError) as err:
         print(f"hagfish plot: {err}", file=sys.stderr)
         return 2
     except ImportError as err:
@@ -193,6 +197,18 @@ def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     entry = REGISTRY[args.task]
     if args.windows < 1:
         parser.error(f"--windows must be >= 1, got {args.windows}")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}")
+    try:
+        widths = tuple(int(h) for h in args.hidden.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        parser.error(f"--hidden must be positive integers separated by commas, got {args.hidden!r}")
+    args.hidden = widths
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a directory")
     if args.population is None:
         args.population = entry.population
     if args.tuner not in entry.tuners:

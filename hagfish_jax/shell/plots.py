@@ -376,6 +376,8 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
       ImportError: matplotlib is not installed.
     """
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is a file; RUN_DIR must be a run directory")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} does not exist")
     if not (run_dir / "trials").is_dir():

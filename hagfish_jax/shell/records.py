@@ -51,7 +51,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunRecords", "read_run", "write_atomic"]
+__all__ = ["DamagedRecordError", "RunRecords", "read_run", "write_atomic"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TMP_PREFIX = ".tmp-"
@@ -381,8 +381,19 @@ class RunRecords:
         return path
 
 
+class DamagedRecordError(ValueError):
+    """A record file that is not what it should be (invalid JSON, say)."""
+
+
 def _json_file(f: Path) -> Any:
-    return json.loads(f.read_text()) if f.exists() else None
+    if not f.exists():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedRecordError(
+            f"records: {f} is damaged ({err}); move it away or use another directory"
+        ) from None
 
 
 def _summaries(path: Path) -> dict[str, dict[str, Any]]:
@@ -408,6 +419,15 @@ def _load(path: Path):
             fields[d.name], rows[d.name] = _read_csv(metrics)
     events = path / "events.jsonl"
     lines = _whole_lines(events.read_text()).splitlines() if events.exists() else []
+    for number, line in enumerate(lines, 1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except ValueError as err:
+            raise DamagedRecordError(
+                f"records: {events} line {number} is damaged ({err}); move the file away "
+                "or use another directory"
+            ) from None
     return meta, rows, fields, [ln for ln in lines if ln.strip()]
 
 
