@@ -416,3 +416,28 @@ def test_probe_windows_of_a_tuner_are_not_degradations():
         assert r.evaluations == 10
     assert seen[True] == []  # probes marked as such never degrade the run
     assert seen[False] == [1, 3, 5, 7, 9]  # unmarked, every probe window counts
+
+
+def test_after_a_rollback_the_loop_evaluates_at_the_base_interval_again():
+    """A run that went COOLING (plateau), then degraded and rolled back: the next
+    evaluation comes one window later, not after the grown interval."""
+    scripted = iter([1.0, 1.0, 1.0, 1.0, 0.1, 0.1] + [1.0] * 50)
+    windows = []
+
+    class Watch(Callback):
+        def on_evaluation(self, loop, window, evaluation, transition):
+            windows.append(window)
+
+    loop = Loop(
+        jax.jit(lambda s, k: (s, {})),
+        lambda s: {"score": next(scripted)},
+        backoff=Backoff(plateau=2, dormant=50, noise=0.0, backoff=2.0, patience=2),
+        callbacks=[Watch()],
+    )
+    r = loop.run(init_state(), jax.random.key(0), max_windows=40)
+    assert r.rollbacks == 1
+    bad = [h["window"] for h in r.history if h["score"] < 0.5]  # the second confirms it
+    i = windows.index(bad[1])
+    assert windows[i + 1] - windows[i] == 1  # right after the rollback: every window again
+    gaps = np.diff(windows[: i + 1])
+    assert gaps.max() > 1  # it had backed off before
