@@ -12,7 +12,6 @@ your code), the returned state is the best one.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import traceback
 import warnings
@@ -31,26 +30,10 @@ from .backoff import Backoff, Phase
 from .callbacks import Advice, Callback, RecordRun, overrides
 from .checkpoints import Checkpoints
 from .control import MetaController, RegimeDetector
-from .result import LoopResult, population_ensemble, variants_ensemble
+from .result import LoopResult, Progress, population_ensemble, variants_ensemble
 from .steering import Steering, as_task, check_options, floats
 
 __all__ = ["Advice", "Callback", "Loop", "LoopResult", "RecordRun"]
-
-
-@dataclasses.dataclass
-class _Run:
-    """The host-side bookkeeping of one ``Loop.run``."""
-
-    start: int = 0
-    history: list = dataclasses.field(default_factory=list)
-    rollbacks: int = 0
-    spawns: int = 0
-    best_score: float = -math.inf
-    best_window: int = -1
-    members: dict = dataclasses.field(default_factory=dict)  # window -> (score, state)
-    reason: str = "budget"
-    error: BaseException | None = None
-    on_target: int = 0
 
 
 class Loop(Steering):
@@ -197,7 +180,7 @@ class Loop(Steering):
     def _wants(self, name: str) -> bool:
         return any(overrides(cb, name) for cb in self.callbacks)
 
-    def _save(self, r: _Run, window: int, carry: Carry, score: float | None) -> None:
+    def _save(self, r: Progress, window: int, carry: Carry, score: float | None) -> None:
         if self.checkpoints is not None:
             self.checkpoints.save(
                 window,
@@ -230,7 +213,7 @@ class Loop(Steering):
             raise ValueError(f"Loop.run: max_windows must be >= 1, got {max_windows!r}")
         self._stop, self._prune, self.callback_errors = False, None, []
         self.backoff.reset()  # a fresh schedule; a resumed run loads its own below
-        r = _Run()
+        r = Progress()
         carry = self._begin(state, key, hparams, r)
         self._fire("on_loop_start", carry.state)
         window = r.start - 1
@@ -248,7 +231,7 @@ class Loop(Steering):
             )
         return self._finish(carry, window + 1, r)
 
-    def _begin(self, state, key, hparams, r: _Run) -> Carry:
+    def _begin(self, state, key, hparams, r: Progress) -> Carry:
         if state is None:  # compiled: an eager vmapped init dispatches op by op
             carry = self._init_fn(key, hparams)
         else:
@@ -271,7 +254,7 @@ class Loop(Steering):
         state, metrics = self._train_members(carry.state, k, carry.alive)
         return carry._replace(state=state, window=carry.window + 1, key=key), metrics
 
-    def _window(self, carry: Carry, window: int, r: _Run) -> Carry:
+    def _window(self, carry: Carry, window: int, r: Progress) -> Carry:
         carry, metrics = self._train(carry)
         self._fire("on_window_end", window, metrics)
         if self.backoff.due(window):
@@ -291,13 +274,13 @@ class Loop(Steering):
         member = int(np.argmax(finite))
         return float(score[member]), member
 
-    def _evaluate(self, carry: Carry, metrics: dict, window: int, r: _Run) -> Carry:
+    def _evaluate(self, carry: Carry, metrics: dict, window: int, r: Progress) -> Carry:
         """Score the window, let the backoff judge it, tune, then react to the phase."""
         ev, headline, d = self._observe(carry, metrics, window, r)
         carry = self._tune(carry, metrics, ev, headline, d, window, r)
         return self._react(carry, headline, d, window, r)
 
-    def _observe(self, carry: Carry, metrics: dict, window: int, r: _Run):
+    def _observe(self, carry: Carry, metrics: dict, window: int, r: Progress):
         ev = self._evaluate_members(carry.state)
         score = np.asarray(jax.device_get(self._score_fn(carry, metrics, ev)))
         headline, member = self._headline(score)
@@ -314,7 +297,9 @@ class Loop(Steering):
         r.history.append(entry)
         return ev, headline, d
 
-    def _tune(self, carry: Carry, metrics, ev, headline: float, d, window: int, r: _Run) -> Carry:
+    def _tune(
+        self, carry: Carry, metrics, ev, headline: float, d, window: int, r: Progress
+    ) -> Carry:
         """The program's tune on device (the backoff's degradation is a forced rollback),
         then what the host needs: rollbacks, the best member, callbacks, checkpoints."""
         carry, row = self._tune_fn(carry, metrics, ev, np.bool_(d.degraded))
@@ -341,7 +326,7 @@ class Loop(Steering):
             self._fire("on_hparams_update", window, hp, "tuner")
         return carry
 
-    def _react(self, carry: Carry, headline: float, d, window: int, r: _Run) -> Carry:
+    def _react(self, carry: Carry, headline: float, d, window: int, r: Progress) -> Carry:
         """Plateau: ask the advisor. DORMANT: the controller. Then the target."""
         if d.transition and d.transition[1] is Phase.COOLING:
             self._fire("on_plateau", window, headline)
@@ -364,7 +349,7 @@ class Loop(Steering):
         names = self.program.names
         return hp if names is None else {k: hp[k] for k in names if k in hp}
 
-    def _finish(self, carry: Carry, windows: int, r: _Run) -> LoopResult:
+    def _finish(self, carry: Carry, windows: int, r: Progress) -> LoopResult:
         scored = r.best_window >= 0
         member = int(jax.device_get(carry.best.member)) if scored else 0
         if scored:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 
 from ...core.ensemble import weights as ensemble_weights
 
-__all__ = ["LoopResult", "population_ensemble", "variants_ensemble"]
+__all__ = ["LoopResult", "Progress", "population_ensemble", "variants_ensemble"]
 
 
 @dataclasses.dataclass
@@ -125,3 +126,19 @@ def population_ensemble(carry: Any, size: int) -> tuple[list, list]:
         for i, wt in zip(order, weights)
     ]
     return ensemble, [jax.tree.map(lambda x, i=i: x[i], carry.state) for i in order]
+
+
+@dataclasses.dataclass
+class Progress:
+    """The host-side bookkeeping of one ``Loop.run`` (what becomes its result)."""
+
+    start: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    rollbacks: int = 0
+    spawns: int = 0
+    best_score: float = -math.inf
+    best_window: int = -1
+    members: dict = dataclasses.field(default_factory=dict)  # window -> (score, state)
+    reason: str = "budget"
+    error: BaseException | None = None
+    on_target: int = 0
