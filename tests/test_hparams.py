@@ -5,44 +5,17 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _support import PARAMS, POP, adamw, assert_strong, same_layout, stacked  # noqa: E402
 
 import hagfish_jax as hj
 
-PARAMS = {"w": jnp.ones((3,)), "b": jnp.ones((2,))}
 ADAMW_NAMES = {"learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay"}
-POP = 4
-
-
-def adamw():
-    return optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-4)
-
-
-def assert_strong(tree, dtype=None):
-    """Every hyperparameter is a strongly typed array (of ``dtype`` if given)."""
-    for name, v in hj.get_hparams(tree).items():
-        assert isinstance(v, jax.Array), name
-        assert not v.weak_type, name
-        if dtype is not None:
-            assert v.dtype == dtype, (name, v.dtype)
-
-
-def same_layout(a, b):
-    """Same structure, shapes, dtypes and weak types: a jitted step would not retrace."""
-    chex.assert_trees_all_equal_structs(a, b)
-    chex.assert_trees_all_equal_shapes_and_dtypes(a, b)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        assert getattr(x, "weak_type", False) == getattr(y, "weak_type", False)
-
-
-def stacked(params, n=POP):
-    return jax.tree.map(lambda x: jnp.stack([x * (i + 1) for i in range(n)]), params)
 
 
 # ------------------------------------------------------------------ plain

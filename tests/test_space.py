@@ -8,25 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from _support import FAST, HP, SPACE, f32  # noqa: E402
+from hypothesis import given
 from hypothesis import strategies as st
 
 import hagfish_jax as hj
-
-FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-SPACE = hj.Space(
-    lr=hj.LogUniform(1e-5, 1e-1),
-    b1=hj.Uniform(0.8, 0.99),
-    bs=hj.Choice([16, 32, 64, 128]),
-    layers=hj.IntUniform(1, 4),
-    opt=hj.Choice(["adam", "sgd", "lion"]),
-)
-HP = {"lr": 1e-3, "b1": 0.9, "bs": 64.0, "layers": 2.0, "opt": 1.0}
-
-
-def f32(x):
-    return np.asarray(x, np.float32)
 
 
 def roundtrip(space, hp):
