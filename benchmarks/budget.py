@@ -21,9 +21,11 @@ Rows (trial budgets documented here, the same for every seed):
   (at most 10 rounds; it stops when its elite has not improved for 3 rounds);
 * ``adaptive+sh``: the same with successive halving (each round 4 budgets, halved
   twice: 1/4, 1/2, all of their epochs; at most 3 rounds);
-* ``pbt+sh``: ``hagfish demo --task breast_cancer``'s PBT population of 8 (batch 16,
-  width 32, one epoch per generation, the five task hyperparameters explored) with
-  successive halving: 8 members x 1 generation, 4 x 2, 2 x 4 (7 generations).
+* ``pbt+sh``: a PBT population of 8 on the breast cancer task (batch 16, width 32, one
+  epoch per generation, the five task hyperparameters explored; ``hj.program.build(task,
+  hj.pbt(task.space), population=n)``) with successive halving: 8 members x 1
+  generation, 4 x 2, 2 x 4 (7 generations); after each stage the better half by their
+  last validation score go on, with a fresh PBT over them and the best member kept.
 
 Every search strategy selects the model with the highest *validation* reward
 (validation accuracy - 2e-5 x that model's cost); pbt+sh selects its best member by
@@ -46,10 +48,10 @@ import math
 import statistics
 import time
 
+import jax
 import numpy as np
 
 import hagfish_jax as hj
-from hagfish_jax import budget, demo
 from hagfish_jax.tasks import breast_cancer as bc
 
 ALPHA = 2e-5
@@ -90,7 +92,7 @@ def run_trials(start, budgets):
 
 
 def strategy(name, data, seed, quick):
-    start = demo.task_trials(builder(data), seed=seed)
+    start = hj.budget.task_trials(builder(data), seed=seed)
     rng = np.random.default_rng(100 + seed)
     n_trials = 3 if quick else 10
     if name == "fixed":
@@ -134,7 +136,7 @@ def strategy(name, data, seed, quick):
         trainer = hj.AdaptiveTrainer(alpha=ALPHA, seed=seed)
         halving = 2 if name == "adaptive+sh" else 0
         rounds = (1 if quick else 3) if halving else (3 if quick else 10)
-        res = budget.run_planner(
+        res = hj.budget.run_planner(
             trainer,
             start,
             rounds=rounds,
@@ -155,25 +157,40 @@ def strategy(name, data, seed, quick):
 
 
 def pbt_sh(protocol, seed, quick):
-    """The PBT population with successive halving, on the protocol's data."""
-    res = demo.run_pbt(
-        population_size=8,
-        generations=3 if quick else 7,
-        seed=seed,
-        task="breast_cancer",
-        halving=1 if quick else 2,
-        batch_size=16,
-        hidden=(32,),
-        data=bc.load_breast_cancer_split(seed, protocol=protocol),
-    )
-    s = res["summary"]
+    """The PBT population with successive halving, on the protocol's data.
+
+    Each stage is ``hj.program.build`` for its population size (one compile each); the
+    survivors start the next stage with a fresh PBT, and the best member seen (on
+    validation) is carried over. Cost counts batch size x epochs for the members that
+    trained.
+    """
+    stages = [(8, 1), (4, 2)] if quick else [(8, 1), (4, 2), (2, 4)]  # (members, generations)
+    data = bc.load_breast_cancer_split(seed, protocol=protocol)
+    task = bc.make_task(data, batch_size=16, hidden=(32,))
+    k_hp, key = jax.random.split(jax.random.key(seed))
+    state, best, done, total = None, None, 0, 0.0
+    for n, length in stages:
+        program = hj.program.build(task, hj.pbt(task.space), population=n)
+        key, k = jax.random.split(key)
+        if state is None:
+            carry = jax.jit(program.init)(k, task.space.sample(k_hp, n))
+        else:  # the survivors; windows keep counting, the best member is kept
+            carry = jax.jit(program.start)(k, state)
+            carry = carry._replace(best=best, window=carry.window + done)
+        carry, rows = jax.jit(lambda c, p=program, g=length: hj.program.scan(p, c, g))(carry)
+        total += n * length * task.window_cost
+        done += length
+        last = np.asarray(rows["score"][-1], np.float64)  # the last generation's scores
+        keep = np.argsort(-np.where(np.isfinite(last), last, -np.inf), kind="stable")
+        state = hj.population.select(carry.state, np.sort(keep[: n // 2]))
+        best = carry.best
     chosen = {
-        "params": s["best_hparams"],
-        "val": s["best_val_accuracy"],
-        "cost": (s["best_generation"] + 1) * s["batch_size"],
-        "test": s["test_accuracy"],
+        "params": {k: float(v) for k, v in best.hparams.items()},
+        "val": float(best.score),
+        "cost": (int(best.window) + 1) * task.batch_size,  # epochs its weights have seen
+        "test": float(jax.jit(task.test_accuracy)(best.state)),
     }
-    return chosen, s["total_cost"]
+    return chosen, total
 
 
 ROWS = ("fixed", "random", "grid", "optuna_tpe", "adaptive", "adaptive+sh", "pbt+sh")

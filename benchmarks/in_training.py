@@ -20,7 +20,7 @@ b1 0.9, dropout 0.1):
   validation; ``optuna_tpe@2`` is the same study cut after its first two trials;
 * ``guard(bayes)``, ``guard(fd)``: one run, tuned inside the jitted scan by
   ``hj.guard(hj.bayes(space))`` / ``hj.guard(hj.finite_difference(space))`` through
-  ``digits.demo_window`` (train, evaluate, tune, keep best, roll back);
+  ``hj.program`` (train, evaluate, tune, keep best, roll back);
 * ``grid``: the learning rates 1e-4 ... 1e-1 (half-decade steps), each a full run;
   the best by validation is the reference.
 
@@ -28,7 +28,7 @@ Parts (``--part``): ``main`` (clean), ``diverge`` (every method that has a start
 learning rate starts at 1.0), ``noise`` (30% of the training labels replaced by random
 labels from the halfway window on; validation and test stay clean), ``cost``
 (seconds per ``bayes`` update against Optuna's GPSampler and TPESampler ``ask`` with
-the same history).
+the same history; its code is in ``in_training_cost.py``).
 
     python benchmarks/in_training.py                   # everything, 5 seeds
     python benchmarks/in_training.py --quick           # smoke test
@@ -48,8 +48,8 @@ import numpy as np
 import optax
 
 import hagfish_jax as hj
-from hagfish_jax import gp
 from hagfish_jax.tasks import digits
+from in_training_cost import run_cost
 
 DEFAULT_LR = 1e-3
 DIVERGENT_LR = 1.0
@@ -170,25 +170,32 @@ def baseline_grid(data, y_noisy, key, lrs, switch, *, model, opt, windows):
     return jax.vmap(run, in_axes=(None, None, None, 0, None))(data, y_noisy, key, lrs, switch)
 
 
-# -- guarded in-training tuners: the library's demo_window body --------------------------
+# -- guarded in-training tuners: the library's tuned window (hj.program) ------------------
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tuner_name", "windows", "switch"))
 def tuned_run(data, y_noisy, key, lr0, *, model, tuner_name, windows, switch):
-    """One tuned run; the second scan (from ``switch``) trains on ``y_noisy``."""
+    """One tuned run; the windows from ``switch`` on train on ``y_noisy``.
+
+    Both programs are ``hj.program.build`` of the same tuner on the clean and the noisy
+    task (same shapes, so they share the carry): train, evaluate, tune, keep the best,
+    roll back.
+    """
     clean = digits.DigitsData(*data)
     noisy = clean._replace(y_train=y_noisy)
-    task = digits.make_task(clean, model=model, batch_size=BATCH, hidden=HIDDEN)
-    noisy_task = digits.make_task(noisy, model=model, batch_size=BATCH, hidden=HIDDEN)
+    task, noisy_task = (
+        digits.make_task(d, model=model, batch_size=BATCH, hidden=HIDDEN) for d in (clean, noisy)
+    )
     tuner = build_tuner(tuner_name, windows)
-    carry = digits.demo_init(task, tuner, key, {"learning_rate": lr0})
-    carry, rows = jax.lax.scan(digits.demo_window(task, tuner), carry, None, length=switch)
+    program, noisy_program = hj.program.build(task, tuner), hj.program.build(noisy_task, tuner)
+    carry = program.init(key, {"learning_rate": lr0})
+    carry, rows = hj.program.scan(program, carry, switch)
     if switch < windows:
-        body = digits.demo_window(noisy_task, tuner)
-        carry, rows2 = jax.lax.scan(body, carry, None, length=windows - switch)
+        carry, rows2 = hj.program.scan(noisy_program, carry, windows - switch)
         rows = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), rows, rows2)
-    test = task.test_accuracy(carry.snap.state)
-    return test, carry.snap.score, jnp.sum(rows["rollback"]), rows["learning_rate"][-1]
+    best = carry.best  # the best-validation window's state and score
+    test = task.test_accuracy(best.state)
+    return test, best.score, jnp.sum(rows["rollback"]), rows["learning_rate"][-1]
 
 
 # -- one scenario ------------------------------------------------------------------------
@@ -332,94 +339,6 @@ def run_part(part: str, model: str, seeds: list[int], windows: int) -> None:
             print(
                 f"target {name} >= 95% of grid under the same stress: median/median "
                 f"{100 * ratio:.1f}% (worst seed {100 * worst:.1f}%) ({'met' if ok else 'MISSED'})"
-            )
-
-
-# -- suggestion cost ----------------------------------------------------------------------
-
-
-def bayes_update_time(n_obs: int, dims: int, repeats: int, refit_every: int) -> float:
-    """Seconds per suggestion: an update that closes a losing trial and proposes the next.
-
-    With ``refit_every > 1`` the time is averaged over ``refit_every`` consecutive
-    suggestions (one of them refits the length scales).
-    """
-    names = [f"x{i}" for i in range(dims)]
-    space = hj.Space(**{n: hj.Uniform(0.0, 1.0) for n in names})
-    tuner = hj.bayes(space, capacity=n_obs, refit_every=refit_every)
-    state = tuner.init(jax.random.key(0), {n: 0.5 for n in names})
-    rng = np.random.default_rng(0)
-    buf = state.buf
-    for _ in range(n_obs):
-        buf = gp.add(buf, jnp.asarray(rng.random(dims + 1), jnp.float32), float(rng.normal()))
-    # An incumbent window closing a trial that lost: the next trial is proposed (GP fit
-    # when due, posterior, acquisition over the candidates).
-    state = state._replace(
-        buf=buf,
-        prev_score=jnp.float32(0.5),
-        base_gain=jnp.float32(0.01),
-        trial_gain=jnp.float32(0.0),
-        pending=jnp.asarray(True),
-        window=jnp.int32(10),
-    )
-    obs = hj.Observation(score=jnp.float32(0.52))
-    update = jax.jit(tuner.update)
-    jax.block_until_ready(update(state, obs))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for i in range(refit_every):
-            jax.block_until_ready(update(state._replace(trials=jnp.int32(i)), obs))
-        times.append((time.perf_counter() - t) / refit_every)
-    return statistics.median(times)
-
-
-def optuna_ask_time(sampler_name: str, n_obs: int, dims: int, repeats: int) -> float:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if sampler_name == "gp":
-        sampler = optuna.samplers.GPSampler(seed=0)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=0)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    dists = {f"x{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(dims)}
-    rng = np.random.default_rng(0)
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                params={n: float(rng.random()) for n in dists},
-                distributions=dists,
-                value=float(rng.normal()),
-            )
-            for _ in range(n_obs)
-        ]
-    )
-    times = []
-    for _ in range(repeats + 1):
-        t = time.perf_counter()
-        trial = study.ask(fixed_distributions=dists)  # samples every parameter
-        times.append(time.perf_counter() - t)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # history stays n_obs
-    return statistics.median(times[1:])
-
-
-def run_cost(sizes: list[int], dims_list: list[int], repeats: int) -> None:
-    print(f"\n[cost] seconds per suggestion, median of {repeats} (after warm-up)")
-    print(
-        f"{'obs':>4} {'dims':>4} {'bayes':>9} {'bayes r1':>9} {'GPSampler':>10} {'TPE ask':>9} "
-        f"{'bayes/GP':>9} {'r1/GP':>7}  target (default refit_every=4)"
-    )
-    for n in sizes:
-        for d in dims_list:
-            b = bayes_update_time(n, d, repeats, refit_every=4)
-            b1 = bayes_update_time(n, d, repeats * 4, refit_every=1)
-            g = optuna_ask_time("gp", n, d, repeats)
-            t = optuna_ask_time("tpe", n, d, repeats)
-            ok = "ok" if b / g <= 0.25 else "MISSED"
-            print(
-                f"{n:>4} {d:>4} {b:>9.2e} {b1:>9.2e} {g:>10.2e} {t:>9.2e} {b / g:>9.3f} "
-                f"{b1 / g:>7.3f}  <=0.25 {ok}"
             )
 
 

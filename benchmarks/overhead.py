@@ -5,35 +5,42 @@ every window; the only difference is the tuning machinery:
 
   (a) plain ``optax.adamw`` with constant hyperparameters baked into the program
       (dropout rate and label smoothing are Python constants too);
-  (b) ``hagfish_jax.tasks.digits.make_task``: ``inject_hyperparams(adamw)`` plus
-      dropout / label smoothing read from the state, and after every window
-      ``hj.guard(hj.finite_difference(...))`` updates and ``hj.set_hparams`` writes
-      the proposal into the state.
+  (b) the library's tuned window, ``hj.program.build(task, tuner)``, on
+      ``hagfish_jax.tasks.digits.make_task`` (``inject_hyperparams(adamw)`` plus
+      dropout / label smoothing read from the state) with
+      ``hj.guard(hj.finite_difference(...))``: after every window the tuner updates,
+      the program keeps the best state (snapshot and best member), rolls back when
+      the guard says so and writes the proposal into the state with set_hparams.
 
-Each is timed (i) as one jitted ``lax.scan`` over all windows and (ii) dispatched
-window by window from Python: one jitted call per window (in (b) it trains,
-evaluates, updates the tuner and writes the proposal with set_hparams, the wiring
-the quick start recommends), and a ``block_until_ready`` host sync at the end of
-every window. Both return every evaluation metric, so neither can drop work the
-other does. Compilation is excluded (warm-up first); repeats interleave all cases
-(alternating their order). The table shows median milliseconds per window, the
+(b) returns what (a) returns (the training and evaluation metrics of every window).
+Both thread the PRNG key the same way, so they see the same batches and dropout
+masks (checked: same first-window loss). Each is timed (i) as one jitted
+``lax.scan`` over all windows (``hj.program.scan`` for (b)) and (ii) dispatched
+window by window from Python: one jitted call per window (in (b) ``program.window``:
+train, evaluate, tune, keep the best, write), and a ``block_until_ready`` host sync at
+the end of every window. Both return every evaluation metric, so neither can drop
+work the other does. Compilation is excluded (warm-up first); repeats interleave all
+cases (alternating their order). The table shows median milliseconds per window, the
 extra microseconds per window, and the median (and range) of the per-repeat ratios
 b/a, each b timed next to its a.
 
     python benchmarks/overhead.py --windows 50 --repeats 7 [--breakdown]
 
 ``--breakdown`` adds variants that isolate each piece: in scan, injected
-hyperparameters only (no tuner), injected plus a set_hparams write per window, and
-the guard update alone; dispatched, the tuner as a second jitted call per window
-(its state donated), and the train state passed through that second call.
-``--steps-per-window`` changes the window length (default: one epoch of 16
-minibatches).
+hyperparameters only (no tuner, no program), injected plus a set_hparams write per
+window, the program with ``hj.fixed()`` (its snapshot and best-member bookkeeping
+without a tuner) and the guard update alone; dispatched, the program in two jitted
+calls per window (``program.train`` + ``program.evaluate``, then ``program.tune`` with
+the carry donated) and ``program.window`` with its carry donated (the plain run is
+not); and (b) returning every column of the program's rows (also the hyperparameters in
+force, the rollback flag and the window index; the main rows return what (a) returns).
+``--steps-per-window`` changes the window length (default: one
+epoch of 16 minibatches).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 import time
 
@@ -117,124 +124,118 @@ def build(args):
     tuner = hj.guard(
         hj.finite_difference(space.subspace(["learning_rate", "dropout_rate"])), space=space
     )
+    program = hj.program.build(task, tuner)  # (b): the library's tuned window
     key = jax.random.key(0)
-    a_state = jax.jit(a_init)(key)
     b_state = jax.jit(task.init)(key, task.default_hparams)
-    t_state = jax.jit(tuner.init)(key, task.default_hparams)
+    b_carry = jax.jit(program.start)(jax.random.key(1), b_state)
+    # (a) threads the same PRNG key as the program: key, k = split(key); train with k
+    a_carry = (jax.jit(a_init)(key), b_carry.key)
 
     # Fairness check: same weights, same batches, same dropout masks -> same numbers.
-    wk = jax.random.key(1)
-    la = jax.jit(a_window)(a_state, wk)[1]["loss"]
-    lb = jax.jit(task.train_window)(b_state, wk)[1]["loss"]
+    la = jax.jit(a_window)(a_carry[0], jax.random.split(a_carry[1])[1])[1]["loss"]
+    lb = jax.jit(program.train)(b_carry)[1]["loss"]
     np.testing.assert_allclose(float(la), float(lb), rtol=1e-5)
 
     # Both programs return every evaluation metric (val and train accuracy and loss)
     # so XLA cannot drop the train-set evaluation from one of them: the tuner reads
     # train_score, and a plain run that discarded it would skip that forward pass.
-    def a_body(state, key):
-        state, m = a_window(state, key)
-        return state, {**m, **a_evaluate(state)}
+    def a_body(carry, _=None):
+        state, key = carry
+        key, k = jax.random.split(key)
+        state, m = a_window(state, k)
+        return (state, key), {**m, **a_evaluate(state)}
 
-    def b_body(carry, key):
-        state, ts = carry
-        state, m = task.train_window(state, key)
-        ev = task.evaluate(state)
-        proposal, ts = tuner.update(ts, hj.Observation(ev["score"], ev["train_score"]))
-        return (hj.set_hparams(state, proposal.hparams), ts), {**m, **ev}
+    def inject_body(carry, _=None):  # breakdown: injected hyperparameters, no tuner
+        state, key = carry
+        key, k = jax.random.split(key)
+        state, m = task.train_window(state, k)
+        return (state, key), {**m, **task.evaluate(state)}
 
-    def inject_body(state, key):  # breakdown: injected hyperparameters, no tuner
-        state, m = task.train_window(state, key)
-        return state, {**m, **task.evaluate(state)}
-
-    def inject_write_body(state, key):  # breakdown: plus one set_hparams write per window
-        state, m = task.train_window(state, key)
-        ev = task.evaluate(state)
+    def inject_write_body(carry, _=None):  # breakdown: plus one set_hparams write per window
+        (state, key), row = inject_body(carry)
         # A write that depends on the score, so XLA cannot hoist or drop it.
         hp = {
-            k: v * (1.0 + 0.0 * ev["score"]) for k, v in hj.get_hparams(state).items() if k in space
+            k: v * (1.0 + 0.0 * row["score"])
+            for k, v in hj.get_hparams(state).items()
+            if k in space
         }
-        return hj.set_hparams(state, hp), {**m, **ev}
+        return (hj.set_hparams(state, hp), key), row
 
     def guard_body(ts, score):  # breakdown: the guard update alone, fed made-up scores
         proposal, ts = tuner.update(ts, hj.Observation(score, score))
         return ts, proposal.hparams["learning_rate"]
 
     def scanned(body):
-        return jax.jit(lambda carry, keys: jax.lax.scan(body, carry, keys))
+        return jax.jit(lambda carry: jax.lax.scan(body, carry, None, length=args.windows))
 
-    # (ii) dispatched: one jitted window call per window (+ one jitted tuner call for b).
-    a_step = jax.jit(a_body)
+    def dispatched(step, score=lambda out: out[1]["score"]):
+        """Window by window from Python: one jitted call, then a host sync."""
 
-    @jax.jit
-    def b_step(state, hparams, key):
-        state = hj.set_hparams(state, hparams)  # the last proposal, written inside the call
-        return inject_body(state, key)
+        def loop(carry):
+            for _ in range(args.windows):
+                out = step(carry)
+                carry = out[0]
+                score(out).block_until_ready()  # host sync: the window is done
+            return carry
 
-    # The tuner state is donated: its buffers are reused in place (saves ~10 us a call).
-    @functools.partial(jax.jit, donate_argnums=0)
-    def b_tune(ts, metrics):
-        proposal, ts = tuner.update(ts, hj.Observation(metrics["score"], metrics["train_score"]))
-        return proposal.hparams, ts
+        return loop
 
-    def a_loop(state, keys):
-        for k in keys:
-            state, metrics = a_step(state, k)
-            metrics["score"].block_until_ready()  # host sync: the window is done
-        return state
+    # (b) returns what (a) returns: the window's training metrics and every evaluation
+    # metric. The program's other row columns (the hyperparameters in force, the
+    # rollback flag, the window index) are dropped here and kept in the "every row
+    # column" breakdown cases; the tuning itself (snapshot, rollback, best member,
+    # set_hparams) is in the carry either way.
+    def same_columns(prog):
+        extra = ("rollback", "window", *prog.names)
 
-    def b_loop(carry, keys):
-        state, ts = carry
-        ts = jax.tree.map(jnp.copy, ts)  # b_tune donates it; once per run, not per window
-        hparams = ts.applied
-        for k in keys:
-            state, metrics = b_step(state, hparams, k)
-            hparams, ts = b_tune(ts, metrics)
-            hparams["learning_rate"].block_until_ready()  # host sync: window and tuner done
-        return state
+        def body(carry, _=None):
+            carry, row = prog.window(carry)
+            return carry, {k: v for k, v in row.items() if k not in extra}
 
-    @functools.partial(jax.jit, donate_argnums=1)
-    def b_tune_state(state, ts, metrics):  # breakdown: the train state through the tuner call
-        proposal, ts = tuner.update(ts, hj.Observation(metrics["score"], metrics["train_score"]))
-        return hj.set_hparams(state, proposal.hparams), ts
+        return body
 
-    inject_step = jax.jit(inject_body)
+    b_body = same_columns(program)
 
-    def b_loop_state(carry, keys):
-        state, ts = carry
-        ts = jax.tree.map(jnp.copy, ts)
-        for k in keys:
-            state, metrics = inject_step(state, k)
-            state, ts = b_tune_state(state, ts, metrics)
-            ts.window.block_until_ready()
-        return state
+    # (b) in two calls per window: train + evaluate, then tune (carry donated).
+    train_eval = jax.jit(lambda c: (lambda c, m: (c, m, program.evaluate(c)))(*program.train(c)))
+    tune = jax.jit(program.tune, donate_argnums=0)
 
-    b_fused = jax.jit(b_body)  # (b) dispatched: train, evaluate, tune, write in one call
+    def two_calls(carry):
+        carry, metrics, evaluation = train_eval(carry)
+        return tune(carry, metrics, evaluation)
 
-    def b_loop_fused(carry, keys):
-        for k in keys:
-            carry, metrics = b_fused(carry, k)
-            metrics["score"].block_until_ready()
-        return carry
-
-    keys = jax.random.split(jax.random.key(2), args.windows)
-    key_list = list(keys)  # split once, outside the timed loops
     scores = jnp.linspace(0.5, 0.9, args.windows, dtype=jnp.float32)
+    t_state = jax.jit(tuner.init)(key, task.default_hparams)
     # Every jitted program is built once here; a case is a call with fixed inputs.
-    scan_a, scan_b = scanned(a_body), scanned(b_body)
+    scan_a = scanned(a_body)
+    scan_b = scanned(b_body)
+    loop_a = dispatched(jax.jit(a_body))
+    loop_b = dispatched(jax.jit(b_body))
     cases = {
-        "scan a": lambda: scan_a(a_state, keys),
-        "scan b": lambda: scan_b((b_state, t_state), keys),
-        "dispatch a": lambda: a_loop(a_state, key_list),
-        "dispatch b": lambda: b_loop_fused((b_state, t_state), key_list),
+        "scan a": lambda: scan_a(a_carry),
+        "scan b": lambda: scan_b(b_carry),
+        "dispatch a": lambda: loop_a(a_carry),
+        "dispatch b": lambda: loop_b(b_carry),
     }
     if args.breakdown:
+        fixed = hj.program.build(task, hj.fixed())
+        f_carry = jax.jit(fixed.start)(jax.random.key(1), b_state)
+        scan_fixed = scanned(same_columns(fixed))
         scan_inject, scan_write = scanned(inject_body), scanned(inject_write_body)
-        scan_guard = scanned(guard_body)
-        cases["scan inject"] = lambda: scan_inject(b_state, keys)
-        cases["scan inject+write"] = lambda: scan_write(b_state, keys)
-        cases["scan guard alone"] = lambda: scan_guard(t_state, scores)
-        cases["dispatch b, state via tuner"] = lambda: b_loop_state((b_state, t_state), key_list)
-        cases["dispatch b, tuner 2nd call"] = lambda: b_loop((b_state, t_state), key_list)
+        scan_guard = jax.jit(lambda ts: jax.lax.scan(guard_body, ts, scores))
+        loop_two = dispatched(two_calls)
+        loop_donated = dispatched(jax.jit(b_body, donate_argnums=0))
+        scan_rows = jax.jit(lambda carry: hj.program.scan(program, carry, args.windows))
+        loop_rows = dispatched(jax.jit(program.window))
+        cases["scan inject"] = lambda: scan_inject((b_state, b_carry.key))
+        cases["scan inject+write"] = lambda: scan_write((b_state, b_carry.key))
+        cases["scan program, fixed tuner"] = lambda: scan_fixed(f_carry)
+        cases["scan guard alone"] = lambda: scan_guard(t_state)
+        # tune donates its carry: each run starts from its own copy (once per run)
+        cases["dispatch b, tune 2nd call"] = lambda: loop_two(jax.tree.map(jnp.copy, b_carry))
+        cases["dispatch b, carry donated"] = lambda: loop_donated(jax.tree.map(jnp.copy, b_carry))
+        cases["scan b, every row column"] = lambda: scan_rows(b_carry)
+        cases["dispatch b, every row column"] = lambda: loop_rows(b_carry)
     return cases
 
 
@@ -295,8 +296,11 @@ def main(argv=None):
         rows = [
             ("scan inject", "scan a"),
             ("scan inject+write", "scan a"),
-            ("dispatch b, state via tuner", "dispatch a"),
-            ("dispatch b, tuner 2nd call", "dispatch a"),
+            ("scan program, fixed tuner", "scan a"),
+            ("scan b, every row column", "scan a"),
+            ("dispatch b, tune 2nd call", "dispatch a"),
+            ("dispatch b, carry donated", "dispatch a"),
+            ("dispatch b, every row column", "dispatch a"),
         ]
         for name, base in rows:
             med, lo, hi = ratio(name, base)

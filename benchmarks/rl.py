@@ -14,10 +14,11 @@ Compilation and environment creation are excluded (warm-up first); each case tim
 a fixed number of steps, repeats are interleaved and the medians are reported, with
 the ratios (a)/(b) and (a)/(c) of the medians.
 
-Part 2 (``--part pbt``): a PBT population of 8 PPO agents (``hj.pbt(hj.rl.space)``
-through ``demo.population_program``) against the same 8 starting configurations
-(hyperparameters sampled from ``hj.rl.space`` with the same key, same initial
-weights) trained with fixed hyperparameters (a local tuner that never exploits).
+Part 2 (``--part pbt``): a PBT population of 8 PPO agents (the CartPole task,
+``hagfish_jax.tasks.cartpole``, through ``hj.program.build(task, hj.pbt(hj.rl.space),
+population=8)``) against the same 8 starting configurations (hyperparameters sampled
+from ``hj.rl.space`` with the same key, same initial weights) trained with fixed
+hyperparameters (the same program with ``hj.fixed()``: never exploits).
 One generation is one ``PPO.train_window``: 4 updates x 16 envs x 64 steps = 4096
 environment steps per member. "Steps to 475" is ``(g + 1) * 4096`` for the first
 generation ``g`` whose score (the mean return of each of the member's 16
@@ -39,15 +40,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import hagfish_jax as hj
-from hagfish_jax import demo
+from hagfish_jax.tasks import cartpole
 
 # -- part 1: environment throughput --------------------------------------------------------
 
@@ -188,14 +190,6 @@ def part_env(args):
 # -- part 2: PBT vs fixed --------------------------------------------------------------
 
 
-def fixed_tuner(n):
-    """A population tuner that never exploits and never changes hyperparameters."""
-    return hj.Tuner(
-        init=lambda key, hp: hp,
-        update=lambda s, obs: (hj.Proposal(s, jnp.arange(n), jnp.zeros((n,), bool)), s),
-    )
-
-
 def first_reach(scores, threshold=475.0):
     """Index of the first row of ``scores`` (G,) at or above ``threshold``, else None."""
     hit = np.nonzero(np.asarray(scores) >= threshold)[0]
@@ -206,16 +200,14 @@ def part_pbt(args):
     n = 8
     ppo = hj.rl.PPO()
     space = hj.rl.space
-    task = types.SimpleNamespace(
-        init=ppo.init, train_window=ppo.train_window, evaluate=ppo.evaluate, space=space
-    )
+    task = cartpole.make_task(ppo)
     per_gen = ppo.updates_per_window * ppo.num_envs * ppo.num_steps
     gens = args.generations
     programs = {}
-    for name, tuner in (("pbt", hj.pbt(space)), ("fixed", fixed_tuner(n))):
-        init, generation = demo.population_program(task, tuner, n)
-        run = jax.jit(lambda c, g=generation: jax.lax.scan(g, c, None, length=gens))
-        programs[name] = (jax.jit(init), run)
+    for name, tuner in (("pbt", hj.pbt(space)), ("fixed", hj.fixed())):
+        program = hj.program.build(task, tuner, population=n)
+        run = jax.jit(lambda c, p=program: hj.program.scan(p, c, gens))
+        programs[name] = (jax.jit(program.init), run)
 
     def fmt(g):
         return "not reached" if g is None else f"{(g + 1) * per_gen:,}"
@@ -380,18 +372,26 @@ def main():
     p.add_argument("--generations", type=int, default=40)
     p.add_argument("--quick", action="store_true", help="fewer steps/windows (smoke test)")
     args = p.parse_args()
+    if args.part == "pbt":
+        # On 2 cores the vmapped PPO program stalls inside XLA's CPU runtime unless the
+        # process is on one core from before XLA starts its threads (pinning them later,
+        # as hagfish_jax.shell._affinity does, still stalled with hj.program here).
+        # Timings compare within this part.
+        from hagfish_jax.shell._affinity import one_cpu
+
+        with one_cpu():
+            print(f"jax {jax.__version__}, backend {jax.default_backend()}, pinned to one core")
+            part_pbt(args)
+        return
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")
     if args.part in ("all", "env"):
         part_env(args)
     if args.part in ("all", "loop"):
         part_loop(args)
-    if args.part in ("all", "pbt"):
-        # Unpinned on 2 cores this program sometimes stalls inside XLA's CPU runtime
-        # (see hagfish_jax.shell._affinity); pinned it completes. Timings compare within it.
-        from hagfish_jax.shell._affinity import one_cpu
-
-        with one_cpu():
-            part_pbt(args)
+    if args.part == "all":  # part 2 in a fresh process, pinned from its start (see above)
+        extra = ["--quick"] if args.quick else []
+        argv = ["--part", "pbt", "--seeds", str(args.seeds), "--generations", str(args.generations)]
+        subprocess.run([sys.executable, __file__, *argv, *extra], check=True)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """Quickstart: tune a flax MLP's learning rate, dropout and label smoothing as it trains.
 
-The whole run is ONE jitted ``lax.scan`` over windows. Each window: train one
-epoch, evaluate, let the guarded tuner propose new hyperparameters, keep the best
-state, roll back if the guard says so, and write the new values into the state.
-Writing hyperparameters never recompiles: they are arrays inside the state.
+The whole run is ONE jitted ``lax.scan`` over windows of ``hj.program``. Each window
+trains one epoch, evaluates, lets the guarded tuner propose new hyperparameters, keeps
+the best state, rolls back if the guard says so, and writes the new values into the
+state. Writing hyperparameters never recompiles: they are arrays inside the state.
 
     python examples/quickstart.py        # needs: pip install 'hagfish-jax[tasks]'
 """
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 import hagfish_jax as hj
 from hagfish_jax.tasks import digits
@@ -27,42 +27,25 @@ def run(
     )
     tuned = task.space.subspace(["learning_rate", "dropout_rate", "label_smoothing"])
     tuner = hj.guard(hj.finite_difference(tuned), space=task.space)
-
-    def window(carry, _):
-        state, tuner_state, snap, key = carry
-        key, window_key = jax.random.split(key)
-        in_force = hj.get_hparams(state)  # the values used by this window
-        state, train_metrics = task.train_window(state, window_key)
-        metrics = task.evaluate(state)  # {"score": val accuracy, ...}
-        # a window whose loss exploded scores NaN: the guard restarts it
-        metrics["score"] = jnp.where(train_metrics["diverged"], jnp.nan, metrics["score"])
-        proposal, tuner_state = tuner.update(
-            tuner_state, hj.Observation(metrics["score"], metrics["train_score"])
-        )
-        snap = hj.snapshot.update(snap, state, metrics["score"])  # keep the best
-        state = hj.snapshot.restore_if(proposal.rollback, snap, state)
-        state = hj.set_hparams(state, proposal.hparams)  # no retrace
-        row = dict(
-            val_acc=metrics["score"],
-            train_acc=metrics["train_score"],
-            lr=in_force["learning_rate"],
-            dropout=in_force["dropout_rate"],
-            smoothing=in_force["label_smoothing"],
-            rollback=proposal.rollback,
-        )
-        return (state, tuner_state, snap, key), row
+    # train -> evaluate -> tune -> keep the best / roll back -> write the new values
+    program = hj.program.build(task, tuner)
 
     @jax.jit
     def train(key):
-        init_key, tuner_key, key = jax.random.split(key, 3)
-        hp = task.default_hparams  # lr 1e-3, dropout 0.1, ...
-        state = task.init(init_key, hp)
-        carry = (state, tuner.init(tuner_key, hp), hj.snapshot.init(state), key)
-        (state, _, snap, _), rows = jax.lax.scan(window, carry, None, length=windows)
-        return snap, rows, task.test_accuracy(snap.state)
+        carry = program.init(key)  # task.default_hparams: lr 1e-3, dropout 0.1, ...
+        carry, rows = hj.program.scan(program, carry, windows)
+        return carry.best, rows, task.test_accuracy(carry.best.state)
 
-    snap, rows, test_acc = jax.device_get(train(jax.random.key(seed)))
-    best = int(jnp.argmax(rows["val_acc"]))
+    best, rows, test_acc = jax.device_get(train(jax.random.key(seed)))
+    # rows: one entry per window; the hyperparameters are those the window trained with
+    rows = dict(
+        val_acc=rows["score"],
+        train_acc=rows["train_score"],
+        lr=rows["learning_rate"],
+        dropout=rows["dropout_rate"],
+        smoothing=rows["label_smoothing"],
+        rollback=rows["rollback"],
+    )
     if verbose:
         print(
             f"{'window':>6} {'val acc':>8} {'train acc':>9} {'lr':>9} {'dropout':>7} "
@@ -75,11 +58,12 @@ def run(
                 + ("  rollback" if rows["rollback"][w] else "")
             )
         print(
-            f"best window {best}: val acc {float(snap.score):.4f}, test acc {float(test_acc):.4f}"
+            f"best window {int(best.window)}: val acc {float(best.score):.4f}, "
+            f"test acc {float(test_acc):.4f}"
         )
     return {
-        "best_window": best,
-        "best_val_accuracy": float(snap.score),
+        "best_window": int(np.argmax(rows["val_acc"])),
+        "best_val_accuracy": float(best.score),
         "test_accuracy": float(test_acc),
         "rows": rows,
     }

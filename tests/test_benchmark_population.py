@@ -1,8 +1,8 @@
-"""Smoke test of the building blocks of benchmarks/population.py (a few seconds)."""
+"""Smoke test of the building blocks of benchmarks/population*.py (a few seconds)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -15,21 +15,43 @@ import hagfish_jax as hj
 
 pytest.importorskip("sklearn")
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "population.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+MODULES = ("_common", "_optuna", "population_toy", "population")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_population", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    """The benchmark modules, imported as the scripts import each other."""
+    sys.path.insert(0, str(BENCHMARKS))
+    before = set(sys.modules)
+    try:
+        yield {name: importlib.import_module(name) for name in MODULES}
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+        for name in set(sys.modules) - before:
+            if str(BENCHMARKS) in str(getattr(sys.modules[name], "__file__", "") or ""):
+                del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def tiny(bench):
+    common = bench["_common"]
+    setup = common.Setup("smoke", members=3, windows=2, steps_per_window=2, hidden=(8,))
+    return setup, common.make_task(setup, 0)
+
+
+def test_no_benchmark_file_is_over_400_lines():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in BENCHMARKS.glob("*.py")}
+    assert sizes and max(sizes.values()) <= 400, sizes
+
+
+def test_the_entry_script_offers_every_part(bench):
+    with pytest.raises(SystemExit):  # argparse rejects an unknown part, after listing them
+        bench["population"].main(["--part", "nope"])
 
 
 def test_selection_keeps_the_first_best_finite_validation_score(bench):
-    sel = bench.Selection()
+    sel = bench["_common"].Selection()
     sel.add(10, math.nan, 0.1)
     assert math.isnan(sel.test)
     sel.add(20, 0.5, 0.6)
@@ -39,24 +61,43 @@ def test_selection_keeps_the_first_best_finite_validation_score(bench):
     assert [t for _, t in sel.curve][1:] == [0.6, 0.6, 0.6]
 
 
-def test_both_optuna_wirings_train_the_same_model(bench):
-    setup = bench.Setup("smoke", members=2, windows=1, steps_per_window=2, hidden=(8,))
-    task = bench.make_task(setup, 0)
+def test_both_optuna_wirings_train_the_same_model(bench, tiny):
+    setup, task = tiny
     hp = {**task.default_hparams, "learning_rate": 0.01, "dropout_rate": 0.2}
-    start_i, make_i, eval_i = bench.inject_programs(task, 0)
-    start_r, make_r, eval_r = bench.rebuilt_programs(task, setup, 0)
+    start_i, make_i, eval_i = bench["_optuna"].inject_programs(task, 0)
+    start_r, make_r, eval_r = bench["_optuna"].rebuilt_programs(task, setup, 0)
     a = eval_i(make_i(hp)(start_i(0, hp), 3))
     b = eval_r(make_r(hp)(start_r(0, hp), 3))
     assert set(a) >= {"score", "test", "val_loss"}
     np.testing.assert_allclose(float(a["val_loss"]), float(b["val_loss"]), rtol=1e-4)
 
 
+def test_population_runs_through_the_program_and_selects_on_validation(bench, tiny):
+    setup, task = tiny
+    result = bench["_common"].run_population(task, setup, 0, hj.pbt(task.space), warm=True)
+    assert result.steps == 3 * 2 * 2 and result.trials == 3
+    assert len(result.curve) == 2 and 0.0 <= result.test <= 1.0
+    assert result.compiles >= 2 and math.isfinite(result.warm)
+
+
 def test_toy_program_runs_a_population_and_fixed_members(bench):
-    toy = bench.Toy(steps=2, half_period=2, periods=1)
-    run, scale = bench.toy_program(toy, [0.01, 0.1], hj.fixed())
+    toy_mod = bench["population_toy"]
+    toy = toy_mod.Toy(steps=2, half_period=2, periods=1)
+    run, scale = toy_mod.toy_program(toy, [0.01, 0.1], hj.fixed())
     err, lr = jax.device_get(run(jax.random.key(0)))
     assert err.shape == lr.shape == (4, 2)
     np.testing.assert_allclose(lr, [[0.01, 0.1]] * 4, rtol=1e-6)
     assert np.all(np.isfinite(err))
     s = np.asarray(scale(np.arange(5)))
     np.testing.assert_allclose(s[[0, 2, 4]], [1.0, toy.scale_max, 1.0], rtol=1e-6)
+
+
+def test_toy_members_share_their_target_and_pbt_copies_the_best(bench):
+    toy_mod = bench["population_toy"]
+    toy = toy_mod.Toy(steps=5, half_period=2, periods=1)
+    space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
+    run, _ = toy_mod.toy_program(toy, [1e-3, 0.05], hj.pbt(space, fraction=0.5))
+    err, lr = jax.device_get(run(jax.random.key(1)))
+    # after the first window the worse member (lr 1e-3, lagging) copies the better one
+    assert err[0, 1] < err[0, 0]
+    assert lr[1, 0] != pytest.approx(1e-3)

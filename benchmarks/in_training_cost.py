@@ -1,0 +1,133 @@
+"""Suggestion cost of in-training Bayesian optimisation (``in_training.py --part cost``).
+
+Seconds per ``hj.bayes`` update that closes a losing trial and proposes the next (GP
+fit when due, posterior, acquisition over the candidates), with a history of ``obs``
+observations in ``dims`` dimensions, against Optuna's ``GPSampler`` and
+``TPESampler`` ``ask`` with the same history. ``bayes`` is timed at its default
+``refit_every=4`` (averaged over 4 consecutive suggestions, one of which refits the
+length scales) and at ``refit_every=1`` (every suggestion refits). Target: bayes /
+GPSampler <= 0.25.
+
+    python benchmarks/in_training.py --part cost [--quick]
+    python benchmarks/in_training_cost.py [--quick]             # the same
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import hagfish_jax as hj
+
+
+def bayes_update_time(n_obs: int, dims: int, repeats: int, refit_every: int) -> float:
+    """Seconds per suggestion: an update that closes a losing trial and proposes the next.
+
+    With ``refit_every > 1`` the time is averaged over ``refit_every`` consecutive
+    suggestions (one of them refits the length scales).
+    """
+    names = [f"x{i}" for i in range(dims)]
+    space = hj.Space(**{n: hj.Uniform(0.0, 1.0) for n in names})
+    tuner = hj.bayes(space, capacity=n_obs, refit_every=refit_every)
+    state = tuner.init(jax.random.key(0), {n: 0.5 for n in names})
+    rng = np.random.default_rng(0)
+    buf = state.buf
+    for _ in range(n_obs):
+        buf = hj.gp.add(buf, jnp.asarray(rng.random(dims + 1), jnp.float32), float(rng.normal()))
+    # An incumbent window closing a trial that lost: the next trial is proposed (GP fit
+    # when due, posterior, acquisition over the candidates).
+    state = state._replace(
+        buf=buf,
+        prev_score=jnp.float32(0.5),
+        base_gain=jnp.float32(0.01),
+        trial_gain=jnp.float32(0.0),
+        pending=jnp.asarray(True),
+        window=jnp.int32(10),
+    )
+    obs = hj.Observation(score=jnp.float32(0.52))
+    update = jax.jit(tuner.update)
+    jax.block_until_ready(update(state, obs))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for i in range(refit_every):
+            jax.block_until_ready(update(state._replace(trials=jnp.int32(i)), obs))
+        times.append((time.perf_counter() - t) / refit_every)
+    return statistics.median(times)
+
+
+def optuna_ask_time(sampler_name: str, n_obs: int, dims: int, repeats: int) -> float:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sampler_name == "gp":
+        sampler = optuna.samplers.GPSampler(seed=0)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    dists = {f"x{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(dims)}
+    rng = np.random.default_rng(0)
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={n: float(rng.random()) for n in dists},
+                distributions=dists,
+                value=float(rng.normal()),
+            )
+            for _ in range(n_obs)
+        ]
+    )
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        trial = study.ask(fixed_distributions=dists)  # samples every parameter
+        times.append(time.perf_counter() - t)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # history stays n_obs
+    return statistics.median(times[1:])
+
+
+def run_cost(sizes: list[int], dims_list: list[int], repeats: int) -> None:
+    print(f"\n[cost] seconds per suggestion, median of {repeats} (after warm-up)")
+    print(
+        f"{'obs':>4} {'dims':>4} {'bayes':>9} {'bayes r1':>9} {'GPSampler':>10} {'TPE ask':>9} "
+        f"{'bayes/GP':>9} {'r1/GP':>7}  target (default refit_every=4)"
+    )
+    missing = ""
+    for n in sizes:
+        for d in dims_list:
+            b = bayes_update_time(n, d, repeats, refit_every=4)
+            b1 = bayes_update_time(n, d, repeats * 4, refit_every=1)
+            try:
+                g = optuna_ask_time("gp", n, d, repeats)
+            except ImportError as err:  # GPSampler needs PyTorch
+                g = math.nan
+                missing = f"GPSampler not timed: {err}"
+            t = optuna_ask_time("tpe", n, d, repeats)
+            ok = "ok" if b / g <= 0.25 else "MISSED" if math.isfinite(g) else "n/a"
+            print(
+                f"{n:>4} {d:>4} {b:>9.2e} {b1:>9.2e} {g:>10.2e} {t:>9.2e} {b / g:>9.3f} "
+                f"{b1 / g:>7.3f}  <=0.25 {ok}"
+            )
+    if missing:
+        print(missing)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small size")
+    args = parser.parse_args(argv)
+    print(f"backend={jax.default_backend()} jax={jax.__version__}")
+    if args.quick:
+        run_cost([16], [1], 3)
+    else:
+        run_cost([64, 256], [1, 3], 5)
+
+
+if __name__ == "__main__":
+    main()
