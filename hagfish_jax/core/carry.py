@@ -40,7 +40,9 @@ class Carry(NamedTuple):
     Attributes:
       state: the task's state (leading axis N for a population).
       tuner_state: the tuner's state (per member for a vmapped single-run tuner).
-      snap: each member's own best state: what a rollback restores.
+      snap: each member's own best state: what a rollback restores. A single run's
+        snapshot is its best member, so there ``snap.state`` is ``None`` (the state is
+        kept once, in ``best.state``) and ``snap.score`` equals ``best.score``.
       best: the best member over all windows.
       alive: ``()`` True for a single run, ``(N,)`` bool for a population.
       score: the scores of the last tuned window (NaN before the first, and for

@@ -33,6 +33,19 @@ nothing recompiles.
 >>> carry, rows = jax.jit(lambda c: jax.lax.scan(prog.window, c, None, length=5))(carry)
 >>> rows["score"].shape, int(carry.best.window) >= 0
 ((5, 4), True)
+
+Driven window by window from Python instead (to look at each row between windows), a
+call costs a little host time per leaf of the carry; a :class:`Packer` stacks the
+carry's small leaves (tuner counters, hyperparameters, scores) so each call moves a
+few arrays:
+
+>>> packer = hj.program.Packer(carry)
+>>> step = packer.jit(prog.window, has_aux=True)
+>>> packed = packer.pack(carry)
+>>> for _ in range(3):
+...     packed, row = step(packed)
+>>> int(packer.unpack(packed).window)
+8
 """
 
 from __future__ import annotations
@@ -50,9 +63,10 @@ from ._checks import integer
 from .base import HParams, Observation, Tuner
 from .carry import Best, Carry, Program
 from .hparams import get_hparams, set_hparams
+from .packing import Packed, Packer
 from .task import check_task
 
-__all__ = ["Best", "Carry", "Program", "build", "compiled", "scan"]
+__all__ = ["Best", "Carry", "Packed", "Packer", "Program", "build", "compiled", "scan"]
 
 
 def _member(tree: Any, i: jax.Array) -> Any:
@@ -133,7 +147,8 @@ def build(
         return Carry(
             state=state,
             tuner_state=_tuner_init(k_tuner, hp),
-            snap=snapshot_lib.init(state, population=n),
+            # a single run's snapshot is its best member: the state lives once, in best
+            snap=snapshot_lib.init(None if n is None else state, population=n),
             best=best,
             alive=jnp.ones(shape, jnp.bool_),
             score=jnp.full(shape, jnp.nan, jnp.float32),
@@ -169,14 +184,9 @@ def build(
             leader = jnp.argmax(safe).astype(jnp.int32)
             one, one_hp, safe = _member(state, leader), _member(hp, leader), safe[leader]
         better = safe > best.score
-        pick = lambda a, b: snapshot_lib.where(better, a, b)  # noqa: E731
-        return Best(
-            state=pick(one, best.state),
-            hparams=pick(one_hp, best.hparams),
-            score=jnp.where(better, safe, best.score),
-            window=jnp.where(better, window, best.window),
-            member=jnp.where(better, leader, best.member),
-        )
+        new = Best(one, one_hp, safe, jnp.asarray(window, jnp.int32), leader)
+        # a scalar flag: one branch, so a window that is not the best copies nothing
+        return jax.lax.cond(better, lambda: new, lambda: best)
 
     def score_of(carry: Carry, train_metrics: Mapping[str, Any], evaluation: Mapping) -> jax.Array:
         score = jnp.asarray(evaluation["score"], jnp.float32)
@@ -203,13 +213,21 @@ def build(
             obs = Observation(score, train_score, hparams=hp, alive=alive if n else None)
             proposal, tuner_state = tuner.update(carry.tuner_state, obs)
         window = carry.window - 1
-        snap = snapshot_lib.update(carry.snap, state, score)
+        best = _best(carry.best, state, hp, score, window)
+        if n is None:  # one run: the snapshot is the best member (same rule, kept once)
+            snap = snapshot_lib.Snapshot(None, best.score)
+            target = best.state
+        else:
+            snap = snapshot_lib.update(carry.snap, state, score)
+            target = snap.state
         back = jnp.broadcast_to(jnp.asarray(proposal.rollback) | rollback, score.shape) & alive
-        restored = snapshot_lib.restore_if(back, snap, state)
         if task.restore is not None:  # the task decides what a rollback brings back
             keep = task.restore if n is None else jax.vmap(task.restore)
-            restored = snapshot_lib.where(back, keep(state, snap.state), state)
-        best = _best(carry.best, state, hp, score, window)
+            target = keep(state, target)
+        if n is None:  # a scalar flag: one branch runs, the state is not selected leaf by leaf
+            restored = jax.lax.cond(back, lambda: target, lambda: state)
+        else:
+            restored = snapshot_lib.where(back, target, state)
         if n is None:
             parents = jnp.asarray(-1, jnp.int32)
             new_state = restored
@@ -277,8 +295,8 @@ def build(
         k_noise, k_tuner = jax.random.split(key)
         scale = jnp.asarray(scale, jnp.float32)
         if n is None:  # restart from this run's best state with noise
-            hp = _noised(k_noise, in_force(carry.snap.state), scale, True)
-            state = set_hparams(carry.snap.state, hp)
+            hp = _noised(k_noise, in_force(carry.best.state), scale, True)
+            state = set_hparams(carry.best.state, hp)
             carry = carry._replace(state=state, tuner_state=_tuner_init(k_tuner, hp))
             return carry, jnp.asarray(-1, jnp.int32)
         state, alive, parents = population_lib.spawn(carry.state, carry.alive, carry.score, count)
