@@ -6,7 +6,9 @@ observations in ``dims`` dimensions, against Optuna's ``GPSampler`` and
 ``TPESampler`` ``ask`` with the same history. ``bayes`` is timed at its default
 ``refit_every=4`` (averaged over 4 consecutive suggestions, one of which refits the
 length scales) and at ``refit_every=1`` (every suggestion refits). Target: bayes /
-GPSampler <= 0.25.
+GPSampler <= 0.25. Then ``hj.pb2``: seconds per generation of a population of 8 and of 16 with
+64 observations, at ``refit_every=4`` (default) and 1. Target: bayes and pb2 updates
+<= 2 ms at 64 observations (issue 12).
 
     python benchmarks/in_training.py --part cost [--quick]
     python benchmarks/in_training_cost.py [--quick]             # the same
@@ -34,7 +36,7 @@ def bayes_update_time(n_obs: int, dims: int, repeats: int, refit_every: int) -> 
     """
     names = [f"x{i}" for i in range(dims)]
     space = hj.Space(**{n: hj.Uniform(0.0, 1.0) for n in names})
-    tuner = hj.bayes(space, capacity=n_obs, refit_every=refit_every)
+    tuner = hj.bayes(space, capacity=n_obs, refit_every=refit_every, horizon=100)
     state = tuner.init(jax.random.key(0), {n: 0.5 for n in names})
     rng = np.random.default_rng(0)
     buf = state.buf
@@ -60,6 +62,43 @@ def bayes_update_time(n_obs: int, dims: int, repeats: int, refit_every: int) -> 
             jax.block_until_ready(update(state._replace(trials=jnp.int32(i)), obs))
         times.append((time.perf_counter() - t) / refit_every)
     return statistics.median(times)
+
+
+def pb2_update_time(n_obs: int, dims: int, members: int, repeats: int, refit_every: int) -> float:
+    """Seconds per ``hj.pb2`` generation: ``members`` scores in, the bottom quarter
+    replaced, each new member's values chosen by GP-UCB over ``n_obs`` observations
+    (averaged over ``refit_every`` consecutive generations, one of which refits)."""
+    names = [f"x{i}" for i in range(dims)]
+    space = hj.Space(**{n: hj.Uniform(0.0, 1.0) for n in names})
+    tuner = hj.pb2(space, capacity=n_obs, refit_every=refit_every, horizon=100)
+    hp = {n: jnp.full((members,), 0.5, jnp.float32) for n in names}
+    state = tuner.init(jax.random.key(0), hp)
+    rng = np.random.default_rng(0)
+    buf = state.buf
+    for _ in range(n_obs):
+        buf = hj.gp.add(buf, jnp.asarray(rng.random(dims + 1), jnp.float32), float(rng.normal()))
+    state = state._replace(buf=buf, generation=jnp.int32(8))
+    obs = hj.Observation(score=jnp.asarray(rng.random(members), jnp.float32))
+    update = jax.jit(tuner.update)
+    jax.block_until_ready(update(state, obs))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for i in range(refit_every):
+            jax.block_until_ready(update(state._replace(generation=jnp.int32(8 + i)), obs))
+        times.append((time.perf_counter() - t) / refit_every)
+    return statistics.median(times)
+
+
+def run_pb2_cost(sizes: list[int], dims_list: list[int], members: int, repeats: int) -> None:
+    print(f"\n[cost] pb2: seconds per generation, {members} members, median of {repeats}")
+    print(f"{'obs':>4} {'dims':>4} {'pb2':>9} {'pb2 r1':>9} {'r1/pb2':>7}  target (refit_every=4)")
+    for n in sizes:
+        for d in dims_list:
+            b = pb2_update_time(n, d, members, repeats, refit_every=4)
+            b1 = pb2_update_time(n, d, members, repeats * 4, refit_every=1)
+            ok = "ok" if b <= 2e-3 else "MISSED"
+            print(f"{n:>4} {d:>4} {b:>9.2e} {b1:>9.2e} {b1 / b:>7.2f}  <=2e-3 {ok}")
 
 
 def optuna_ask_time(sampler_name: str, n_obs: int, dims: int, repeats: int) -> float:
@@ -125,8 +164,11 @@ def main(argv=None) -> None:
     print(f"backend={jax.default_backend()} jax={jax.__version__}")
     if args.quick:
         run_cost([16], [1], 3)
+        run_pb2_cost([16], [1], 8, 3)
     else:
         run_cost([64, 256], [1, 3], 5)
+        run_pb2_cost([64], [1, 3], 8, 7)
+        run_pb2_cost([64], [1, 3], 16, 7)
 
 
 if __name__ == "__main__":

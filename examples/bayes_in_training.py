@@ -28,7 +28,8 @@ def run(windows=40, seed=0, start_lr=1e-4, steps_per_window=None, hidden=(64,), 
     task = digits.make_task(
         digits.load_digits_split(seed), steps_per_window=steps_per_window, hidden=hidden
     )
-    program = hj.program.build(task, tuner)  # train, evaluate, tune, keep best, roll back
+    # train, evaluate, tune, keep best, roll back; bayes learns the run's length from windows=
+    program = hj.program.build(task, tuner, windows=windows)
     carry = jax.jit(program.init)(jax.random.key(seed), {"learning_rate": start_lr})
     carry, rows = jax.jit(lambda c: hj.program.scan(program, c, windows))(carry)
     best = carry.best  # the best window's state, hyperparameters and score

@@ -17,13 +17,26 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .core import base, ensemble, gp, hparams, population, program, snapshot, space, tuners
+from .core import (
+    base,
+    divergence,
+    ensemble,
+    gp,
+    hparams,
+    packing,
+    population,
+    program,
+    snapshot,
+    space,
+    tuners,
+)
+from .core.divergence import all_finite, diverged
 from .core.base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
 from .core.guard import GuardState, guard
 from .core.hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
 from .core.program import Best, Carry, Program
 from .core.space import Choice, Dimension, IntUniform, LogUniform, Space, Uniform
-from .core.task import Task
+from .core.task import Task, restore_only
 from .core.tuners import (
     BayesState,
     FiniteDifferenceState,
@@ -116,6 +129,7 @@ __all__ = [
     "Tuner",
     "TuningConfig",
     "Uniform",
+    "all_finite",
     "as_hparams",
     "base",
     "bayes",
@@ -123,6 +137,8 @@ __all__ = [
     "cli",
     "config",
     "demo",
+    "diverged",
+    "divergence",
     "ensemble",
     "extra_hparams",
     "finite_difference",
@@ -133,6 +149,7 @@ __all__ = [
     "guard",
     "hparams",
     "loop",
+    "packing",
     "pb2",
     "pbt",
     "plateau",
@@ -140,6 +157,7 @@ __all__ = [
     "population",
     "program",
     "records",
+    "restore_only",
     "rl",
     "set_hparams",
     "shell",

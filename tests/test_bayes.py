@@ -113,7 +113,7 @@ def synthetic_run(key, tuner, windows):
 
 
 def test_guarded_bayes_finds_the_best_learning_rate_for_five_seeds():
-    tuner = hj.guard(hj.bayes(SPACE), warmup=1, space=SPACE, patience=3)
+    tuner = hj.guard(hj.bayes(SPACE, horizon=100), warmup=1, space=SPACE, patience=3)
     run = jax.jit(jax.vmap(lambda k: synthetic_run(k, tuner, 150)))
     ts, loss, lrs = run(jax.random.split(jax.random.key(0), 5))
     found = np.asarray(SPACE.from_unit(ts.inner.incumbent)["learning_rate"])
@@ -128,7 +128,7 @@ def test_guarded_bayes_finds_the_best_learning_rate_for_five_seeds():
 
 def test_bayes_never_leaves_the_space_and_wraps_without_retrace():
     space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0), b1=hj.Uniform(0.5, 0.99))
-    tuner = hj.bayes(space, capacity=6, candidates=32, radius=1.0)
+    tuner = hj.bayes(space, capacity=6, candidates=32, radius=1.0, horizon=100)
     chex.clear_trace_counter()
 
     @jax.jit
@@ -147,7 +147,7 @@ def test_bayes_never_leaves_the_space_and_wraps_without_retrace():
 
 def test_bayes_compares_trials_with_the_incumbent_at_the_values_applied():
     space = hj.Space(x=hj.Uniform(0.0, 1.0))
-    tuner = hj.bayes(space)
+    tuner = hj.bayes(space, horizon=100)
     state = tuner.init(jax.random.key(0), {"x": 0.5})
     p, state = tuner.update(state, hj.Observation(score=jnp.float32(0.0)))  # first window
     assert float(p.hparams["x"]) == 0.5  # no reference gain yet: the incumbent again
@@ -179,7 +179,7 @@ def test_bayes_validation():
 
 def test_refit_every_reuses_length_scales_between_fits():
     space = hj.Space(x=hj.Uniform(0.0, 1.0))
-    tuner = hj.bayes(space, refit_every=3, candidates=16, fit_steps=3)
+    tuner = hj.bayes(space, refit_every=3, candidates=16, fit_steps=3, horizon=100)
     update = jax.jit(tuner.update)
     state = tuner.init(jax.random.key(0), {"x": 0.5})
     fitted = []

@@ -84,14 +84,20 @@ def test_a_damaged_manifest_is_rebuilt_from_the_checkpoints(tmp_path, damage):
 def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, inner):
     tuner = hj.guard(getattr(hj, inner)(SPACE), warmup=1, space=SPACE)
 
-    def loop(directory=None):
+    class StopAfterFive:  # the same 9-window run, interrupted after its fifth window
+        def on_window_end(self, loop, window, metrics):
+            if window == 4:
+                loop.stop()
+
+    def loop(directory=None, callbacks=()):
         return Loop(step, evaluate, tuner=tuner, space=SPACE, save_every=1,
-                    backoff=Backoff(plateau=50, dormant=60, backoff=1.0),
+                    backoff=Backoff(plateau=50, dormant=60, backoff=1.0), callbacks=callbacks,
                     checkpoint_dir=None if directory is None else str(directory))
 
     whole = loop().run(init_state(), jax.random.key(1), max_windows=9)
-    first = loop(tmp_path)
-    first.run(init_state(), jax.random.key(1), max_windows=5)  # stopped after 5 windows
+    first = loop(tmp_path, [StopAfterFive()])
+    stopped = first.run(init_state(), jax.random.key(1), max_windows=9)
+    assert stopped.reason == "stopped" and stopped.windows == 5
     first.checkpoints.close()
     resumed = loop(tmp_path).run(init_state(), jax.random.key(1), max_windows=9)
     assert [h["window"] for h in resumed.history] == list(range(9))

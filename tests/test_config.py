@@ -79,7 +79,7 @@ def trajectory(tuner, space, windows=12):
     for t in range(windows):
         score = jnp.float32(1.0 - 0.5**t) if t not in (7, 9) else jnp.float32(0.0)
         score = jnp.float32(jnp.nan) if t == 10 else score  # a divergence: shrink
-        proposal, state = update(state, hj.Observation(score=score))
+        proposal, state = update(state, hj.Observation(score=score, horizon=windows))
         out.append(np.asarray(space.to_unit(proposal.hparams)))
         out.append(np.asarray(proposal.rollback, np.float32)[None])
     return np.concatenate(out)

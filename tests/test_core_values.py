@@ -31,6 +31,6 @@ def test_a_tuner_started_outside_its_space_starts_inside_it(factory):
     tuner = factory(SPACE)
     with pytest.warns(UserWarning, match="learning_rate=50 is outside the space"):
         state = tuner.init(jax.random.key(0), {"learning_rate": 50.0})
-    proposal, _ = tuner.update(state, hj.Observation(score=jnp.float32(0.5)))
+    proposal, _ = tuner.update(state, hj.Observation(score=jnp.float32(0.5), horizon=10))
     assert SPACE.contains(proposal.hparams)
     assert float(state.hparams["learning_rate"]) == pytest.approx(1.0)

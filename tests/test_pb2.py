@@ -40,7 +40,7 @@ def population_run(key, tuner, generations, n=4):
     return -jnp.min(loss), hp, parents
 
 
-PB2 = hj.pb2(SPACE, capacity=32, candidates=64, fit_steps=5)
+PB2 = hj.pb2(SPACE, capacity=32, candidates=64, fit_steps=5, horizon=30)  # the runs below
 
 
 def test_pb2_beats_pbt_on_a_population_of_four_over_five_seeds():
@@ -80,7 +80,7 @@ def test_pb2_same_key_same_lineage_and_no_retrace():
 
 
 def test_pb2_masked_members_are_never_parents_and_batch_choices_spread():
-    tuner = hj.pb2(SPACE, fraction=0.5, candidates=64, fit_steps=3)
+    tuner = hj.pb2(SPACE, fraction=0.5, candidates=64, fit_steps=3, horizon=100)
     n = 8
     state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
     alive = jnp.array([True] * 6 + [False] * 2)
@@ -102,3 +102,20 @@ def test_pb2_validation():
         hj.pb2(SPACE, beta=0.0)
     with pytest.raises(ValueError, match=r"\(N,\)"):
         hj.pb2(SPACE).init(jax.random.key(0), {"learning_rate": 1e-3, "momentum": 0.9})
+
+
+def test_pb2_refits_the_length_scales_every_refit_every_generations():
+    tuner = hj.pb2(SPACE, candidates=16, fit_steps=3, refit_every=3, horizon=30)
+    update = jax.jit(tuner.update)
+    state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    changed = []
+    for g in range(10):
+        scores = jnp.asarray(np.sin(np.arange(4) + g) + 0.1 * g, jnp.float32)
+        before = state.gp_params.lengthscales
+        _, state = update(state, hj.Observation(score=scores))
+        changed.append(not np.array_equal(before, state.gp_params.lengthscales))
+    # fitted in generations 0, 3, 6, 9 only (once there is data to fit)
+    assert all(g % 3 == 0 for g, c in enumerate(changed) if c), changed
+    assert sum(changed) >= 2
+    with pytest.raises(ValueError, match="refit_every"):
+        hj.pb2(SPACE, refit_every=0)

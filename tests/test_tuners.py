@@ -35,7 +35,7 @@ TUNERS = {
     "guard_fd": lambda: hj.guard(hj.finite_difference(SPACE), warmup=1, space=SPACE),
     "guard_spsa": lambda: hj.guard(hj.spsa(SPACE), warmup=2, tune_every=2, space=SPACE),
     "guard_bayes": lambda: hj.guard(
-        hj.bayes(SPACE, capacity=8, candidates=16, fit_steps=3), warmup=1, space=SPACE
+        hj.bayes(SPACE, capacity=8, candidates=16, fit_steps=3, horizon=100), warmup=1, space=SPACE
     ),
 }
 WINDOWS = 30

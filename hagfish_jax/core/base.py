@@ -42,6 +42,10 @@ class Observation(NamedTuple):
       alive: ``(N,)`` bool for population tuners: pruned (masked) members are
         ``False``; they are never ranked, never parents and never replaced.
         ``None`` means every member is alive.
+      horizon: the windows the whole run trains (a Python int), when the caller
+        knows it: ``hj.program.build(..., windows=N)`` and ``hj.Loop.run`` pass it.
+        Tuners that model training progress (``bayes``, ``pb2``) read it when they
+        were not given a ``horizon`` of their own.
     """
 
     score: jax.Array
@@ -49,6 +53,7 @@ class Observation(NamedTuple):
     cost: jax.Array | None = None
     hparams: HParams | None = None
     alive: jax.Array | None = None
+    horizon: int | None = None
 
 
 class Proposal(NamedTuple):

@@ -49,6 +49,10 @@ class Carry(NamedTuple):
         masked members).
       window: windows trained so far, int32.
       exploring: the next window tries a tuner's trial value (``Proposal.explore``).
+      repeats: rollbacks in a row to the same snapshot (reset when it improves);
+        past ``max_repeats`` the program refuses a healthy member's rollback.
+      shrink: ``{name: factor}`` per member, 1 until the member diverged more than
+        ``max_repeats`` times in a row; the tuner's value times this is applied.
       key: the PRNG key for the next window.
     """
 
@@ -60,6 +64,8 @@ class Carry(NamedTuple):
     score: jax.Array
     window: jax.Array
     exploring: jax.Array
+    repeats: jax.Array
+    shrink: dict
     key: jax.Array
 
 
@@ -91,6 +97,7 @@ class Program(NamedTuple):
         hyperparameters.
       population: N, or ``None`` for a single run.
       names: the hyperparameters recorded in each row and seen by the tuner.
+      windows: the run's planned length (``Observation.horizon``), or ``None``.
     """
 
     init: Callable[..., Carry]
@@ -106,3 +113,4 @@ class Program(NamedTuple):
     spawn: Callable[..., tuple[Carry, jax.Array]]
     population: int | None
     names: tuple[str, ...] | None
+    windows: int | None = None

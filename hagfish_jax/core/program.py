@@ -60,6 +60,7 @@ import jax.numpy as jnp
 from . import population as population_lib
 from . import snapshot as snapshot_lib
 from ._checks import integer
+from .divergence import all_finite
 from .base import HParams, Observation, Tuner
 from .carry import Best, Carry, Program
 from .hparams import get_hparams, set_hparams
@@ -79,6 +80,9 @@ def build(
     population: int | None = None,
     *,
     vectorized: bool = False,
+    max_repeats: int = 3,
+    shrink: Mapping[str, float] | None = None,
+    windows: int | None = None,
 ) -> Program:
     """The tuned window of ``task`` under ``tuner``, for one run or a population.
 
@@ -89,13 +93,35 @@ def build(
       population: N members, or ``None`` for a single run.
       vectorized: the task's ``train_window``/``evaluate`` already take the whole
         population (leading axis N) and are not vmapped here.
+      max_repeats: how many rollbacks in a row a member may make to the same snapshot
+        (one that has not improved since). Past that, a rollback asked for by the
+        tuner or the Loop is refused: the member keeps its current state and moves on
+        (its hyperparameters still change as the tuner says). A diverged state is
+        always restored; past the cap its learning rate is shrunk as well.
+      shrink: ``{name: factor}`` (factors in (0, 1)): when a member is restored from a
+        divergence more than ``max_repeats`` times in a row, its factor for ``name``
+        is multiplied by this, and from then on the tuner's value for it is applied
+        times that factor (``Carry.shrink``), so a tuner that keeps proposing the
+        value that diverged cannot make it diverge again. ``None``: 0.1 for every
+        ``learning_rate`` (or ``.../learning_rate``) in the space; ``{}``: never.
+
+      windows: the run's planned length in windows, passed to the tuner as
+        ``Observation.horizon`` (``bayes`` and ``pb2`` need it, unless given a
+        ``horizon`` of their own). ``hj.Loop.run`` sets it to ``max_windows``.
+
+    Divergence: a window is scored NaN when the task flags it (``metrics["diverged"]``)
+    or when any floating value of the state is NaN or infinite (see
+    :func:`hagfish_jax.diverged`); a NaN-scored member is rolled back to its snapshot
+    whatever the tuner proposes.
 
     Returns:
       A :class:`Program`.
 
     Raises:
       TypeError: ``task`` lacks part of the protocol, or ``tuner`` is not a Tuner.
-      ValueError: ``population`` below 1, or a population tuner on a single run.
+      ValueError: ``population`` below 1, a population tuner on a single run,
+        ``max_repeats`` below 1, or a ``shrink`` factor outside (0, 1) or name outside
+        the space.
     """
     check_task(task, "program.build")
     if not (callable(getattr(tuner, "init", None)) and callable(getattr(tuner, "update", None))):
@@ -109,6 +135,9 @@ def build(
     per_member = n is not None and not pop_tuner
     space = task.space
     dynamic = () if space is None else tuple(k for k in space.names if k in space.dynamic)
+    max_repeats = integer("program.build: max_repeats", max_repeats, 1)
+    windows = None if windows is None else integer("program.build: windows", windows, 1)
+    factors = _shrink_factors(shrink, dynamic)
 
     def names_of(state) -> tuple[str, ...]:
         known = get_hparams(state)
@@ -154,6 +183,8 @@ def build(
             score=jnp.full(shape, jnp.nan, jnp.float32),
             window=jnp.asarray(0, jnp.int32),
             exploring=jnp.zeros(shape, jnp.bool_),
+            repeats=jnp.zeros(shape, jnp.int32),
+            shrink={k: jnp.ones(shape, jnp.float32) for k in factors if k in hp},
             key=key,
         )
 
@@ -192,6 +223,8 @@ def build(
         score = jnp.asarray(evaluation["score"], jnp.float32)
         if "diverged" in train_metrics:  # an exploded window scores NaN: never best
             score = jnp.where(train_metrics["diverged"], jnp.nan, score)
+        # NaN weights can still score a finite accuracy: a broken state scores NaN
+        score = jnp.where(all_finite(carry.state, n), score, jnp.nan)
         return jnp.where(carry.alive, score, jnp.nan)
 
     def tune(
@@ -206,11 +239,14 @@ def build(
         train_score = evaluation.get("train_score")
         if train_score is not None:
             train_score = jnp.asarray(train_score, jnp.float32)
-        if per_member:
+        if per_member:  # the run's length is static: closed over, not vmapped
             obs = Observation(score, train_score, hparams=hp)
-            proposal, tuner_state = jax.vmap(tuner.update)(carry.tuner_state, obs)
+            update = lambda s, o: tuner.update(s, o._replace(horizon=windows))  # noqa: E731
+            proposal, tuner_state = jax.vmap(update)(carry.tuner_state, obs)
         else:
-            obs = Observation(score, train_score, hparams=hp, alive=alive if n else None)
+            obs = Observation(
+                score, train_score, hparams=hp, alive=alive if n else None, horizon=windows
+            )
             proposal, tuner_state = tuner.update(carry.tuner_state, obs)
         window = carry.window - 1
         best = _best(carry.best, state, hp, score, window)
@@ -220,7 +256,13 @@ def build(
         else:
             snap = snapshot_lib.update(carry.snap, state, score)
             target = snap.state
-        back = jnp.broadcast_to(jnp.asarray(proposal.rollback) | rollback, score.shape) & alive
+        asked = jnp.broadcast_to(jnp.asarray(proposal.rollback) | rollback, score.shape)
+        broken = ~jnp.isfinite(score)  # diverged (or never scored): always restored
+        improved = best.score > carry.best.score if n is None else snap.score > carry.snap.score
+        repeats = jnp.where(improved, 0, carry.repeats)
+        capped = repeats >= max_repeats
+        back = (broken | (asked & ~capped)) & alive
+        repeats = jnp.where(back, repeats + 1, repeats)
         if task.restore is not None:  # the task decides what a rollback brings back
             keep = task.restore if n is None else jax.vmap(task.restore)
             target = keep(state, target)
@@ -230,12 +272,19 @@ def build(
             restored = snapshot_lib.where(back, target, state)
         if n is None:
             parents = jnp.asarray(-1, jnp.int32)
-            new_state = restored
+            new_state, shrink = restored, carry.shrink
         else:
             parents = population_lib.resolve(proposal.parents, n)
             new_state = population_lib.exploit(restored, parents)
             snap = population_lib.exploit(snap, parents)
-        new_state = set_hparams(new_state, proposal.hparams)
+            own = parents == jnp.arange(n)  # a copy starts afresh (its values are the parent's)
+            repeats = jnp.where(own, repeats, 0)
+            shrink = {k: jnp.where(own, v, 1.0) for k, v in carry.shrink.items()}
+        # restored from the same divergence too often: this member's steps stay smaller
+        again = back & broken & capped
+        shrink = {k: jnp.where(again, v * factors[k], v) for k, v in shrink.items()}
+        new_hp = _scaled(proposal.hparams, shrink, space)
+        new_state = set_hparams(new_state, new_hp)
         row = {
             **evaluation,
             **{f"window_{k}": v for k, v in train_metrics.items()},
@@ -257,6 +306,8 @@ def build(
             best=best,
             score=score,
             exploring=explore & alive,
+            repeats=repeats.astype(jnp.int32),
+            shrink=shrink,
         )
         return carry, row
 
@@ -297,7 +348,11 @@ def build(
         if n is None:  # restart from this run's best state with noise
             hp = _noised(k_noise, in_force(carry.best.state), scale, True)
             state = set_hparams(carry.best.state, hp)
-            carry = carry._replace(state=state, tuner_state=_tuner_init(k_tuner, hp))
+            carry = carry._replace(
+                state=state,
+                tuner_state=_tuner_init(k_tuner, hp),
+                repeats=jnp.zeros_like(carry.repeats),
+            )
             return carry, jnp.asarray(-1, jnp.int32)
         state, alive, parents = population_lib.spawn(carry.state, carry.alive, carry.score, count)
         filled = alive & ~carry.alive
@@ -310,7 +365,13 @@ def build(
             tuner_state = snapshot_lib.where(filled, fresh, tuner_state)
         score = jnp.take(carry.score, parents)
         carry = carry._replace(
-            state=state, tuner_state=tuner_state, snap=snap, alive=alive, score=score
+            state=state,
+            tuner_state=tuner_state,
+            snap=snap,
+            alive=alive,
+            score=score,
+            repeats=jnp.where(filled, 0, carry.repeats),
+            shrink={k: jnp.where(filled, 1.0, v) for k, v in carry.shrink.items()},
         )
         return carry, parents
 
@@ -328,7 +389,42 @@ def build(
         spawn=spawn,
         population=n,
         names=None if space is None else tuple(space.names),
+        windows=windows,
     )
+
+
+def _is_learning_rate(name: str) -> bool:
+    return name == "learning_rate" or name.endswith("/learning_rate")
+
+
+def _shrink_factors(shrink: Mapping[str, float] | None, dynamic: tuple[str, ...]) -> dict:
+    if shrink is None:
+        return {k: 0.1 for k in dynamic if _is_learning_rate(k)}
+    if not isinstance(shrink, Mapping):
+        raise TypeError(f"program.build: shrink must be a mapping name -> factor, got {shrink!r}")
+    out = {}
+    for name, factor in shrink.items():
+        if isinstance(factor, bool) or not 0.0 < float(factor) < 1.0:
+            raise ValueError(f"program.build: shrink[{name!r}] must be in (0, 1), got {factor!r}")
+        if name not in dynamic:
+            raise ValueError(
+                f"program.build: shrink names {name!r}, not a dynamic hyperparameter of the "
+                f"task's space; accepted: {sorted(dynamic)}"
+            )
+        out[str(name)] = float(factor)
+    return out
+
+
+def _scaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
+    """The tuner's values times each member's shrink factor (1 until it diverged past
+    the cap), clipped into the space."""
+    out = dict(hp)
+    for name, scale in shrink.items():
+        if name in out:
+            v = jnp.asarray(out[name], jnp.float32)
+            small = space[name].clip(v * scale).astype(jnp.float32)
+            out[name] = jnp.where(scale < 1.0, small, v)
+    return out
 
 
 def _members(task: Any, n: int | None, vectorized: bool) -> tuple[Callable, Callable]:

@@ -16,8 +16,14 @@ the same shape:
 
 Optional: ``test(state) -> metrics`` on held-out data, measured once at the end;
 ``predict(params, x)`` for ensembles; ``restore(current, snapshot)``, which parts of
-the state a rollback may restore (default: all of it); ``window_cost`` in your units;
-``name``; ``data``.
+the state a rollback may restore; ``window_cost`` in your units; ``name``; ``data``.
+
+Rollbacks and the task's own clock: a rollback should bring back the weights and the
+optimizer state, never the task's clock, data cursor or environment state. Restoring
+those replays the same windows (and the same bad stretch of data) again and again.
+Only the task knows which part is which, so a task whose state carries a clock says
+so with ``restore``; :func:`restore_only` builds one from field names. Without it the
+whole state is restored. The built-in tasks declare theirs.
 
 Functions are written for one member; the program vmaps them over a population. They
 must be jittable when the program is jitted (the Loop also accepts plain Python
@@ -32,7 +38,7 @@ from typing import Any
 
 from .space import Space
 
-__all__ = ["Task", "check_task"]
+__all__ = ["Task", "check_task", "restore_only"]
 
 _REQUIRED = ("init", "train_window", "evaluate", "space", "default_hparams")
 
@@ -70,8 +76,9 @@ class Task:
       test: optional ``state -> metrics`` with ``"score"`` on held-out data.
       predict: optional ``(params, x) -> outputs`` (logits) for ensembles.
       restore: optional ``(current, snapshot) -> state`` applied on rollback; default
-        the whole snapshot. A task whose state carries its own clock or data cursor
-        keeps those from ``current``.
+        the whole snapshot. A task whose state carries its own clock, data cursor or
+        environment keeps those from ``current``: ``restore_only("params",
+        "opt_state")`` restores just those fields.
       window_cost: the cost of one window, in ``cost_unit`` (records, budgets).
       cost_unit: what a unit of cost is (``"batch size x epochs"``, ``"environment
         steps"``).
@@ -101,6 +108,44 @@ class Task:
     def replace(self, **changes: Any) -> Task:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def restore_only(*fields: str) -> Callable[[Any, Any], Any]:
+    """A ``Task.restore`` that takes ``fields`` from the snapshot and everything else
+    (clock, data cursor, environment) from the current state.
+
+    Works on dicts, NamedTuples, dataclasses and flax structs (anything with
+    ``_replace``, ``replace`` or item access).
+
+    >>> import jax.numpy as jnp
+    >>> restore = restore_only("params")
+    >>> now = {"params": jnp.zeros(2), "clock": jnp.int32(7)}
+    >>> best = {"params": jnp.ones(2), "clock": jnp.int32(3)}
+    >>> out = restore(now, best)
+    >>> out["params"].tolist(), int(out["clock"])
+    ([1.0, 1.0], 7)
+    """
+    if not fields or not all(isinstance(f, str) and f for f in fields):
+        raise ValueError(f"restore_only: give one or more field names, got {fields!r}")
+
+    def restore(current: Any, snapshot: Any) -> Any:
+        if isinstance(current, Mapping):
+            missing = [f for f in fields if f not in current]
+            if missing:
+                raise KeyError(f"restore_only: the state has no field {missing}")
+            return {**current, **{f: snapshot[f] for f in fields}}
+        missing = [f for f in fields if not hasattr(current, f)]
+        if missing:
+            raise AttributeError(f"restore_only: the state has no field {missing}")
+        picked = {f: getattr(snapshot, f) for f in fields}
+        if hasattr(current, "_replace"):
+            return current._replace(**picked)
+        if hasattr(current, "replace"):
+            return current.replace(**picked)
+        return dataclasses.replace(current, **picked)
+
+    restore.fields = fields  # type: ignore[attr-defined]
+    return restore
 
 
 def check_task(task: Any, where: str = "Task") -> Any:

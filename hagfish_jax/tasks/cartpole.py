@@ -8,7 +8,7 @@ window is the environment steps it takes.
 
 from __future__ import annotations
 
-from ..core.task import Task
+from ..core.task import Task, restore_only
 from ..rl.ppo import PPO, default_hparams, space
 
 __all__ = ["make_task"]
@@ -35,6 +35,8 @@ def make_task(ppo: PPO | None = None, seed: int = 0) -> Task:
         default_hparams=dict(default_hparams),
         name="cartpole",
         predict=ppo.policy_probs,
+        # a rollback restores the agent; the environments and step count go on
+        restore=restore_only("params", "opt_state", "extra"),
         window_cost=float(ppo.updates_per_window * ppo.num_envs * ppo.num_steps),
         cost_unit="environment steps",
         score_name="return",

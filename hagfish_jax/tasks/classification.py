@@ -37,7 +37,7 @@ import optax
 from ..core._checks import integer
 from ..core.hparams import ExtraHParams, extra_hparams, set_hparams
 from ..core.space import LogUniform, Space, Uniform
-from ..core.task import Task
+from ..core.task import Task, restore_only
 
 __all__ = [
     "CNN",
@@ -383,6 +383,8 @@ def make_task(
         name=name,
         test=test,
         predict=logits,
+        # a rollback restores the weights and optimizer; the step count is the clock
+        restore=restore_only("params", "opt_state", "extra"),
         window_cost=batch_size * steps / batches_per_epoch,
         cost_unit="batch size x epochs",
         score_name="val_accuracy",

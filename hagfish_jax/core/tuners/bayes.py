@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,13 +56,28 @@ class BayesState(NamedTuple):
     key: jax.Array
 
 
-def progress_feature(window: jax.Array, horizon: int) -> jax.Array:
+def progress_feature(window: jax.Array, horizon: int | jax.Array) -> jax.Array:
     """Training progress as a GP input: ``log1p(window) / log1p(horizon)``.
 
     >>> round(float(progress_feature(9, 99)), 6)
     0.5
     """
-    return jnp.log1p(jnp.asarray(window, jnp.float32)) / math.log1p(horizon)
+    h = jnp.maximum(jnp.asarray(horizon, jnp.float32), 1.0)
+    return jnp.log1p(jnp.asarray(window, jnp.float32)) / jnp.log1p(h)
+
+
+def run_horizon(horizon: int | None, obs: Any, where: str) -> int | jax.Array:
+    """The run's length in windows: the tuner's own ``horizon``, else the one the
+    caller passes in the observation; a clear error when neither knows it."""
+    if horizon is not None:
+        return horizon
+    if getattr(obs, "horizon", None) is not None:
+        return obs.horizon
+    raise ValueError(
+        f"{where}: the run's length is unknown, and training progress is one of the "
+        "GP's inputs: pass horizon=WINDOWS to the tuner, or windows=WINDOWS to "
+        "hj.program.build (hj.Loop.run passes max_windows itself)"
+    )
 
 
 def bayes(
@@ -76,7 +91,7 @@ def bayes(
     local_fraction: float = 0.5,
     local_scale: float = 0.1,
     radius: float = 0.06,
-    horizon: int = 100,
+    horizon: int | None = None,
     min_observations: int = 2,
     fit_steps: int = 20,
     noise: float = 1e-2,
@@ -116,8 +131,11 @@ def bayes(
       radius: half-width of the trust region around the incumbent, unit space;
         trials closer than a quarter of it are not considered. Match it to the
         guard's ``max_delta`` so that a trial and the way back each take one step.
-      horizon: windows that map to progress 1 (``log1p`` scale; later is fine;
-        an integer >= 1).
+      horizon: the run's length in windows: progress 1 on the GP's time axis
+        (``log1p`` scale; running longer is fine). An integer >= 1, or ``None``
+        (default): the length the caller passes in ``Observation.horizon``
+        (``hj.program.build(..., windows=N)`` and ``hj.Loop`` do); with neither,
+        ``update`` raises.
       min_observations: below this many trials, trials are random local steps
         (an integer >= 0).
       fit_steps: Adam steps refining the length scales each trial (an integer >= 0).
@@ -137,7 +155,7 @@ def bayes(
 
     >>> import jax, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
-    >>> tuner = hj.guard(hj.bayes(space), space=space)
+    >>> tuner = hj.guard(hj.bayes(space, horizon=50), space=space)
     >>> state = tuner.init(jax.random.key(0), {"learning_rate": 1e-3})
     >>> proposal, state = jax.jit(tuner.update)(state, hj.Observation(score=0.1))
     >>> space.contains(proposal.hparams)
@@ -148,7 +166,7 @@ def bayes(
         raise ValueError(f"bayes: acquisition must be 'ei' or 'ucb', got {acquisition!r}")
     capacity = integer("bayes: capacity", capacity, 4)
     candidates = integer("bayes: candidates", candidates, 4)
-    horizon = integer("bayes: horizon", horizon, 1)
+    horizon = None if horizon is None else integer("bayes: horizon", horizon, 1)
     min_observations = integer("bayes: min_observations", min_observations, 0)
     fit_steps = integer("bayes: fit_steps", fit_steps, 0)
     refit_every = integer("bayes: refit_every", refit_every, 1)
@@ -218,7 +236,8 @@ def bayes(
         finite = jnp.isfinite(score)
         gain = score - state.prev_score  # NaN for the first window
         in_baseline = state.phase == _BASELINE
-        t_now = progress_feature(state.window, horizon)
+        length = run_horizon(horizon, obs, "bayes")
+        t_now = progress_feature(state.window, length)
 
         # An incumbent window right after a trial closes the trial: compare the trial's
         # gain with the mean of the incumbent's gains just before and just after it,
@@ -236,7 +255,7 @@ def bayes(
         # Next: after an incumbent window, a trial (or the new incumbent if the last
         # trial won); after a trial, the incumbent.
         key, k_trial = jax.random.split(state.key)
-        t_next = progress_feature(state.window + 1, horizon)
+        t_next = progress_feature(state.window + 1, length)
         start_trial = in_baseline & jnp.isfinite(gain) & ~won
 
         def with_trial(_):

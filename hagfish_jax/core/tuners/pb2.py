@@ -14,7 +14,7 @@ from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner
 from ..space import Space
 from ._common import tuned_space
-from .bayes import progress_feature
+from .bayes import progress_feature, run_horizon
 from .pbt import check_population_init, population_hparams, truncation_select
 
 __all__ = ["PB2State", "pb2"]
@@ -31,6 +31,8 @@ class PB2State(NamedTuple):
       buf: the population's history: inputs ``(unit hyperparameters, progress)``,
         target the score improvement of a member over one window.
       generation: updates so far.
+      gp_params: the GP's length scales and noise, refitted every ``refit_every``
+        generations.
       key: PRNG key.
     """
 
@@ -39,6 +41,7 @@ class PB2State(NamedTuple):
     prev_score: jax.Array
     buf: gp.Buffer
     generation: jax.Array
+    gp_params: gp.GPParams
     key: jax.Array
 
 
@@ -55,10 +58,11 @@ def pb2(
     ready: int = 1,
     names: Iterable[str] | None = None,
     capacity: int = 64,
-    candidates: int = 256,
+    candidates: int = 128,
     beta: float = 2.0,
-    horizon: int = 100,
+    horizon: int | None = None,
     fit_steps: int = 20,
+    refit_every: int = 4,
 ) -> Tuner:
     """PBT for small populations: exploit as :func:`pbt`, explore with GP-UCB.
 
@@ -83,9 +87,14 @@ def pb2(
       candidates: UCB candidates per replaced member, half around the parent (an
         integer >= 2).
       beta: base UCB exploration weight.
-      horizon: windows that map to progress 1 (an integer >= 1).
-      fit_steps: Adam steps refining the GP's length scales each generation (an
+      horizon: the run's length in windows (progress 1 on the GP's time axis). An
+        integer >= 1, or ``None`` (default): the length the caller passes in
+        ``Observation.horizon`` (``hj.program.build(..., windows=N)`` and ``hj.Loop``
+        do); with neither, ``update`` raises.
+      fit_steps: Adam steps refining the GP's length scales when it is refitted (an
         integer >= 0).
+      refit_every: refit the length scales every this many generations and reuse
+        them between (an integer >= 1; 1 refits every generation).
 
     Returns:
       A population :class:`~hagfish_jax.Tuner` whose state is a :class:`PB2State`.
@@ -96,7 +105,7 @@ def pb2(
 
     >>> import jax, jax.numpy as jnp, hagfish_jax as hj
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
-    >>> tuner = hj.pb2(space)
+    >>> tuner = hj.pb2(space, horizon=20)
     >>> state = tuner.init(jax.random.key(0), space.sample(jax.random.key(1), 4))
     >>> proposal, state = tuner.update(state, hj.Observation(score=jnp.arange(4.0)))
     >>> int((proposal.parents != jnp.arange(4)).sum())
@@ -108,8 +117,9 @@ def pb2(
     ready = integer("pb2: ready", ready, 1)
     capacity = integer("pb2: capacity", capacity, 4)
     candidates = integer("pb2: candidates", candidates, 2)
-    horizon = integer("pb2: horizon", horizon, 1)
+    horizon = None if horizon is None else integer("pb2: horizon", horizon, 1)
     fit_steps = integer("pb2: fit_steps", fit_steps, 0)
+    refit_every = integer("pb2: refit_every", refit_every, 1)
     if not beta > 0:
         raise ValueError(f"pb2: beta must be > 0, got {beta!r}")
     d = len(sub)
@@ -124,6 +134,7 @@ def pb2(
             prev_score=jnp.full((n,), jnp.nan, jnp.float32),
             buf=gp.buffer(capacity, d + 1),
             generation=jnp.asarray(0, jnp.int32),
+            gp_params=gp.GPParams(jnp.full((d + 1,), 0.2, jnp.float32), jnp.float32(1e-3)),
             key=key,
         )
 
@@ -134,7 +145,8 @@ def pb2(
         u = sub.to_unit({k: hp[k] for k in sub.names})  # (N, d)
 
         # History: each member's improvement over the window that just ran.
-        t = progress_feature(state.generation, horizon)
+        length = run_horizon(horizon, obs, "pb2")
+        t = progress_feature(state.generation, length)
         xs = jnp.concatenate([u, jnp.full((n, 1), t)], axis=1)
         alive = jnp.ones((n,), bool) if obs.alive is None else jnp.asarray(obs.alive, bool)
         measured = alive & jnp.isfinite(state.prev_score)
@@ -147,13 +159,22 @@ def pb2(
         parents, replaced, since = truncation_select(k_select, obs, state.since, fraction, ready)
 
         # Explore: GP-UCB at the next window's progress, one replaced member at a time.
-        params = gp.fit(buf, steps=fit_steps)
-        t_next = progress_feature(state.generation + 1, horizon)
+        params = jax.lax.cond(
+            state.generation % refit_every == 0,
+            lambda: gp.fit(buf, steps=fit_steps),
+            lambda: state.gp_params,
+        )
+        t_next = progress_feature(state.generation + 1, length)
         beta_t = beta * (1.0 + math.log(2.0) + jnp.log1p(state.generation.astype(jnp.float32)))
         parent_u = u[parents]
 
-        def choose(i, carry):
+        # Only the replaced members choose (a quarter of them, or the NaN ones): loop
+        # over their indices, not over the whole population.
+        todo = jnp.nonzero(replaced, size=n, fill_value=0)[0]
+
+        def choose(j, carry):
             b, chosen = carry
+            i = todo[j]
             k = jax.random.fold_in(k_cands, i)
             k_l, k_g = jax.random.split(k)
             local = jnp.clip(parent_u[i] + 0.1 * jax.random.normal(k_l, (n_local, d)), 0.0, 1.0)
@@ -169,7 +190,7 @@ def pb2(
             b = gp.add(b, xq[best], mean[best], replaced[i])
             return b, chosen.at[i].set(pick)
 
-        _, new_u = jax.lax.fori_loop(0, n, choose, (buf, u))
+        _, new_u = jax.lax.fori_loop(0, jnp.sum(replaced), choose, (buf, u))
         explored = sub.from_unit(new_u)
         new = {name: jnp.where(replaced, v[parents], v) for name, v in hp.items()}
         for name in sub.names:
@@ -183,6 +204,7 @@ def pb2(
             prev_score=prev.astype(jnp.float32),
             buf=buf,
             generation=state.generation + 1,
+            gp_params=params,
             key=key,
         )
         return Proposal(new, parents, jnp.zeros((n,), jnp.bool_)), new_state

@@ -89,7 +89,9 @@ class Loop(Steering):
       restore: ``(current, best) -> state``: what a rollback brings back (default the
         whole best state; see :class:`hagfish_jax.Task`). A state that carries its own
         clock or data cursor keeps it from ``current``, or a rollback replays the same
-        windows.
+        windows (``hj.restore_only("params", "opt_state")``).
+      max_repeats: rollbacks in a row to one snapshot before the program refuses a
+        healthy member's next one (see :func:`hagfish_jax.program.build`).
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class Loop(Steering):
         population: int | None = None,
         jit: bool | None = None,
         restore: Callable[[Any, Any], Any] | None = None,
+        max_repeats: int = 3,
     ):
         task, space, vectorized = as_task(step, evaluate, task, space)
         if restore is not None:
@@ -136,8 +139,19 @@ class Loop(Steering):
         self._stop = False
         self._prune: int | None = None
         self.callback_errors: list[str] = []
-        self.program = build(task, tuner or fixed(), population, vectorized=vectorized)
-        self._compile(vectorized, not vectorized if jit is None else bool(jit))
+        self._build = dict(vectorized=vectorized, max_repeats=max_repeats)
+        self._jit = not vectorized if jit is None else bool(jit)
+        self.program = build(task, tuner or fixed(), population, **self._build)
+        self._compile(vectorized, self._jit)
+
+    def _plan(self, windows: int) -> None:
+        """Tell the program the run's length (the tuners' ``Observation.horizon``); a
+        new length builds the tuning part again, the compiled training is shared."""
+        if self.program.windows != windows:
+            self.program = build(
+                self.task, self.tuner or fixed(), self.population, windows=windows, **self._build
+            )
+            self._compile(self._build["vectorized"], self._jit)
 
     def _compile(self, vectorized: bool, jit: bool) -> None:
         p = self.program
@@ -212,6 +226,7 @@ class Loop(Steering):
         if max_windows is None or int(max_windows) < 1:
             raise ValueError(f"Loop.run: max_windows must be >= 1, got {max_windows!r}")
         self._stop, self._prune, self.callback_errors = False, None, []
+        self._plan(int(max_windows))
         self.backoff.reset()  # a fresh schedule; a resumed run loads its own below
         r = Progress()
         carry = self._begin(state, key, hparams, r)
