@@ -16,6 +16,7 @@ This module is argument parsing and printing; the runs live in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,11 @@ def _demo(args: argparse.Namespace) -> int:
     from .lock import LockedError
     from .records import DamagedRecordError
 
-    config = {k: getattr(args, k) for k in sorted(vars(args)) if k not in ("func", "quiet")}
+    cache = _compile_cache(args)
+    if isinstance(cache, int):
+        return cache
+    skip = ("func", "quiet", "compile_cache", "no_compile_cache")
+    config = {k: getattr(args, k) for k in sorted(vars(args)) if k not in skip}
     # Rerunning into a directory that holds another run replaces it; the same run
     # again adds no duplicate rows.
     try:
@@ -82,7 +87,31 @@ def _demo(args: argparse.Namespace) -> int:
     out = demo.write_run(args.out, run, records)
     records.close()
     run.summary.report(out)
+    if cache is not None:
+        from . import compile_cache
+
+        done = compile_cache.stats() - cache[1]
+        print(
+            f"compile cache {cache[0]}: {done.requested} XLA programs, {done.from_cache} "
+            f"loaded from the cache, {done.compiled} compiled"
+        )
     return 0
+
+
+def _compile_cache(args: argparse.Namespace):
+    """Turn the persistent compilation cache on (the default) before any jax work:
+    ``(directory, stats before)``, ``None`` when it is off, or exit status 2."""
+    off = os.environ.get("HAGFISH_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "no")
+    if args.no_compile_cache or (off and args.compile_cache is None):
+        return None
+    from . import compile_cache
+
+    try:
+        directory = compile_cache.enable(args.compile_cache)
+    except OSError as err:
+        print(f"hagfish demo: --compile-cache: {err}", file=sys.stderr)
+        return 2
+    return directory, compile_cache.stats()
 
 
 def _pinned(one_cpu: bool):
@@ -176,6 +205,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--hidden", default="64", help="hidden widths, comma separated (default 64)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=None,
+        help="keep compiled XLA programs here, so the same run again compiles nothing "
+        "(default: $HAGFISH_CACHE_DIR, else ~/.cache/hagfish_jax/xla; "
+        "HAGFISH_COMPILE_CACHE=0 turns the default off)",
+    )
+    demo.add_argument(
+        "--no-compile-cache", action="store_true", help="compile everything afresh"
+    )
     demo.set_defaults(func=_demo)
     plot = sub.add_parser(
         "plot",
