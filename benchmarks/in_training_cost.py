@@ -28,20 +28,39 @@ import numpy as np
 import hagfish_jax as hj
 
 
+def _unit_space(dims: int) -> tuple[list[str], hj.Space]:
+    names = [f"x{i}" for i in range(dims)]
+    return names, hj.Space(**{n: hj.Uniform(0.0, 1.0) for n in names})
+
+
+def _filled(buf: hj.gp.Buffer, n_obs: int, dims: int, rng: np.random.Generator) -> hj.gp.Buffer:
+    for _ in range(n_obs):
+        buf = hj.gp.add(buf, jnp.asarray(rng.random(dims + 1), jnp.float32), float(rng.normal()))
+    return buf
+
+
+def _per_update(update, states, obs, repeats: int) -> float:
+    """Median seconds per update over ``repeats`` passes through ``states`` in a row."""
+    jax.block_until_ready(update(states[0], obs))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for state in states:
+            jax.block_until_ready(update(state, obs))
+        times.append((time.perf_counter() - t) / len(states))
+    return statistics.median(times)
+
+
 def bayes_update_time(n_obs: int, dims: int, repeats: int, refit_every: int) -> float:
     """Seconds per suggestion: an update that closes a losing trial and proposes the next.
 
     With ``refit_every > 1`` the time is averaged over ``refit_every`` consecutive
     suggestions (one of them refits the length scales).
     """
-    names = [f"x{i}" for i in range(dims)]
-    space = hj.Space(**{n: hj.Uniform(0.0, 1.0) for n in names})
+    names, space = _unit_space(dims)
     tuner = hj.bayes(space, capacity=n_obs, refit_every=refit_every, horizon=100)
     state = tuner.init(jax.random.key(0), {n: 0.5 for n in names})
-    rng = np.random.default_rng(0)
-    buf = state.buf
-    for _ in range(n_obs):
-        buf = hj.gp.add(buf, jnp.asarray(rng.random(dims + 1), jnp.float32), float(rng.normal()))
+    buf = _filled(state.buf, n_obs, dims, np.random.default_rng(0))
     # An incumbent window closing a trial that lost: the next trial is proposed (GP fit
     # when due, posterior, acquisition over the candidates).
     state = state._replace(
@@ -53,41 +72,23 @@ def bayes_update_time(n_obs: int, dims: int, repeats: int, refit_every: int) -> 
         window=jnp.int32(10),
     )
     obs = hj.Observation(score=jnp.float32(0.52))
-    update = jax.jit(tuner.update)
-    jax.block_until_ready(update(state, obs))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for i in range(refit_every):
-            jax.block_until_ready(update(state._replace(trials=jnp.int32(i)), obs))
-        times.append((time.perf_counter() - t) / refit_every)
-    return statistics.median(times)
+    states = [state._replace(trials=jnp.int32(i)) for i in range(refit_every)]
+    return _per_update(jax.jit(tuner.update), states, obs, repeats)
 
 
 def pb2_update_time(n_obs: int, dims: int, members: int, repeats: int, refit_every: int) -> float:
     """Seconds per ``hj.pb2`` generation: ``members`` scores in, the bottom quarter
     replaced, each new member's values chosen by GP-UCB over ``n_obs`` observations
     (averaged over ``refit_every`` consecutive generations, one of which refits)."""
-    names = [f"x{i}" for i in range(dims)]
-    space = hj.Space(**{n: hj.Uniform(0.0, 1.0) for n in names})
+    names, space = _unit_space(dims)
     tuner = hj.pb2(space, capacity=n_obs, refit_every=refit_every, horizon=100)
     hp = {n: jnp.full((members,), 0.5, jnp.float32) for n in names}
     state = tuner.init(jax.random.key(0), hp)
     rng = np.random.default_rng(0)
-    buf = state.buf
-    for _ in range(n_obs):
-        buf = hj.gp.add(buf, jnp.asarray(rng.random(dims + 1), jnp.float32), float(rng.normal()))
-    state = state._replace(buf=buf, generation=jnp.int32(8))
+    state = state._replace(buf=_filled(state.buf, n_obs, dims, rng))
     obs = hj.Observation(score=jnp.asarray(rng.random(members), jnp.float32))
-    update = jax.jit(tuner.update)
-    jax.block_until_ready(update(state, obs))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for i in range(refit_every):
-            jax.block_until_ready(update(state._replace(generation=jnp.int32(8 + i)), obs))
-        times.append((time.perf_counter() - t) / refit_every)
-    return statistics.median(times)
+    states = [state._replace(generation=jnp.int32(8 + i)) for i in range(refit_every)]
+    return _per_update(jax.jit(tuner.update), states, obs, repeats)
 
 
 def run_pb2_cost(sizes: list[int], dims_list: list[int], members: int, repeats: int) -> None:

@@ -30,8 +30,8 @@ from .core import (
     space,
     tuners,
 )
-from .core.divergence import all_finite, diverged
 from .core.base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
+from .core.divergence import all_finite, diverged
 from .core.guard import GuardState, guard
 from .core.hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
 from .core.program import Best, Carry, Program

@@ -8,11 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_program import SPACE, TASK, evaluate, init
 
 import hagfish_jax as hj
 from hagfish_jax.core.tuners.bayes import progress_feature
-
-from test_program import SPACE, TASK, evaluate, init
 
 
 def smooth_window(state, key):  # the test task without its blow-up

@@ -7,11 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_program import SPACE, TASK
 
 import hagfish_jax as hj
 from hagfish_jax.core.packing import Packer
-
-from test_program import SPACE, TASK
 
 
 def tree():

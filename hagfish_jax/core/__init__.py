@@ -6,8 +6,8 @@ returns new state, and never branches in Python on a traced value.
 """
 
 from . import divergence, ensemble, gp, packing, population, program, snapshot, task, tuners
-from .divergence import all_finite, diverged
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
+from .divergence import all_finite, diverged
 from .guard import GuardState, guard
 from .hparams import ExtraHParams, extra_hparams, get_hparams, set_hparams
 from .program import Best, Carry, Program

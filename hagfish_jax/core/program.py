@@ -60,9 +60,9 @@ import jax.numpy as jnp
 from . import population as population_lib
 from . import snapshot as snapshot_lib
 from ._checks import integer
-from .divergence import all_finite
 from .base import HParams, Observation, Tuner
 from .carry import Best, Carry, Program
+from .divergence import all_finite
 from .hparams import get_hparams, set_hparams
 from .packing import Packed, Packer
 from .task import check_task
