@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from ._checks import integer
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
+from .rollback import is_learning_rate
 from .space import Space
 
 __all__ = ["GuardState", "guard"]
@@ -57,10 +58,6 @@ class GuardState(NamedTuple):
     rollbacks: jax.Array
     divergences: jax.Array
     exploring: jax.Array
-
-
-def _is_learning_rate(name: str) -> bool:
-    return name == "learning_rate" or name.endswith("/learning_rate")
 
 
 def guard(
@@ -171,7 +168,7 @@ def guard(
 
     def shrink_factors(names) -> dict[str, float]:
         if shrink is None:
-            return {n: 0.1 for n in names if _is_learning_rate(n)}
+            return {n: 0.1 for n in names if is_learning_rate(n)}
         unknown = sorted(set(shrink) - set(names))
         if unknown:
             raise ValueError(

@@ -50,8 +50,7 @@ few arrays:
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -64,7 +63,9 @@ from .base import HParams, Observation, Tuner
 from .carry import Best, Carry, Program
 from .divergence import all_finite
 from .hparams import get_hparams, set_hparams
+from .members import compiled, members
 from .packing import Packed, Packer
+from .rollback import scaled, shrink_factors
 from .task import check_task
 
 __all__ = ["Best", "Carry", "Packed", "Packer", "Program", "build", "compiled", "scan"]
@@ -137,7 +138,7 @@ def build(
     dynamic = () if space is None else tuple(k for k in space.names if k in space.dynamic)
     max_repeats = integer("program.build: max_repeats", max_repeats, 1)
     windows = None if windows is None else integer("program.build: windows", windows, 1)
-    factors = _shrink_factors(shrink, dynamic)
+    factors = shrink_factors(shrink, dynamic, "program.build")
 
     def names_of(state) -> tuple[str, ...]:
         known = get_hparams(state)
@@ -149,7 +150,7 @@ def build(
         hp = get_hparams(state)
         return {k: hp[k] for k in names_of(state)}
 
-    _train, _evaluate = _members(task, n, vectorized)
+    _train, _evaluate = members(task, n, vectorized)
 
     def _tuner_init(key, hp):
         if per_member:
@@ -283,7 +284,7 @@ def build(
         # restored from the same divergence too often: this member's steps stay smaller
         again = back & broken & capped
         shrink = {k: jnp.where(again, v * factors[k], v) for k, v in shrink.items()}
-        new_hp = _scaled(proposal.hparams, shrink, space)
+        new_hp = scaled(proposal.hparams, shrink, space)
         new_state = set_hparams(new_state, new_hp)
         row = {
             **evaluation,
@@ -391,88 +392,6 @@ def build(
         names=None if space is None else tuple(space.names),
         windows=windows,
     )
-
-
-def _is_learning_rate(name: str) -> bool:
-    return name == "learning_rate" or name.endswith("/learning_rate")
-
-
-def _shrink_factors(shrink: Mapping[str, float] | None, dynamic: tuple[str, ...]) -> dict:
-    if shrink is None:
-        return {k: 0.1 for k in dynamic if _is_learning_rate(k)}
-    if not isinstance(shrink, Mapping):
-        raise TypeError(f"program.build: shrink must be a mapping name -> factor, got {shrink!r}")
-    out = {}
-    for name, factor in shrink.items():
-        if isinstance(factor, bool) or not 0.0 < float(factor) < 1.0:
-            raise ValueError(f"program.build: shrink[{name!r}] must be in (0, 1), got {factor!r}")
-        if name not in dynamic:
-            raise ValueError(
-                f"program.build: shrink names {name!r}, not a dynamic hyperparameter of the "
-                f"task's space; accepted: {sorted(dynamic)}"
-            )
-        out[str(name)] = float(factor)
-    return out
-
-
-def _scaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
-    """The tuner's values times each member's shrink factor (1 until it diverged past
-    the cap), clipped into the space."""
-    out = dict(hp)
-    for name, scale in shrink.items():
-        if name in out:
-            v = jnp.asarray(out[name], jnp.float32)
-            small = space[name].clip(v * scale).astype(jnp.float32)
-            out[name] = jnp.where(scale < 1.0, small, v)
-    return out
-
-
-def _members(task: Any, n: int | None, vectorized: bool) -> tuple[Callable, Callable]:
-    """The task's training and evaluation over its members: vmapped for a population
-    (masked members keep their state), as they are for one run or ``vectorized``."""
-
-    def train(state, key, alive):
-        if n is None or vectorized:
-            new, metrics = task.train_window(state, key)
-        else:
-            new, metrics = jax.vmap(task.train_window)(state, jax.random.split(key, n))
-        if n is not None:
-            new = snapshot_lib.where(alive, new, state)
-        return new, metrics
-
-    def evaluate(state):
-        if n is None or vectorized:
-            return task.evaluate(state)
-        return jax.vmap(task.evaluate)(state)
-
-    return train, evaluate
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def compiled(task: Any, population: int | None = None, vectorized: bool = False) -> tuple:
-    """Jitted ``(train_members, evaluate_members)`` of ``task``, made once per task and
-    population size and shared by every program on it: changing the tuner, or building
-    a new Loop on the same task, compiles no training code again.
-
-    >>> import jax, jax.numpy as jnp, hagfish_jax as hj
-    >>> task = hj.Task(init=lambda k, hp: {"w": jnp.ones(2)},
-    ...                train_window=lambda s, k: ({"w": s["w"] * 0.5}, {}),
-    ...                evaluate=lambda s: {"score": -jnp.sum(s["w"])},
-    ...                space=None, default_hparams={})
-    >>> compiled(task)[0] is compiled(task)[0]
-    True
-    """
-    slot = (None if population is None else int(population), bool(vectorized))
-    try:
-        cache = _COMPILED.setdefault(task, {})
-    except TypeError:  # a task that cannot be weakly referenced is compiled each time
-        cache = {}
-    if slot not in cache:
-        train, evaluate = _members(task, slot[0], slot[1])
-        cache[slot] = (jax.jit(train), jax.jit(evaluate))
-    return cache[slot]
 
 
 def scan(program: Program, carry: Carry, windows: int) -> tuple[Carry, dict]:

@@ -1,0 +1,66 @@
+"""The task's training and evaluation over a run's members, compiled once per task.
+
+:func:`members` vmaps a task written for one member over a population (masked members
+keep their state); :func:`compiled` jits that pair once per task and population size,
+so every tuned program and every Loop on the task shares one compiled training.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from . import snapshot as snapshot_lib
+
+__all__ = ["compiled", "members"]
+
+
+def members(task: Any, n: int | None, vectorized: bool) -> tuple[Callable, Callable]:
+    """The task's training and evaluation over its members: vmapped for a population
+    (masked members keep their state), as they are for one run or ``vectorized``."""
+
+    def train(state, key, alive):
+        if n is None or vectorized:
+            new, metrics = task.train_window(state, key)
+        else:
+            new, metrics = jax.vmap(task.train_window)(state, jax.random.split(key, n))
+        if n is not None:
+            new = snapshot_lib.where(alive, new, state)
+        return new, metrics
+
+    def evaluate(state):
+        if n is None or vectorized:
+            return task.evaluate(state)
+        return jax.vmap(task.evaluate)(state)
+
+    return train, evaluate
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled(task: Any, population: int | None = None, vectorized: bool = False) -> tuple:
+    """Jitted ``(train_members, evaluate_members)`` of ``task``, made once per task and
+    population size and shared by every program on it: changing the tuner, or building
+    a new Loop on the same task, compiles no training code again.
+
+    >>> import jax, jax.numpy as jnp, hagfish_jax as hj
+    >>> task = hj.Task(init=lambda k, hp: {"w": jnp.ones(2)},
+    ...                train_window=lambda s, k: ({"w": s["w"] * 0.5}, {}),
+    ...                evaluate=lambda s: {"score": -jnp.sum(s["w"])},
+    ...                space=None, default_hparams={})
+    >>> compiled(task)[0] is compiled(task)[0]
+    True
+    """
+    slot = (None if population is None else int(population), bool(vectorized))
+    try:
+        cache = _COMPILED.setdefault(task, {})
+    except TypeError:  # a task that cannot be weakly referenced is compiled each time
+        cache = {}
+    if slot not in cache:
+        train, evaluate = members(task, slot[0], slot[1])
+        cache[slot] = (jax.jit(train), jax.jit(evaluate))
+    return cache[slot]

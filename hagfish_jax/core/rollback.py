@@ -1,0 +1,58 @@
+"""Rollback rules shared by the tuned program and the guard: which hyperparameters a
+repeated divergence shrinks, and how a member's shrink factors scale what its tuner
+proposes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .base import HParams
+
+__all__ = ["is_learning_rate", "scaled", "shrink_factors"]
+
+
+def is_learning_rate(name: str) -> bool:
+    """``learning_rate`` itself or a prefixed one (``"encoder/learning_rate"``)."""
+    return name == "learning_rate" or name.endswith("/learning_rate")
+
+
+def shrink_factors(
+    shrink: Mapping[str, float] | None, names: tuple[str, ...], where: str
+) -> dict[str, float]:
+    """``{name: factor}`` checked against ``names``: ``None`` gives 0.1 for every
+    learning rate among them, ``{}`` none; factors must lie in (0, 1).
+
+    >>> shrink_factors(None, ("learning_rate", "b1"), "f")
+    {'learning_rate': 0.1}
+    """
+    if shrink is None:
+        return {k: 0.1 for k in names if is_learning_rate(k)}
+    if not isinstance(shrink, Mapping):
+        raise TypeError(f"{where}: shrink must be a mapping name -> factor, got {shrink!r}")
+    out = {}
+    for name, factor in shrink.items():
+        if isinstance(factor, bool) or not 0.0 < float(factor) < 1.0:
+            raise ValueError(f"{where}: shrink[{name!r}] must be in (0, 1), got {factor!r}")
+        if name not in names:
+            raise ValueError(
+                f"{where}: shrink names {name!r}, not a dynamic hyperparameter of the "
+                f"task's space; accepted: {sorted(names)}"
+            )
+        out[str(name)] = float(factor)
+    return out
+
+
+def scaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
+    """The tuner's values times each member's shrink factor (1 until it diverged past
+    the cap), clipped into the space."""
+    out = dict(hp)
+    for name, scale in shrink.items():
+        if name in out:
+            v = jnp.asarray(out[name], jnp.float32)
+            small = space[name].clip(v * scale).astype(jnp.float32)
+            out[name] = jnp.where(scale < 1.0, small, v)
+    return out
