@@ -127,3 +127,30 @@ def test_bad_input_is_refused_before_any_work():
             jax.random.split(jax.random.key(0), 2)))
     with pytest.raises(ValueError, match="single run"):
         hj.program.build(TASK, hj.fixed()).prune(None, 1)
+
+
+def _clock_task():
+    def init(key, hp):
+        return {"t": jnp.zeros((), jnp.float32), "off": jax.random.uniform(key, ())}
+
+    def train_window(s, key):
+        return {**s, "t": s["t"] + 1.0}, {}
+
+    def evaluate(s):  # the score saturates at 2 (ties), the loss is lowest at t = 4
+        return {"score": jnp.minimum(s["t"], 2.0), "val_loss": (s["t"] - 4.0) ** 2 + s["off"]}
+
+    return hj.Task(init=init, train_window=train_window, evaluate=evaluate, space=None,
+                   default_hparams={})
+
+
+def test_ties_on_the_score_go_to_the_lower_validation_loss():
+    task = _clock_task()
+    prog = hj.program.build(task, hj.fixed())
+    carry, rows = scan(prog, prog.init(jax.random.key(0)), 7)
+    assert rows["score"].tolist()[1:] == [2.0] * 6  # windows 1..6 tie on the score
+    assert int(carry.best.window) == 3 and float(carry.best.state["t"]) == 4.0
+    pop = hj.program.build(task, hj.fixed(), population=4)
+    carry, _ = scan(pop, pop.init(jax.random.key(1)), 7)
+    offsets = np.asarray(carry.state["off"])
+    assert int(carry.best.window) == 3 and int(carry.best.member) == int(np.argmin(offsets))
+    assert float(carry.best.loss) == pytest.approx(float(np.min(offsets)))

@@ -25,6 +25,10 @@ class Best(NamedTuple):
       score: its score (``-inf`` until a finite one).
       window: the window (``-1`` until a finite score).
       member: its index in the population (0 for a single run; ``-1`` before).
+      loss: its ``"val_loss"`` when the task's ``evaluate`` reports one (else
+        ``inf``): among windows and members with the same score, the lower
+        validation loss is the best, so a small validation set's ties do not pick
+        whichever model reached that accuracy first.
     """
 
     state: Any
@@ -32,6 +36,7 @@ class Best(NamedTuple):
     score: jax.Array
     window: jax.Array
     member: jax.Array
+    loss: jax.Array
 
 
 class Carry(NamedTuple):

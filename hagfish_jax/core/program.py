@@ -172,6 +172,7 @@ def build(
             score=jnp.asarray(-jnp.inf, jnp.float32),
             window=jnp.asarray(-1, jnp.int32),
             member=jnp.asarray(-1, jnp.int32),
+            loss=jnp.asarray(jnp.inf, jnp.float32),
         )
         k_tuner, key = jax.random.split(key)
         return Carry(
@@ -208,15 +209,22 @@ def build(
     def evaluate(carry: Carry) -> dict:
         return _evaluate(carry.state)
 
-    def _best(best: Best, state, hp, score, window) -> Best:
+    def _best(best: Best, state, hp, score, loss, window) -> Best:
+        # The best score wins; among equal scores (common on a small validation set,
+        # where accuracy moves in steps of 1/n) the lower validation loss wins.
         safe = jnp.where(jnp.isfinite(score), score, -jnp.inf)
+        loss = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
         if n is None:
             leader, one, one_hp = jnp.asarray(0, jnp.int32), state, hp
         else:
-            leader = jnp.argmax(safe).astype(jnp.int32)
-            one, one_hp, safe = _member(state, leader), _member(hp, leader), safe[leader]
-        better = safe > best.score
-        new = Best(one, one_hp, safe, jnp.asarray(window, jnp.int32), leader)
+            tied = safe == jnp.max(safe)
+            leader = jnp.argmin(jnp.where(tied, loss, jnp.inf)).astype(jnp.int32)
+            leader = jnp.where(jnp.any(tied & jnp.isfinite(loss)), leader, jnp.argmax(safe))
+            one, one_hp = _member(state, leader), _member(hp, leader)
+            safe, loss = safe[leader], loss[leader]
+        tie = (safe == best.score) & (safe > -jnp.inf) & (loss < best.loss)
+        better = (safe > best.score) | tie
+        new = Best(one, one_hp, safe, jnp.asarray(window, jnp.int32), leader, loss)
         # a scalar flag: one branch, so a window that is not the best copies nothing
         return jax.lax.cond(better, lambda: new, lambda: best)
 
@@ -250,7 +258,9 @@ def build(
             )
             proposal, tuner_state = tuner.update(carry.tuner_state, obs)
         window = carry.window - 1
-        best = _best(carry.best, state, hp, score, window)
+        loss = evaluation.get("val_loss")
+        loss = jnp.full(score.shape, jnp.inf) if loss is None else jnp.asarray(loss, jnp.float32)
+        best = _best(carry.best, state, hp, score, loss, window)
         if n is None:  # one run: the snapshot is the best member (same rule, kept once)
             snap = snapshot_lib.Snapshot(None, best.score)
             target = best.state

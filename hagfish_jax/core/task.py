@@ -11,7 +11,8 @@ the same shape:
   ``metrics["diverged"]`` marks a window whose loss exploded; it is scored NaN, so it
   never becomes best and the guard rolls back;
 * ``evaluate(state) -> metrics`` with ``"score"`` (higher is better; validation data)
-  and optionally ``"train_score"``;
+  and optionally ``"train_score"`` and ``"val_loss"`` (the best member is the one with
+  the best score, ties broken by the lower ``val_loss``);
 * ``space`` and ``default_hparams``.
 
 Optional: ``test(state) -> metrics`` on held-out data, measured once at the end;

@@ -323,7 +323,7 @@ class Loop(Steering):
         )
         if self._wants("on_row"):
             self._fire("on_row", window, jax.device_get(row))
-        if int(best_window) == window and float(best_score) > r.best_score:
+        if int(best_window) == window:  # a better score, or the same with a lower loss
             r.best_score, r.best_window = float(best_score), window
             self._save(r, window, carry, r.best_score)
             self._fire("on_improvement", window, r.best_score)
