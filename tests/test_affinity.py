@@ -27,3 +27,20 @@ def test_one_cpu_pins_every_thread_and_restores():
     finally:
         stop.set()
         worker.join()
+
+
+@pytest.mark.timeout(120)
+def test_the_smallest_program_that_used_to_stall_finishes_when_pinned():
+    # 16 vmapped orthogonal initialisations (a batched QR), 5 calls: unpinned, jax 0.10
+    # on 2 cores can wait forever here (benchmarks/stall.py measures how often). Run in a
+    # fresh process, pinned before XLA starts, as the CartPole demo is; a stall fails
+    # the test at the timeout instead of blocking the suite.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "stall.py"
+    for _ in range(2):
+        out = subprocess.run([sys.executable, str(script), "--child", "pin"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "finished" in out.stdout, out.stderr[-1000:]

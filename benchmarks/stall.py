@@ -1,0 +1,109 @@
+"""The XLA CPU stall: how often a small vmapped program never finishes, per remedy.
+
+On few-core CPUs jax 0.10 can stall: batched LAPACK calls run in parallel on XLA's
+intra-op thread pool and can end up waiting on each other, so the host waits forever.
+Programs (``--program``): ``qr``, the smallest program of ours that showed it (16
+vmapped orthogonal initialisations, a batched QR, called ``--calls`` times), and
+``cartpole``, the CartPole demo's population (``hj.demo.run("cartpole", population=4,
+windows=3)``: vmapped PPO agents through the Loop). Each run is a fresh process with a
+timeout; a run that times out counts as a stall. Remedies:
+
+* ``none``: as it is;
+* ``pin``: the process pinned to one core before XLA starts
+  (``hagfish_jax.shell._affinity.one_cpu``, what the CartPole demo and PPO tests use);
+* ``eigen``: ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``.
+
+The table shows stalls out of runs and the median seconds of the runs that finished.
+
+    python benchmarks/stall.py --runs 32 --timeout 20
+    python benchmarks/stall.py --program cartpole --runs 32 --timeout 120
+    python benchmarks/stall.py --child pin        # one run (what each process does)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REMEDIES = ("none", "pin", "eigen")
+
+
+def child(remedy: str, calls: int, program: str = "qr") -> None:
+    """One run: the program, under ``remedy`` (pinned before jax does any work)."""
+    import contextlib
+
+    pin = contextlib.nullcontext()
+    if remedy == "pin":
+        from hagfish_jax.shell._affinity import one_cpu
+
+        pin = one_cpu()
+    with pin:
+        import jax
+
+        if program == "cartpole":
+            import hagfish_jax as hj
+
+            hj.demo.run("cartpole", population=4, windows=3)
+        else:
+            init = jax.nn.initializers.orthogonal()
+            f = jax.jit(jax.vmap(lambda k: init(k, (64, 64))))
+            for i in range(calls):
+                jax.block_until_ready(f(jax.random.split(jax.random.key(i), 16)))
+    print("finished")
+
+
+def run_once(remedy: str, calls: int, timeout: float, program: str = "qr") -> float | None:
+    env = dict(os.environ)
+    if remedy == "eigen":
+        flags = env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+        env["XLA_FLAGS"] = flags.strip()
+    start = time.perf_counter()
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", remedy, "--calls", str(calls),
+             "--program", program],
+            env=env, capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    if out.returncode != 0 or "finished" not in out.stdout:
+        raise RuntimeError(f"{remedy}: the run failed: {out.stderr[-1000:]}")
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--remedies", default=",".join(REMEDIES))
+    parser.add_argument("--program", choices=("qr", "cartpole"), default="qr")
+    parser.add_argument("--child", choices=REMEDIES, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.calls, args.program)
+        return {}
+    remedies = args.remedies.split(",")
+    times: dict[str, list[float | None]] = {r: [] for r in remedies}
+    for i in range(args.runs):  # interleaved, so drift in the machine hits all alike
+        for r in remedies if i % 2 == 0 else remedies[::-1]:
+            times[r].append(run_once(r, args.calls, args.timeout, args.program))
+    import jax
+
+    what = f"{args.calls} calls" if args.program == "qr" else "a 3-window population of 4"
+    print(f"program {args.program}, jax {jax.__version__}, cpus {os.cpu_count()}, "
+          f"{args.runs} runs of {what}, timeout {args.timeout:.0f} s")
+    print(f"{'remedy':<7} {'stalls':>8} {'median s (finished)':>20}")
+    for r in remedies:
+        done = [t for t in times[r] if t is not None]
+        med = f"{statistics.median(done):.2f}" if done else "-"
+        print(f"{r:<7} {len(times[r]) - len(done):>3} / {len(times[r]):<3} {med:>20}")
+    return times
+
+
+if __name__ == "__main__":
+    main()
