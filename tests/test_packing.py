@@ -78,3 +78,17 @@ def test_donated_packed_window_runs():
     for _ in range(3):
         packed, _ = step(packed)
     assert int(packer.unpack(packed).window) == 3
+
+
+def test_a_population_carry_packs_and_steps_the_same():
+    prog = hj.program.build(TASK, hj.pbt(SPACE), population=4)
+    carry = jax.jit(prog.init)(jax.random.key(2), SPACE.sample(jax.random.key(3), 4))
+    packer = Packer(carry)
+    assert packer.leaves < len(jax.tree.leaves(carry))
+    step, plain = packer.jit(prog.window, has_aux=True), jax.jit(prog.window)
+    packed, c = packer.pack(carry), carry
+    for _ in range(3):
+        packed, row_p = step(packed)
+        c, row = plain(c)
+        chex.assert_trees_all_equal(row_p, row)
+    chex.assert_trees_all_equal(packer.unpack(packed), c)
