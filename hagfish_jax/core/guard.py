@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from ._checks import integer
 from .base import KEEP, HParams, Observation, Proposal, Tuner, as_hparams
-from .rollback import is_learning_rate
+from .rollback import shrink_factors as rollback_shrink_factors
 from .space import Space
 
 __all__ = ["GuardState", "guard"]
@@ -166,16 +166,8 @@ def guard(
                 raise ValueError(f"guard: shrink[{name!r}] must be in (0, 1), got {factor!r}")
         shrink = {str(k): float(v) for k, v in shrink.items()}
 
-    def shrink_factors(names) -> dict[str, float]:
-        if shrink is None:
-            return {n: 0.1 for n in names if is_learning_rate(n)}
-        unknown = sorted(set(shrink) - set(names))
-        if unknown:
-            raise ValueError(
-                f"guard: shrink names {unknown} are not tuned hyperparameters; "
-                f"accepted: {sorted(names)}"
-            )
-        return dict(shrink)
+    def shrink_factors(names) -> dict[str, float]:  # unknown names fail at init
+        return rollback_shrink_factors(shrink, tuple(names), "guard")
 
     def clamp(old: jax.Array, new: jax.Array, name: str) -> jax.Array:
         radius = max_delta * jnp.abs(old)

@@ -39,8 +39,8 @@ def shrink_factors(
             raise ValueError(f"{where}: shrink[{name!r}] must be in (0, 1), got {factor!r}")
         if name not in names:
             raise ValueError(
-                f"{where}: shrink names {name!r}, not a dynamic hyperparameter of the "
-                f"task's space; accepted: {sorted(names)}"
+                f"{where}: shrink names {name!r}, which is not tuned here; "
+                f"accepted: {sorted(names)}"
             )
         out[str(name)] = float(factor)
     return out
