@@ -105,7 +105,6 @@ def build(
         times that factor (``Carry.shrink``), so a tuner that keeps proposing the
         value that diverged cannot make it diverge again. ``None``: 0.1 for every
         ``learning_rate`` (or ``.../learning_rate``) in the space; ``{}``: never.
-
       windows: the run's planned length in windows, passed to the tuner as
         ``Observation.horizon`` (``bayes`` and ``pb2`` need it, unless given a
         ``horizon`` of their own). ``hj.Loop.run`` sets it to ``max_windows``.
@@ -269,7 +268,8 @@ def build(
             target = snap.state
         asked = jnp.broadcast_to(jnp.asarray(proposal.rollback) | rollback, score.shape)
         broken = ~jnp.isfinite(score)  # diverged (or never scored): always restored
-        improved = best.score > carry.best.score if n is None else snap.score > carry.snap.score
+        # the rollback target moved (for one run a tie won on loss moves it too)
+        improved = best.window != carry.best.window if n is None else snap.score > carry.snap.score
         repeats = jnp.where(improved, 0, carry.repeats)
         capped = repeats >= max_repeats
         back = (broken | (asked & ~capped)) & alive
