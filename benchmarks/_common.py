@@ -163,7 +163,7 @@ def run_population(
     hparams = hparams or (lambda key, n: task.space.sample(key, n))
     sel = Selection()
     with Measure() as m:
-        program = hj.program.build(task, tuner, population=n)
+        program = hj.program.build(task, tuner, population=n, windows=windows)
 
         @jax.jit
         def start(seed):

@@ -41,6 +41,66 @@ class Toy(NamedTuple):
     fraction: float = 0.9  # share of windows that must be on target
 
 
+TOY_SPACE = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
+
+
+def toy_scale(toy: Toy):
+    """The input scale of window ``t``: a triangle wave in log scale, 1 to ``scale_max``."""
+
+    def scale(t):
+        phase = jnp.mod(t, 2 * toy.half_period) / toy.half_period
+        tri = jnp.where(phase < 1, phase, 2 - phase)
+        return toy.scale_max**tri
+
+    return scale
+
+
+def toy_task(toy: Toy, drift_key: jax.Array) -> hj.Task:
+    """The toy as a :class:`hagfish_jax.Task` (see :func:`toy_program`); ``drift_key``
+    fixes the target's random walk, shared by every member."""
+    tx = optax.inject_hyperparams(optax.sgd, hyperparam_dtype=jnp.float32)(learning_rate=0.1)
+    scale = toy_scale(toy)
+
+    def init(key, hp):
+        w = jnp.zeros(toy.dim)
+        state = {"w": w, "opt": tx.init(w), "t": jnp.int32(0), "w_star": jnp.zeros(toy.dim)}
+        return hj.set_hparams(state, hp)
+
+    def train_window(state, key):
+        t, s = state["t"], scale(state["t"])
+        drift = jax.random.normal(jax.random.fold_in(drift_key, t), (toy.dim,))
+        w_star = state["w_star"] + toy.drift * drift
+
+        def step(carry, k):
+            w, opt = carry
+            kx, ke = jax.random.split(k)
+            x = s * jax.random.normal(kx, (toy.batch, toy.dim))
+            y = x @ w_star + toy.noise * s * jax.random.normal(ke, (toy.batch,))
+            grad = jax.grad(lambda w: 0.5 * jnp.mean((x @ w - y) ** 2))(w)
+            updates, opt = tx.update(grad, opt, w)
+            return (optax.apply_updates(w, updates), opt), None
+
+        keys = jax.random.split(key, toy.steps)
+        (w, opt), _ = jax.lax.scan(step, (state["w"], state["opt"]), keys)
+        return {"w": w, "opt": opt, "t": t + 1, "w_star": w_star}, {}
+
+    def evaluate(state):
+        err = jnp.sum((state["w"] - state["w_star"]) ** 2)
+        err = jnp.where(jnp.isfinite(err), err, jnp.inf)
+        return {"score": -jnp.log10(err + toy.noise**2), "err": err}
+
+    return hj.Task(
+        init=init,
+        train_window=train_window,
+        evaluate=evaluate,
+        space=TOY_SPACE,
+        default_hparams={"learning_rate": 0.1},
+        name="toy",
+        # a rollback restores the weights and the optimizer, never the clock or target
+        restore=hj.restore_only("w", "opt"),
+    )
+
+
 def toy_program(toy: Toy, lrs: Sequence[float], tuner: hj.Tuner):
     """Online linear regression with a triangle-wave curvature; ``lrs`` members.
 
@@ -61,55 +121,13 @@ def toy_program(toy: Toy, lrs: Sequence[float], tuner: hj.Tuner):
     """
     n = len(lrs)
     windows = 2 * toy.half_period * toy.periods
-    tx = optax.inject_hyperparams(optax.sgd, hyperparam_dtype=jnp.float32)(learning_rate=0.1)
-    space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
-
-    def scale(t):
-        phase = jnp.mod(t, 2 * toy.half_period) / toy.half_period
-        tri = jnp.where(phase < 1, phase, 2 - phase)
-        return toy.scale_max**tri
-
-    def make_task(drift_key) -> hj.Task:
-        def init(key, hp):
-            w = jnp.zeros(toy.dim)
-            state = {"w": w, "opt": tx.init(w), "t": jnp.int32(0), "w_star": jnp.zeros(toy.dim)}
-            return hj.set_hparams(state, hp)
-
-        def train_window(state, key):
-            t, s = state["t"], scale(state["t"])
-            drift = jax.random.normal(jax.random.fold_in(drift_key, t), (toy.dim,))
-            w_star = state["w_star"] + toy.drift * drift
-
-            def step(carry, k):
-                w, opt = carry
-                kx, ke = jax.random.split(k)
-                x = s * jax.random.normal(kx, (toy.batch, toy.dim))
-                y = x @ w_star + toy.noise * s * jax.random.normal(ke, (toy.batch,))
-                grad = jax.grad(lambda w: 0.5 * jnp.mean((x @ w - y) ** 2))(w)
-                updates, opt = tx.update(grad, opt, w)
-                return (optax.apply_updates(w, updates), opt), None
-
-            keys = jax.random.split(key, toy.steps)
-            (w, opt), _ = jax.lax.scan(step, (state["w"], state["opt"]), keys)
-            return {"w": w, "opt": opt, "t": t + 1, "w_star": w_star}, {}
-
-        def evaluate(state):
-            err = jnp.sum((state["w"] - state["w_star"]) ** 2)
-            err = jnp.where(jnp.isfinite(err), err, jnp.inf)
-            return {"score": -jnp.log10(err + toy.noise**2), "err": err}
-
-        return hj.Task(
-            init=init,
-            train_window=train_window,
-            evaluate=evaluate,
-            space=space,
-            default_hparams={"learning_rate": 0.1},
-            name="toy",
-        )
+    scale = toy_scale(toy)
 
     def run(key):
         k_drift, k_run = jax.random.split(key)
-        program = hj.program.build(make_task(k_drift), tuner, population=n)
+        program = hj.program.build(
+            toy_task(toy, k_drift), tuner, population=n, windows=windows
+        )
         carry = program.init(k_run, {"learning_rate": jnp.asarray(lrs, jnp.float32)})
         rows = hj.program.scan(program, carry, windows)[1]
         return rows["err"], rows["learning_rate"]

@@ -3,10 +3,15 @@
 On few-core CPUs jax 0.10 can stall: batched LAPACK calls run in parallel on XLA's
 intra-op thread pool and can end up waiting on each other, so the host waits forever.
 Programs (``--program``): ``qr``, the smallest program of ours that showed it (16
-vmapped orthogonal initialisations, a batched QR, called ``--calls`` times), and
+vmapped orthogonal initialisations, a batched QR, called ``--calls`` times);
 ``cartpole``, the CartPole demo's population (``hj.demo.run("cartpole", population=4,
-windows=3)``: vmapped PPO agents through the Loop). Each run is a fresh process with a
-timeout; a run that times out counts as a stall. Remedies:
+windows=3)``: vmapped PPO agents through the Loop); ``ppo``, 8 vmapped PPO agents
+(8 environments x 32 steps, 2 updates a call) called ``--calls`` times, as the PPO
+tests run them; ``population``, a digits PBT population of 16 through ``hj.program``,
+``--calls`` windows in one scan (the population benchmarks' program). Each run is a
+fresh process with a timeout; a run that times out counts as a stall. ``--load N``
+keeps N busy-loop processes running beside the runs (the stall showed on loaded
+machines). Remedies:
 
 * ``none``: as it is;
 * ``pin``: the process pinned to one core before XLA starts
@@ -17,6 +22,7 @@ The table shows stalls out of runs and the median seconds of the runs that finis
 
     python benchmarks/stall.py --runs 32 --timeout 20
     python benchmarks/stall.py --program cartpole --runs 32 --timeout 120
+    python benchmarks/stall.py --program ppo --load 2 --runs 32 --timeout 60
     python benchmarks/stall.py --child pin        # one run (what each process does)
 """
 
@@ -30,6 +36,7 @@ import sys
 import time
 
 REMEDIES = ("none", "pin", "eigen")
+PROGRAMS = ("qr", "cartpole", "ppo", "population")
 
 
 def child(remedy: str, calls: int, program: str = "qr") -> None:
@@ -48,6 +55,25 @@ def child(remedy: str, calls: int, program: str = "qr") -> None:
             import hagfish_jax as hj
 
             hj.demo.run("cartpole", population=4, windows=3)
+        elif program == "ppo":
+            import hagfish_jax as hj
+
+            ppo = hj.rl.PPO(num_envs=8, num_steps=32, updates_per_window=2)
+            keys = jax.random.split(jax.random.key(0), 8)
+            state = jax.jit(jax.vmap(ppo.init))(keys)
+            step = jax.jit(jax.vmap(ppo.train_window))
+            for i in range(calls):
+                state, _ = step(state, jax.random.split(jax.random.key(i + 1), 8))
+            jax.block_until_ready(state)
+        elif program == "population":
+            import hagfish_jax as hj
+            from hagfish_jax.tasks import digits
+
+            task = digits.make_task(digits.load_digits_split(0), hidden=(32,))
+            program_ = hj.program.build(task, hj.pbt(task.space), population=16, windows=calls)
+            carry = program_.init(jax.random.key(0), task.space.sample(jax.random.key(1), 16))
+            run = jax.jit(lambda c: hj.program.scan(program_, c, calls))
+            jax.block_until_ready(run(carry))
         else:
             init = jax.nn.initializers.orthogonal()
             f = jax.jit(jax.vmap(lambda k: init(k, (64, 64))))
@@ -81,7 +107,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--remedies", default=",".join(REMEDIES))
-    parser.add_argument("--program", choices=("qr", "cartpole"), default="qr")
+    parser.add_argument("--program", choices=PROGRAMS, default="qr")
+    parser.add_argument("--load", type=int, default=0,
+                        help="busy-loop processes kept running beside the runs")
     parser.add_argument("--child", choices=REMEDIES, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -89,14 +117,27 @@ def main(argv=None) -> dict:
         return {}
     remedies = args.remedies.split(",")
     times: dict[str, list[float | None]] = {r: [] for r in remedies}
-    for i in range(args.runs):  # interleaved, so drift in the machine hits all alike
-        for r in remedies if i % 2 == 0 else remedies[::-1]:
-            times[r].append(run_once(r, args.calls, args.timeout, args.program))
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)
+    ]
+    try:
+        for i in range(args.runs):  # interleaved, so drift in the machine hits all alike
+            for r in remedies if i % 2 == 0 else remedies[::-1]:
+                times[r].append(run_once(r, args.calls, args.timeout, args.program))
+    finally:
+        for b in burners:
+            b.kill()
     import jax
 
-    what = f"{args.calls} calls" if args.program == "qr" else "a 3-window population of 4"
+    what = {
+        "qr": f"{args.calls} calls",
+        "cartpole": "a 3-window population of 4",
+        "ppo": f"{args.calls} calls of 8 vmapped PPO agents",
+        "population": f"a {args.calls}-window PBT population of 16",
+    }[args.program]
     print(f"program {args.program}, jax {jax.__version__}, cpus {os.cpu_count()}, "
-          f"{args.runs} runs of {what}, timeout {args.timeout:.0f} s")
+          f"{args.runs} runs of {what}, timeout {args.timeout:.0f} s, "
+          f"{args.load} busy-loop processes beside")
     print(f"{'remedy':<7} {'stalls':>8} {'median s (finished)':>20}")
     for r in remedies:
         done = [t for t in times[r] if t is not None]

@@ -23,7 +23,9 @@ def run(n=16, generations=20, seed=0, steps_per_window=None, hidden=(64,)):
     task = digits.make_task(
         digits.load_digits_split(seed), steps_per_window=steps_per_window, hidden=hidden
     )
-    program = hj.program.build(task, hj.pbt(task.space, fraction=0.25), population=n)
+    program = hj.program.build(
+        task, hj.pbt(task.space, fraction=0.25), population=n, windows=generations
+    )
 
     @jax.jit
     def train(key):

@@ -32,8 +32,7 @@ CASES = {
     ),
     "bayes.fit_steps": (lambda v: hj.bayes(SPACE, fit_steps=v), "fit_steps", 0, 3),
     "bayes.refit_every": (lambda v: hj.bayes(SPACE, refit_every=v), "refit_every", 1, 2),
-    "pbt.ready": (lambda v: hj.pbt(SPACE, ready=v), "ready", 1, 2),
-    "pb2.ready": (lambda v: hj.pb2(SPACE, ready=v), "ready", 1, 2),
+    "pbt.horizon": (lambda v: hj.pbt(SPACE, horizon=v), "horizon", 1, 50),
     "pb2.capacity": (lambda v: hj.pb2(SPACE, capacity=v), "capacity", 4, 8),
     "pb2.candidates": (lambda v: hj.pb2(SPACE, candidates=v), "candidates", 2, 8),
     "pb2.horizon": (lambda v: hj.pb2(SPACE, horizon=v), "horizon", 1, 50),
@@ -157,3 +156,16 @@ def test_integer_returns_python_ints_and_names_where():
     assert integer_or_array("f: n", 2.0, 0) == 2
     with pytest.raises(ValueError, match="f: n"):
         integer_or_array("f: n", -1, 0)
+
+
+@pytest.mark.parametrize("factory", [hj.pbt, hj.pb2])
+def test_ready_is_windows_or_a_share_of_the_run_and_nothing_else(factory):
+    for ok in (1, 3, 2.0, np.int64(4), jnp.int32(2), 0.15, np.float32(0.5), 0.999):
+        factory(SPACE, ready=ok)  # no error
+    name = factory.__name__
+    for bad in (0, -1, 1.5, 2.5, np.float32(1.25), 0.0, -0.2, True, False, "3",
+                float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=re.escape(
+            f"{name}: ready must be an integer >= 1 (windows) or a share of the run in (0, 1)"
+        )):
+            factory(SPACE, ready=bad)

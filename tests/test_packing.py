@@ -81,7 +81,7 @@ def test_donated_packed_window_runs():
 
 
 def test_a_population_carry_packs_and_steps_the_same():
-    prog = hj.program.build(TASK, hj.pbt(SPACE), population=4)
+    prog = hj.program.build(TASK, hj.pbt(SPACE, ready=1), population=4)
     carry = jax.jit(prog.init)(jax.random.key(2), SPACE.sample(jax.random.key(3), 4))
     packer = Packer(carry)
     assert packer.leaves < len(jax.tree.leaves(carry))

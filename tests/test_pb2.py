@@ -40,13 +40,14 @@ def population_run(key, tuner, generations, n=4):
     return -jnp.min(loss), hp, parents
 
 
-PB2 = hj.pb2(SPACE, capacity=32, candidates=64, fit_steps=5, horizon=30)  # the runs below
+# the runs below; both exploit every generation, so the test compares their explore steps
+PB2 = hj.pb2(SPACE, capacity=32, candidates=64, fit_steps=5, horizon=30, ready=1)
 
 
 def test_pb2_beats_pbt_on_a_population_of_four_over_five_seeds():
     keys = jax.random.split(jax.random.key(0), 5)
     finals = {}
-    for name, tuner in (("pbt", hj.pbt(SPACE)), ("pb2", PB2)):
+    for name, tuner in (("pbt", hj.pbt(SPACE, ready=1)), ("pb2", PB2)):
         best, hp, _ = jax.jit(jax.vmap(lambda k, t=tuner: population_run(k, t, 30)))(keys)
         finals[name] = np.asarray(best)
         assert SPACE.contains({k: np.asarray(v) for k, v in hp.items()})
@@ -80,7 +81,7 @@ def test_pb2_same_key_same_lineage_and_no_retrace():
 
 
 def test_pb2_masked_members_are_never_parents_and_batch_choices_spread():
-    tuner = hj.pb2(SPACE, fraction=0.5, candidates=64, fit_steps=3, horizon=100)
+    tuner = hj.pb2(SPACE, fraction=0.5, candidates=64, fit_steps=3, horizon=100, ready=1)
     n = 8
     state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
     alive = jnp.array([True] * 6 + [False] * 2)

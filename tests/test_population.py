@@ -16,6 +16,7 @@ import optax
 import pytest
 
 import hagfish_jax as hj
+from hagfish_jax.core.tuners.pbt import READY
 from hagfish_jax.core.tuners import truncation_size
 
 SPACE = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1), b1=hj.Uniform(0.5, 0.99))
@@ -83,7 +84,7 @@ def test_prune_masks_the_worst_and_spawn_fills_only_masked_slots():
 @pytest.mark.parametrize("n, k", [(2, 1), (5, 1), (16, 4), (33, 8)])
 def test_truncation_sizes(n, k):
     assert int(truncation_size(0.25, n)) == k
-    tuner = hj.pbt(SPACE, fraction=0.25)
+    tuner = hj.pbt(SPACE, fraction=0.25, ready=1)
     state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
     scores = jax.random.permutation(jax.random.key(2), jnp.arange(n, dtype=jnp.float32))
     proposal, _ = tuner.update(state, hj.Observation(score=scores))
@@ -101,7 +102,7 @@ def test_truncation_select_is_what_pbt_exploits_with_and_population_select_takes
     since = jnp.zeros(4, jnp.int32)
     parents, replaced, _ = pbt_module.truncation_select(jax.random.key(0), obs, since, 0.25, 1)
     assert parents.tolist() == [1, 1, 2, 3] and replaced.tolist() == [True, False, False, False]
-    tuner = hj.pbt(SPACE, fraction=0.25)
+    tuner = hj.pbt(SPACE, fraction=0.25, ready=1)
     state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
     proposal, _ = tuner.update(state, obs)  # one top member: every draw picks it
     assert proposal.parents.tolist() == [1, 1, 2, 3]
@@ -110,7 +111,7 @@ def test_truncation_select_is_what_pbt_exploits_with_and_population_select_takes
 
 def test_top_members_untouched_and_explore_in_space():
     n = 16
-    tuner = hj.pbt(SPACE, resample=0.5)
+    tuner = hj.pbt(SPACE, resample=0.5, ready=1)
     hp0 = SPACE.sample(jax.random.key(1), n)
     state = tuner.init(jax.random.key(0), hp0)
     scores = jnp.arange(n, dtype=jnp.float32)
@@ -126,7 +127,7 @@ def test_top_members_untouched_and_explore_in_space():
 
 def test_identity_explore_copies_parent_exactly():
     n = 8
-    tuner = hj.pbt(SPACE, perturb=(1.0, 1.0), resample=0.0)
+    tuner = hj.pbt(SPACE, perturb=(1.0, 1.0), resample=0.0, ready=1)
     hp0 = SPACE.sample(jax.random.key(1), n)
     state = tuner.init(jax.random.key(0), hp0)
     proposal, _ = tuner.update(state, hj.Observation(score=jnp.arange(n, dtype=jnp.float32)))
@@ -140,7 +141,7 @@ def test_identity_explore_copies_parent_exactly():
 
 def test_nan_members_replaced_masked_never_parents_nor_replaced():
     n = 8
-    tuner = hj.pbt(SPACE, fraction=0.25)
+    tuner = hj.pbt(SPACE, fraction=0.25, ready=1)
     state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
     scores = jnp.array([0.9, jnp.nan, 0.5, 0.6, jnp.inf, 0.7, 0.95, 0.99])
     alive = jnp.array([True, True, True, True, True, True, False, False])  # best two dead
@@ -167,6 +168,34 @@ def test_ready_gates_recently_replaced_members():
     assert replaced == [[], [], [0], [1], [2], [0], [1]]
 
 
+def test_ready_as_a_share_of_the_run_follows_the_horizon():
+    """A ready given as a share of the run gates like the integer it resolves to, from
+    the tuner's horizon or the observation's, and refuses to guess without either; the
+    default is 2 windows and needs no horizon."""
+    n = 4
+    scores = jnp.array([0.1, 0.2, 0.3, 0.4])
+
+    def replaced(tuner, horizon=None):
+        state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), n))
+        out = []
+        for _ in range(7):
+            obs = hj.Observation(score=scores, horizon=horizon)
+            proposal, state = tuner.update(state, obs)
+            out.append(np.flatnonzero(np.asarray(proposal.parents) != np.arange(n)).tolist())
+        return out
+
+    three = replaced(hj.pbt(SPACE, fraction=0.25, ready=3))
+    assert replaced(hj.pbt(SPACE, fraction=0.25, ready=0.15), horizon=20) == three  # 3 of 20
+    assert replaced(hj.pbt(SPACE, fraction=0.25, ready=0.15, horizon=20)) == three
+    assert replaced(hj.pbt(SPACE, fraction=0.25, ready=0.1), horizon=20) == replaced(
+        hj.pbt(SPACE, fraction=0.25, ready=2)
+    )
+    assert READY == 2
+    assert replaced(hj.pbt(SPACE, fraction=0.25)) == replaced(hj.pbt(SPACE, fraction=0.25, ready=2))
+    with pytest.raises(ValueError, match="ready=0.15 is a share of the run and the run's length"):
+        replaced(hj.pbt(SPACE, ready=0.15))
+
+
 def generation_fn(tuner):
     """One PBT generation on a toy population: score depends on the learning rate."""
 
@@ -183,7 +212,7 @@ def generation_fn(tuner):
 
 def test_same_key_same_lineage_loop_equals_scan_and_no_retrace_over_100_generations():
     n = 8
-    tuner = hj.pbt(SPACE)
+    tuner = hj.pbt(SPACE, ready=1)
     body = generation_fn(tuner)
     hp0 = SPACE.sample(jax.random.key(1), n)
     members = make_members(n)
@@ -271,7 +300,7 @@ def test_sharded_population_matches_unsharded_on_four_devices():
         import hagfish_jax as hj
         assert len(jax.devices()) == 4
         space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1))
-        tuner = hj.pbt(space)
+        tuner = hj.pbt(space, ready=1)
         tx = optax.inject_hyperparams(optax.sgd)(learning_rate=1e-3)
         n = 8
         x = jax.random.normal(jax.random.key(0), (32, 3))

@@ -72,7 +72,7 @@ def test_a_task_restore_hook_keeps_the_clock_on_rollback():
 
 
 def test_population_masks_exploits_and_tracks_the_best_member():
-    prog = hj.program.build(TASK, hj.pbt(SPACE, fraction=0.25), population=4)
+    prog = hj.program.build(TASK, hj.pbt(SPACE, fraction=0.25, ready=1), population=4)
     carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
     carry, rows = scan(prog, carry, 3)
     chex.assert_shape([rows["score"], rows["parent"], rows["alive"]], (3, 4))
@@ -101,7 +101,7 @@ def test_a_single_run_tuner_runs_per_member_on_a_population():
 
 
 def test_same_key_same_trajectory_and_no_retrace():
-    prog = hj.program.build(TASK, hj.pbt(SPACE), population=4)
+    prog = hj.program.build(TASK, hj.pbt(SPACE, ready=1), population=4)
     body = chex.assert_max_traces(prog.window, n=1)
     run = jax.jit(lambda c: jax.lax.scan(body, c, None, length=3))
     a = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))

@@ -15,7 +15,14 @@ from ..base import HParams, Observation, Proposal, Tuner
 from ..space import Space
 from ._common import tuned_space
 from .bayes import progress_feature, run_horizon
-from .pbt import check_population_init, population_hparams, truncation_select
+from .pbt import (
+    READY,
+    check_population_init,
+    check_ready,
+    population_hparams,
+    ready_windows,
+    truncation_select,
+)
 
 __all__ = ["PB2State", "pb2"]
 
@@ -55,7 +62,7 @@ def _add_many(buf: gp.Buffer, xs: jax.Array, ys: jax.Array, valid: jax.Array) ->
 def pb2(
     space: Space,
     fraction: float = 0.25,
-    ready: int = 1,
+    ready: int | float = READY,
     names: Iterable[str] | None = None,
     capacity: int = 64,
     candidates: int = 128,
@@ -80,8 +87,9 @@ def pb2(
     Args:
       space: the search space; only dynamic dimensions change (``names``).
       fraction: size of the top and bottom sets, in (0, 0.5].
-      ready: windows a member trains after being replaced before it is compared
-        (an integer >= 1).
+      ready: how long a member trains after being replaced before it is compared:
+        an integer >= 1 (windows; default 2, as :func:`pbt`) or a float in (0, 1),
+        a share of the run's length.
       names: dimensions to explore; default every dynamic one.
       capacity: observations kept (ring buffer; an integer >= 4).
       candidates: UCB candidates per replaced member, half around the parent (an
@@ -114,7 +122,7 @@ def pb2(
     sub = tuned_space(space, names, "pb2")
     if not 0.0 < fraction <= 0.5:
         raise ValueError(f"pb2: fraction must be in (0, 0.5], got {fraction!r}")
-    ready = integer("pb2: ready", ready, 1)
+    ready = check_ready("pb2", ready)
     capacity = integer("pb2: capacity", capacity, 4)
     candidates = integer("pb2: candidates", candidates, 2)
     horizon = None if horizon is None else integer("pb2: horizon", horizon, 1)
@@ -156,7 +164,10 @@ def pb2(
         buf = _add_many(buf, xs, gains, measured)
 
         key, k_select, k_cands = jax.random.split(state.key, 3)
-        parents, replaced, since = truncation_select(k_select, obs, state.since, fraction, ready)
+        interval = ready_windows(ready, horizon, obs, "pb2")
+        parents, replaced, since = truncation_select(
+            k_select, obs, state.since, fraction, interval
+        )
 
         # Explore: GP-UCB at the next window's progress, one replaced member at a time.
         params = jax.lax.cond(
