@@ -150,7 +150,8 @@ def main(argv=None):
                  "perturb": (0.8, 1.25)}]
     else:
         grid = list(configs(args.quick))
-    print(f"jax {jax.__version__} backend={jax.default_backend()}; seeds {seeds}; tuner {args.tuner}")
+    print(f"jax {jax.__version__} backend={jax.default_backend()}; seeds {seeds}; "
+          f"tuner {args.tuner}")
     gaps: dict[str, list[float]] = {label(c): [] for c in grid}
     for name in args.tasks:
         dev = DEV[name]

@@ -29,7 +29,7 @@ Run::
     python benchmarks/population.py --part all --seeds 5
     python benchmarks/population.py --part budget --variant hard --seeds 5
     python benchmarks/population.py --part all --quick      # small smoke configuration
-    python benchmarks/population.py --part budget --methods pbt --pbt-ready 2   # PBT alone
+    python benchmarks/population.py --part budget --methods pbt --pbt-ready 1   # PBT alone
 
 Optuna and matplotlib are needed (``pip install 'hagfish-jax[bench,plot]'``).
 """
@@ -80,7 +80,10 @@ def main(argv=None):
         default=METHODS,
         help=f"budget part: a comma-separated subset of {', '.join(METHODS)} (no targets)",
     )
-    parser.add_argument("--pbt-ready", type=int, default=1, help="budget part: PBT's ready")
+    parser.add_argument(
+        "--pbt-ready", type=int, default=None,
+        help="budget part: PBT's ready (default: the library's)",
+    )
     parser.add_argument("--no-plot", dest="plot", action="store_false")
     args = parser.parse_args(argv)
     unknown = set(args.methods) - set(METHODS)

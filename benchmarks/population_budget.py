@@ -34,7 +34,7 @@ validation-selected model vs optimizer steps spent, median over seeds with the r
 shaded) go to ``benchmarks/population_anytime_{normal,hard}.png``.
 
     python benchmarks/population.py --part budget --variant hard --seeds 5
-    python benchmarks/population_budget.py --methods pbt --pbt-ready 2   # PBT alone
+    python benchmarks/population_budget.py --methods pbt --pbt-ready 1   # PBT alone
 """
 
 from __future__ import annotations
@@ -65,11 +65,12 @@ VARIANTS = {
 METHODS = ("pbt", "tpe rebuilt", "tpe inject", "random", "default")
 
 
-def run_method(method: str, setup: Setup, seed: int, pbt_ready: int = 1) -> Result:
+def run_method(method: str, setup: Setup, seed: int, pbt_ready: int | None = None) -> Result:
     task = make_task(setup, seed)
     budget = setup.members * setup.windows * task.steps_per_window
     if method == "pbt":
-        return run_population(task, setup, seed, hj.pbt(task.space, ready=pbt_ready))
+        kw = {} if pbt_ready is None else {"ready": pbt_ready}
+        return run_population(task, setup, seed, hj.pbt(task.space, **kw))
     if method == "default":
 
         def default(key, n):
@@ -101,7 +102,7 @@ def part_budget(args, variant: str) -> dict:
     print(
         f"\n== equal budget, {setup.name}: {setup.members} x {setup.windows} windows x "
         f"{spw} steps = {budget} optimizer steps per method; seeds {seeds}; "
-        f"PBT ready={args.pbt_ready}"
+        f"PBT ready={'default (2)' if args.pbt_ready is None else args.pbt_ready}"
     )
     print(
         "test acc = test accuracy of the validation-selected model, median [min-max] over "

@@ -44,7 +44,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import hagfish_jax as hj
 from hagfish_jax.shell._affinity import one_cpu

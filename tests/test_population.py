@@ -16,8 +16,8 @@ import optax
 import pytest
 
 import hagfish_jax as hj
-from hagfish_jax.core.tuners.pbt import READY
 from hagfish_jax.core.tuners import truncation_size
+from hagfish_jax.core.tuners.pbt import READY
 
 SPACE = hj.Space(learning_rate=hj.LogUniform(1e-4, 1e-1), b1=hj.Uniform(0.5, 0.99))
 

@@ -16,7 +16,6 @@ from ..space import Space
 from ._common import tuned_space
 from .bayes import progress_feature, run_horizon
 from .pbt import (
-    READY,
     check_population_init,
     check_ready,
     population_hparams,
@@ -62,7 +61,7 @@ def _add_many(buf: gp.Buffer, xs: jax.Array, ys: jax.Array, valid: jax.Array) ->
 def pb2(
     space: Space,
     fraction: float = 0.25,
-    ready: int | float = READY,
+    ready: int | float = 1,
     names: Iterable[str] | None = None,
     capacity: int = 64,
     candidates: int = 128,
@@ -88,8 +87,10 @@ def pb2(
       space: the search space; only dynamic dimensions change (``names``).
       fraction: size of the top and bottom sets, in (0, 0.5].
       ready: how long a member trains after being replaced before it is compared:
-        an integer >= 1 (windows; default 2, as :func:`pbt`) or a float in (0, 1),
-        a share of the run's length.
+        an integer >= 1 (windows; default 1) or a float in (0, 1), a share of the
+        run's length. Unlike :func:`pbt` (2), 1 was best on every development task
+        of ``benchmarks/pbt_defaults.py``: its GP chooses the new values, so there
+        is less to wait for.
       names: dimensions to explore; default every dynamic one.
       capacity: observations kept (ring buffer; an integer >= 4).
       candidates: UCB candidates per replaced member, half around the parent (an

@@ -18,7 +18,7 @@ from ._common import tuned_space
 
 __all__ = ["READY", "PBTState", "pbt", "ready_windows", "truncation_select", "truncation_size"]
 
-#: The default exploit interval of :func:`pbt` and :func:`~hagfish_jax.pb2`: a member
+#: The default exploit interval of :func:`pbt`: a member
 #: trains 2 windows after it was replaced before it is compared again. Chosen on
 #: development tasks that no benchmark reports (``benchmarks/pbt_defaults.py``, three
 #: classification tasks of 12-20 windows and a 150-window stream): against random
@@ -183,21 +183,20 @@ def pbt(
 ) -> Tuner:
     """Population-based training as a pure tuner over ``(N,)`` scores.
 
-    Each update ranks the *eligible* members (alive, and ``ready`` windows or
-    more since they were last replaced; all members of a synchronous population
-    are at the same training step). By default ``ready`` is 2 windows
-    (:data:`READY`), so a copied member trains long enough to show what its new
-    values do before it is judged. Given as a share of the run instead (a float in
-    (0, 1)), the run's length comes from ``horizon`` or from ``Observation.horizon``
-    (``hj.program.build(..., windows=N)`` and ``hj.Loop`` pass it). The bottom ``truncation_size(fraction, n)``
-    members, plus every eligible member with a NaN/inf score, are replaced: each
-    copies a member drawn uniformly from the top set (``Proposal.parents``; the
-    caller applies it with :func:`hagfish_jax.population.exploit`, which copies
-    weights, optimizer state and hyperparameters) and then explores: with
-    probability ``resample`` it draws fresh values from the space, otherwise it
-    multiplies the parent's values by one of ``perturb`` (see
-    :meth:`Space.perturb`). Everything stays inside the space. Masked (dead)
-    members are never ranked, never parents and never replaced.
+    Each update ranks the *eligible* members (alive, and ``ready`` windows or more since
+    they were last replaced; all members of a synchronous population are at the same
+    training step). By default ``ready`` is 2 windows (:data:`READY`), so a copied
+    member trains long enough to show what its new values do before it is judged. Given
+    as a share of the run instead (a float in (0, 1)), the run's length comes from
+    ``horizon`` or from ``Observation.horizon`` (``hj.program.build(..., windows=N)``
+    and ``hj.Loop`` pass it). The bottom ``truncation_size(fraction, n)`` members, plus
+    every eligible member with a NaN/inf score, are replaced: each copies a member drawn
+    uniformly from the top set (``Proposal.parents``; the caller applies it with
+    :func:`hagfish_jax.population.exploit`, which copies weights, optimizer state and
+    hyperparameters) and then explores: with probability ``resample`` it draws fresh
+    values from the space, otherwise it multiplies the parent's values by one of
+    ``perturb`` (see :meth:`Space.perturb`). Everything stays inside the space. Masked
+    (dead) members are never ranked, never parents and never replaced.
 
     Args:
       space: the search space; only dynamic dimensions change (``names``).
