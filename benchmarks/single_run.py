@@ -144,7 +144,8 @@ def run(name: str, method: str, seed: int) -> tuple[float, float]:
         state = carry.best.state
         if name == "toy":
             err = rows["err"] if single else jnp.min(rows["err"], axis=1)
-            return jnp.mean(err <= Toy().threshold) * 100
+            # a count, made a share on the host (XLA would multiply by 1/n)
+            return jnp.sum(err <= Toy().threshold)
         if name.startswith("cartpole"):
             return cartpole_test_return(task.data, state.params, k_test)
         return task.test_accuracy(state) * 100
@@ -155,6 +156,8 @@ def run(name: str, method: str, seed: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     with pin:
         value = float(jax.device_get(go(seed)))
+    if name == "toy":
+        value = 100.0 * value / windows
     return value, time.perf_counter() - t0
 
 
