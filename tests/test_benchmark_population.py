@@ -96,7 +96,7 @@ def test_toy_members_share_their_target_and_pbt_copies_the_best(bench):
     toy_mod = bench["population_toy"]
     toy = toy_mod.Toy(steps=5, half_period=2, periods=1)
     space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
-    run, _ = toy_mod.toy_program(toy, [1e-3, 0.05], hj.pbt(space, fraction=0.5))
+    run, _ = toy_mod.toy_program(toy, [1e-3, 0.05], hj.pbt(space, fraction=0.5, ready=1))
     err, lr = jax.device_get(run(jax.random.key(1)))
     # after the first window the worse member (lr 1e-3, lagging) copies the better one
     assert err[0, 1] < err[0, 0]
