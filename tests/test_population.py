@@ -192,7 +192,8 @@ def test_ready_as_a_share_of_the_run_follows_the_horizon():
     )
     assert READY == 2
     assert replaced(hj.pbt(SPACE, fraction=0.25)) == replaced(hj.pbt(SPACE, fraction=0.25, ready=2))
-    with pytest.raises(ValueError, match="ready=0.15 is a share of the run and the run's length"):
+    unknown = "the run's length is unknown, and ready=0.15 is a share of the run"
+    with pytest.raises(ValueError, match=unknown):
         replaced(hj.pbt(SPACE, ready=0.15))
 
 

@@ -65,17 +65,23 @@ def progress_feature(window: jax.Array, horizon: int | jax.Array) -> jax.Array:
     return jnp.log1p(jnp.asarray(window, jnp.float32)) / jnp.log1p(h)
 
 
-def run_horizon(horizon: int | None, obs: Any, where: str) -> int | jax.Array:
+def run_horizon(
+    horizon: int | None,
+    obs: Any,
+    where: str,
+    why: str = "training progress is one of the GP's inputs",
+) -> int | jax.Array:
     """The run's length in windows: the tuner's own ``horizon``, else the one the
-    caller passes in the observation; a clear error when neither knows it."""
+    caller passes in the observation; a clear error, saying ``why`` the tuner needs
+    it, when neither knows it."""
     if horizon is not None:
         return horizon
     if getattr(obs, "horizon", None) is not None:
         return obs.horizon
     raise ValueError(
-        f"{where}: the run's length is unknown, and training progress is one of the "
-        "GP's inputs: pass horizon=WINDOWS to the tuner, or windows=WINDOWS to "
-        "hj.program.build (hj.Loop.run passes max_windows itself)"
+        f"{where}: the run's length is unknown, and {why}: pass horizon=WINDOWS to the "
+        "tuner, or windows=WINDOWS to hj.program.build (hj.Loop.run passes max_windows "
+        "itself)"
     )
 
 

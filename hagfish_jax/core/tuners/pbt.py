@@ -15,11 +15,12 @@ from ..base import HParams, Observation, Proposal, Tuner, as_hparams
 from ..population import rank
 from ..space import Space
 from ._common import tuned_space
+from .bayes import run_horizon
 
 __all__ = ["READY", "PBTState", "pbt", "ready_windows", "truncation_select", "truncation_size"]
 
-#: The default exploit interval of :func:`pbt`: a member
-#: trains 2 windows after it was replaced before it is compared again. Chosen on
+#: The default exploit interval of :func:`pbt`: a member trains 2 windows after it
+#: was replaced before it is compared again. Chosen on
 #: development tasks that no benchmark reports (``benchmarks/pbt_defaults.py``, three
 #: classification tasks of 12-20 windows and a 150-window stream): against random
 #: search at the same budget, 2 windows gained on every one of them (mean +0.33 to
@@ -148,14 +149,8 @@ def ready_windows(ready: int | float, horizon: int | None, obs: Observation, whe
     """
     if isinstance(ready, int):
         return ready
-    length = horizon if horizon is not None else getattr(obs, "horizon", None)
-    if length is None:
-        raise ValueError(
-            f"{where}: ready={ready} is a share of the run and the run's length is unknown: "
-            "pass windows=WINDOWS to hj.program.build (hj.Loop.run passes max_windows "
-            "itself), horizon=WINDOWS to the tuner, or ready=N windows"
-        )
-    return max(1, int(ready * int(length) + 0.5))
+    why = f"ready={ready} is a share of the run (or pass ready=N windows)"
+    return max(1, int(ready * int(run_horizon(horizon, obs, where, why)) + 0.5))
 
 
 def check_population_init(sub: Space, hparams, where: str) -> HParams:
