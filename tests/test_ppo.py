@@ -46,6 +46,22 @@ def test_population_of_four_solves_cartpole_within_budget(trained):
     assert float(metrics["mean_return"][0].max()) < 100.0  # it really learned
 
 
+def test_smoothed_return_breaks_ties_at_the_cap(trained):
+    from hagfish_jax.rl.ppo import RETURN_SMOOTHING, _smoothed
+
+    # the first finished episode sets the average; later ones move it by the weight
+    avg = _smoothed(jnp.zeros(2), jnp.array([500.0, 20.0]), jnp.array([0, 3]))
+    assert avg.tolist() == [500.0, RETURN_SMOOTHING * 20.0]
+    final, _, _ = trained
+    ev = jax.vmap(PPO_SMALL.evaluate)(final)
+    assert bool(jnp.all(final.episodes > 0))
+    best = int(jnp.argmax(ev["score"]))
+    # the solving agent has held long episodes for a while, not just its last one
+    assert float(ev["avg_return"][best]) > 200.0
+    np.testing.assert_allclose(ev["tie_break"], -ev["avg_return"])
+    np.testing.assert_allclose(ev["avg_return"], jnp.mean(final.avg_return, axis=1))
+
+
 def test_deterministic_for_a_fixed_key(trained):
     final, _, again = trained
     for a, b in zip(jax.tree.leaves(final.params), jax.tree.leaves(again.params)):

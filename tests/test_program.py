@@ -154,3 +154,14 @@ def test_ties_on_the_score_go_to_the_lower_validation_loss():
     offsets = np.asarray(carry.state["off"])
     assert int(carry.best.window) == 3 and int(carry.best.member) == int(np.argmin(offsets))
     assert float(carry.best.loss) == pytest.approx(float(np.min(offsets)))
+
+
+def test_a_tie_break_metric_overrides_the_validation_loss():
+    base = _clock_task()
+
+    def evaluate(s):  # same ties; the tie-break prefers the latest window, val_loss t = 4
+        return {**base.evaluate(s), "tie_break": -s["t"]}
+
+    prog = hj.program.build(base.replace(evaluate=evaluate), hj.fixed())
+    carry, _ = scan(prog, prog.init(jax.random.key(0)), 7)
+    assert int(carry.best.window) == 6 and float(carry.best.loss) == -7.0

@@ -25,10 +25,11 @@ class Best(NamedTuple):
       score: its score (``-inf`` until a finite one).
       window: the window (``-1`` until a finite score).
       member: its index in the population (0 for a single run; ``-1`` before).
-      loss: its ``"val_loss"`` when the task's ``evaluate`` reports one (else
-        ``inf``): among windows and members with the same score, the lower
-        validation loss is the best, so a small validation set's ties do not pick
-        whichever model reached that accuracy first.
+      loss: its tie-break value, ``"tie_break"`` or else ``"val_loss"`` from the
+        task's ``evaluate`` (``inf`` when it reports neither): among windows and
+        members with the same score the lower value is the best, so a small
+        validation set's ties (or a capped return's) do not pick whichever model
+        reached that score first.
     """
 
     state: Any

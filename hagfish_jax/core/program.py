@@ -257,7 +257,7 @@ def build(
             )
             proposal, tuner_state = tuner.update(carry.tuner_state, obs)
         window = carry.window - 1
-        loss = evaluation.get("val_loss")
+        loss = evaluation.get("tie_break", evaluation.get("val_loss"))
         loss = jnp.full(score.shape, jnp.inf) if loss is None else jnp.asarray(loss, jnp.float32)
         best = _best(carry.best, state, hp, score, loss, window)
         if n is None:  # one run: the snapshot is the best member (same rule, kept once)

@@ -12,7 +12,9 @@ the same shape:
   never becomes best and the guard rolls back;
 * ``evaluate(state) -> metrics`` with ``"score"`` (higher is better; validation data)
   and optionally ``"train_score"`` and ``"val_loss"`` (the best member is the one with
-  the best score, ties broken by the lower ``val_loss``);
+  the best score, ties broken by the lower ``val_loss``, or by the lower
+  ``"tie_break"`` when ``evaluate`` reports one: CartPole's is minus the smoothed
+  return, so an agent that holds the 500 cap beats one that touched it once);
 * ``space`` and ``default_hparams``.
 
 Optional: ``test(state) -> metrics`` on held-out data, measured once at the end;

@@ -24,7 +24,7 @@ def make_task(ppo: PPO | None = None, seed: int = 0) -> Task:
     >>> state = task.init(jax.random.key(0), task.default_hparams)
     >>> state, _ = jax.jit(task.train_window)(state, jax.random.key(1))
     >>> task.window_cost, sorted(task.evaluate(state))
-    (64.0, ['score'])
+    (64.0, ['avg_return', 'score', 'tie_break'])
     """
     ppo = PPO() if ppo is None else ppo
     return Task(
