@@ -148,7 +148,7 @@ def run_population(
     setup: Setup,
     seed: int,
     tuner: hj.Tuner,
-    hparams: Callable[[jax.Array, int], dict] | None = None,
+    hparams: Callable[[jax.Array, int], dict] | dict | None = None,
     members: int | None = None,
     warm: bool = False,
 ) -> Result:
@@ -156,22 +156,25 @@ def run_population(
     windows in one jitted scan.
 
     ``hparams(key, n)`` gives the initial ``(n,)`` hyperparameters (default: sampled
-    from the task's space); the selected model is the best member at any window.
+    from the task's space), or ``hparams`` is a dict of ``(n,)`` arrays, passed to the
+    jitted start as an argument (new values, same program); the selected model is the
+    best member at any window.
     """
     n = members or setup.members
     windows, spw = setup.windows, task.steps_per_window
+    given = hparams if isinstance(hparams, dict) else None
     hparams = hparams or (lambda key, n: task.space.sample(key, n))
     sel = Selection()
     with Measure() as m:
         program = hj.program.build(task, tuner, population=n, windows=windows)
 
         @jax.jit
-        def start(seed):
+        def start(seed, values=None):
             k_hp, k_run = jax.random.split(jax.random.key(seed))
-            return program.init(k_run, hparams(k_hp, n))
+            return program.init(k_run, hparams(k_hp, n) if values is None else values)
 
         run = jax.jit(lambda carry: hj.program.scan(program, carry, windows))
-        carry, rows = run(start(seed))
+        carry, rows = run(start(seed, given))
         rows = jax.device_get({"score": rows["score"], "test": rows["test"]})
         for g in range(windows):
             score = np.where(np.isfinite(rows["score"][g]), rows["score"][g], -np.inf)
@@ -183,7 +186,7 @@ def run_population(
     warm_s = math.nan
     if warm:
         t0 = time.perf_counter()
-        jax.device_get(run(start(seed))[1]["score"])
+        jax.device_get(run(start(seed, given))[1]["score"])
         warm_s = time.perf_counter() - t0
     return Result(
         sel.test, sel.val, n * windows * spw, m.wall, m.compiles, m.compile_s, sel.curve, n, warm_s

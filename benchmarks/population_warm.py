@@ -1,0 +1,150 @@
+"""Population benchmark, part ``warm``: the throughput part's three methods, each a
+second search in a fresh process whose persistent compilation cache a first search
+filled (issue 12, item 6).
+
+A user who tunes the same model twice (tomorrow's sweep, another seed, a notebook
+restarted) meets a warm cache: ``hagfish demo`` turns it on by default and
+``hj.enable_compilation_cache()`` does it for library users. What a warm cache is worth
+depends on the wiring. For each method and repeat, in a new cache directory:
+
+1. a first process runs the method on hyperparameters drawn with seed 0 (and fills
+   the cache; its wall time is the "cold" column);
+2. a second, fresh process runs it on *new* hyperparameters (seed 1): a second search,
+   not a replay. Its wall time, compile count and cache hits are the "warm cache"
+   columns, and the targets are read off it.
+
+(a) the vmapped PBT population and (b) the members one after another take their
+hyperparameters as arrays, so the second search finds every program in the cache;
+(c) Optuna-style trials that rebuild the optimizer from Python floats and jit per
+trial compile a new program for each new set of values, warm cache or not.
+Wall time runs from building the programs to the selected model's test accuracy,
+compilation (or loading) included; process start and imports are outside it.
+Targets (issue 12): with a warm cache, (b)/(a) >= 1.0 and (c)/(a) >= 10.
+
+    python benchmarks/population_warm.py [--repeats 3] [--quick]
+    python benchmarks/population_warm.py --child a --seed 1 --cache DIR   # one process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+METHODS = {
+    "a": "(a) vmapped PBT population",
+    "b": "(b) one after another, one compiled scan",
+    "c": "(c) Optuna trials, optimizer rebuilt + jit per trial",
+}
+TARGETS = {"b": 1.0, "c": 10.0}
+
+
+def child(method: str, seed: int, cache: str, members: int, windows: int) -> dict:
+    """One search in this process, with the persistent cache in ``cache``."""
+    import hagfish_jax as hj
+
+    hj.enable_compilation_cache(cache)
+    import numpy as np
+
+    from _common import Setup, make_task, run_population, run_sequential, sampled_hparams
+    from _optuna import run_optuna
+
+    setup = Setup("warm", members=members, windows=windows)
+    task = make_task(setup, 0)  # the data split is fixed; the draws are the search's
+    hps = sampled_hparams(task.space, seed, setup.members)
+    before = hj.compile_cache.stats()
+    t0 = time.perf_counter()
+    if method == "a":  # the values are an argument of the jitted start, not constants
+        given = {k: np.asarray([hp[k] for hp in hps], np.float32) for k in hps[0]}
+        result = run_population(task, setup, 0, hj.pbt(task.space), given)
+    elif method == "b":
+        result = run_sequential(task, setup, 0, hps)
+    else:
+        result = run_optuna(task, setup, 0, "random", "rebuilt", enqueue=hps, pruner=False)
+    wall = time.perf_counter() - t0
+    counts = hj.compile_cache.stats() - before
+    return {
+        "wall": wall,
+        "requested": counts.requested,
+        "compiled": counts.compiled,
+        "from_cache": counts.from_cache,
+        "steps": result.steps,
+        "test": result.test,
+    }
+
+
+def spawn(method: str, seed: int, cache: str, args) -> dict:
+    cmd = [
+        sys.executable, str(HERE / "population_warm.py"), "--child", method, "--seed", str(seed),
+        "--cache", cache, "--members", str(args.members), "--windows", str(args.windows),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {method} seed {seed} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="4 members x 2 windows, 1 repeat")
+    parser.add_argument("--members", type=int, default=32)
+    parser.add_argument("--windows", type=int, default=10)
+    parser.add_argument("--child", choices=tuple(METHODS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.seed, args.cache, args.members, args.windows)))
+        return {}
+    if args.quick:
+        args.members, args.windows, args.repeats = 4, 2, 1
+    import jax
+
+    print(f"jax {jax.__version__} backend={jax.default_backend()} cpus={os.cpu_count()}")
+    runs: dict[str, list[tuple[dict, dict]]] = {m: [] for m in METHODS}
+    for r in range(args.repeats):
+        order = list(METHODS) if r % 2 == 0 else list(METHODS)[::-1]
+        for m in order:
+            with tempfile.TemporaryDirectory(prefix="hagfish-warm-") as cache:
+                cold = spawn(m, 0, cache, args)
+                warm = spawn(m, 1, cache, args)
+            runs[m].append((cold, warm))
+    steps = runs["a"][0][1]["steps"]
+    print(
+        f"\n== throughput with a warm compilation cache: {args.members} members x "
+        f"{args.windows} windows, {steps} optimizer steps each method; a second search "
+        f"(new draws) in a fresh process after a first one filled the cache; "
+        f"repeats={args.repeats} (median)"
+    )
+    print(
+        f"{'method':<54} {'cold s':>7} {'warm-cache s':>12} {'compiled':>8} "
+        f"{'from cache':>10} {'x (a)':>7} {'target':>11}"
+    )
+    out = {}
+    for m, rs in runs.items():
+        assert all(w["steps"] == steps for _, w in rs), (m, [w["steps"] for _, w in rs])
+        cold = statistics.median(c["wall"] for c, _ in rs)
+        warm = statistics.median(w["wall"] for _, w in rs)
+        ratio = statistics.median(w["wall"] / a["wall"] for (_, w), (_, a) in zip(rs, runs["a"]))
+        target = TARGETS.get(m)
+        mark = f">={target:g} {'ok' if ratio >= target else 'MISSED'}" if target else ""
+        print(
+            f"{METHODS[m]:<54} {cold:>7.2f} {warm:>12.2f} "
+            f"{statistics.median(w['compiled'] for _, w in rs):>8.0f} "
+            f"{statistics.median(w['from_cache'] for _, w in rs):>10.0f} {ratio:>7.2f} {mark:>11}"
+        )
+        out[m] = {"cold": cold, "warm": warm, "ratio": ratio}
+    return out
+
+
+if __name__ == "__main__":
+    main()
