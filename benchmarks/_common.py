@@ -65,21 +65,25 @@ class Measure:
 class Selection:
     """The validation-selected model of a run, and its anytime curve.
 
-    ``add(steps, val, test)`` is called after every evaluation, in the order the
-    compute was spent; a strictly better finite validation score replaces the selected
-    model. ``curve`` holds ``(steps spent, test accuracy of the selected model)``.
+    ``add(steps, val, test, loss)`` is called after every evaluation, in the order the
+    compute was spent. The rule is the library's (``hj.program``'s ``carry.best``): a
+    better finite validation score replaces the selected model, and so does an equal
+    one with a lower validation loss (on a small validation set many models tie on
+    accuracy). ``curve`` holds ``(steps spent, test accuracy of the selected model)``.
     """
 
     def __init__(self) -> None:
         self.val = -math.inf
+        self.loss = math.inf
         self.test = math.nan
         self.steps = 0
         self.curve: list[tuple[int, float]] = []
 
-    def add(self, steps: int, val: float, test: float) -> None:
+    def add(self, steps: int, val: float, test: float, loss: float = math.inf) -> None:
         self.steps = int(steps)
-        if math.isfinite(val) and val > self.val:
-            self.val, self.test = float(val), float(test)
+        val, loss = float(val), float(loss) if math.isfinite(loss) else math.inf
+        if math.isfinite(val) and (val > self.val or (val == self.val and loss < self.loss)):
+            self.val, self.loss, self.test = val, loss, float(test)
         self.curve.append((self.steps, self.test))
 
 
@@ -175,14 +179,16 @@ def run_population(
 
         run = jax.jit(lambda carry: hj.program.scan(program, carry, windows))
         carry, rows = run(start(seed, given))
-        rows = jax.device_get({"score": rows["score"], "test": rows["test"]})
+        rows = jax.device_get({k: rows[k] for k in ("score", "test", "val_loss")})
         for g in range(windows):
             score = np.where(np.isfinite(rows["score"][g]), rows["score"][g], -np.inf)
-            i = int(np.argmax(score))
-            sel.add((g + 1) * n * spw, rows["score"][g, i], rows["test"][g, i])
-        best_score = float(carry.best.score)
+            loss = np.where(np.isfinite(rows["val_loss"][g]), rows["val_loss"][g], np.inf)
+            tied = np.flatnonzero(score == score.max())
+            i = int(tied[np.argmin(loss[tied])])  # ties to the lower validation loss
+            sel.add((g + 1) * n * spw, rows["score"][g, i], rows["test"][g, i], loss[i])
+        best = jax.device_get((carry.best.score, carry.best.loss))
     # the program's own on-device best member agrees with the host-side selection
-    assert best_score == np.float32(sel.val), (best_score, sel.val)
+    assert (best[0], best[1]) == (np.float32(sel.val), np.float32(sel.loss)), (best, sel.val)
     warm_s = math.nan
     if warm:
         t0 = time.perf_counter()
@@ -210,7 +216,7 @@ def run_sequential(
             def body(state, k):
                 state, _ = task.train_window(state, k)
                 metrics = task.evaluate(state)
-                return state, (metrics["score"], metrics["test"])
+                return state, (metrics["score"], metrics["test"], metrics["val_loss"])
 
             state = task.init(k_init, hp)
             return jax.lax.scan(body, state, jax.random.split(k_run, windows))[1]
@@ -218,10 +224,10 @@ def run_sequential(
         hps = [{k: np.float32(v) for k, v in hp.items()} for hp in hp_list]
         used = 0
         for i, hp in enumerate(hps):
-            scores, tests = jax.device_get(member_run(i, hp))
+            scores, tests, losses = jax.device_get(member_run(i, hp))
             for w in range(windows):
                 used += spw
-                sel.add(used, scores[w], tests[w])
+                sel.add(used, scores[w], tests[w], losses[w])
     t0 = time.perf_counter()  # again, compiled: the run time alone
     for i, hp in enumerate(hps):
         jax.device_get(member_run(i, hp))

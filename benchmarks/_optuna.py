@@ -177,7 +177,7 @@ def run_optuna(
                 used[0] += spw
                 metrics = evaluate(state)
                 val, test = float(metrics["score"]), float(metrics["test"])
-                sel.add(used[0], val, test)
+                sel.add(used[0], val, test, float(metrics["val_loss"]))
                 best = max(best, val)
                 trial.report(val, w)
                 if trial.should_prune():
