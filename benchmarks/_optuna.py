@@ -105,8 +105,9 @@ def rebuilt_programs(task: digits.DigitsTask, setup: Setup, seed: int):
 
         def train_window(state, i):
             shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(base, i))
-            perms = jax.vmap(lambda k: jax.random.permutation(k, n_train))(
-                jax.random.split(shuffle_key, epochs)
+            # the digits task's own shuffle (one draw of 32-bit keys, sorted)
+            perms = jnp.argsort(
+                jax.random.bits(shuffle_key, (epochs, n_train), jnp.uint32), axis=1
             )
             batches = perms[:, : per_epoch * setup.batch_size]
             batches = batches.reshape(-1, setup.batch_size)[:steps]

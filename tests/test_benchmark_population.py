@@ -59,6 +59,13 @@ def test_selection_keeps_the_first_best_finite_validation_score(bench):
     sel.add(40, 0.4, 1.0)
     assert (sel.val, sel.test, sel.steps) == (0.5, 0.6, 40)
     assert [t for _, t in sel.curve][1:] == [0.6, 0.6, 0.6]
+    # the library's rule: a tie with a lower validation loss replaces, a higher does not
+    sel = bench["_common"].Selection()
+    sel.add(10, 0.5, 0.6, loss=0.4)
+    sel.add(20, 0.5, 0.7, loss=0.5)
+    sel.add(30, 0.5, 0.8, loss=0.3)
+    sel.add(40, 0.5, 0.9, loss=math.nan)
+    assert (sel.val, sel.test, sel.loss) == (0.5, 0.8, 0.3)
 
 
 def test_both_optuna_wirings_train_the_same_model(bench, tiny):

@@ -177,17 +177,42 @@ class Space:
         neighbouring value.
         """
         self._check_names(hp.keys(), "perturb")
+        names = [n for n in self.names if n in hp]
+        shape = jnp.broadcast_shapes(*(jnp.shape(hp[n]) for n in names)) if names else ()
+        # one draw for every dimension: each random call site is a kernel to compile
+        u = jax.random.uniform(key, shape + (len(names),), jnp.float32)
+        return self.perturb_with(hp, {n: u[..., i] < 0.5 for i, n in enumerate(names)}, factors)
+
+    def perturb_with(
+        self,
+        hp: Mapping[str, jax.Array],
+        up: Mapping[str, jax.Array],
+        factors: tuple[float, float] = (0.8, 1.25),
+    ) -> HParams:
+        """:meth:`perturb` with the coin flips given: ``up[name]`` (bool, broadcast
+        against the value) picks ``factors[1]``, else ``factors[0]``. For callers that
+        draw all their randomness at once (``pbt``).
+
+        >>> import jax.numpy as jnp, hagfish_jax as hj
+        >>> space = hj.Space(lr=hj.LogUniform(1e-4, 1.0))
+        >>> out = space.perturb_with({"lr": jnp.array([0.1, 0.1])},
+        ...                          {"lr": jnp.array([True, False])})
+        >>> [round(float(v), 3) for v in out["lr"]]
+        [0.125, 0.08]
+        """
+        self._check_names(hp.keys(), "perturb")
         if len(factors) != 2 or not all(math.isfinite(float(f)) and f > 0 for f in factors):
             raise ValueError(f"perturb: factors must be two positive numbers, got {factors!r}")
+        missing = [n for n in hp if n not in up]
+        if missing:
+            raise ValueError(f"perturb_with: no coin flip for {missing}")
         dims = self.dims
         out = {}
-        keys = jax.random.split(key, len(self))
-        for i, n in enumerate(self.names):
+        for n in self.names:
             if n not in hp:
                 continue
             x = jnp.asarray(hp[n], jnp.float32)
-            pick = jax.random.bernoulli(keys[i], 0.5, x.shape)
-            f = jnp.where(pick, jnp.float32(factors[1]), jnp.float32(factors[0]))
+            f = jnp.where(up[n], jnp.float32(factors[1]), jnp.float32(factors[0]))
             out[n] = dims[n].perturb(x, f).astype(jnp.float32)
         return out
 

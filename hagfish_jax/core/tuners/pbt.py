@@ -67,7 +67,12 @@ def population_hparams(last: HParams, obs: Observation) -> HParams:
 
 
 def truncation_select(
-    key: jax.Array, obs: Observation, since: jax.Array, fraction: float, ready: int
+    key: jax.Array | None,
+    obs: Observation,
+    since: jax.Array,
+    fraction: float,
+    ready: int,
+    u: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Truncation selection over the population axis (PBT's and PB2's exploit step).
 
@@ -82,6 +87,8 @@ def truncation_select(
       since: ``(N,)`` windows since each member was last replaced.
       fraction: size of the top and bottom sets, in (0, 0.5].
       ready: windows a member trains after being replaced before it is compared.
+      u: optional ``(N,)`` uniforms in [0, 1) for the parent draws (member ``i``
+        copies the ``floor(u[i] * top)``-th best); ``None`` draws them from ``key``.
 
     Returns:
       ``(parents, replaced, since)``: whom each member copies (its own index when
@@ -109,7 +116,10 @@ def truncation_select(
     bottom = eligible & ((r >= n_elig - k) | ~finite) & ~top & (n_top > 0)
 
     order = jnp.argsort(r)  # best first
-    pick = jax.random.randint(key, (n,), 0, jnp.maximum(n_top, 1))
+    if u is None:
+        u = jax.random.uniform(key, (n,), jnp.float32)
+    top_n = jnp.maximum(n_top, 1)
+    pick = jnp.minimum(jnp.floor(u * top_n.astype(jnp.float32)).astype(jnp.int32), top_n - 1)
     parents = jnp.where(bottom, order[pick], jnp.arange(n)).astype(jnp.int32)
     return parents, bottom, jnp.where(bottom, 0, since).astype(jnp.int32)
 
@@ -240,16 +250,23 @@ def pbt(
 
     def update(state: PBTState, obs: Observation):
         hp = population_hparams(state.hparams, obs)
-        key, k_select, k_explore, k_resample, k_coin = jax.random.split(state.key, 5)
+        key, k_draw = jax.random.split(state.key)
+        n = jnp.shape(obs.score)[0]
+        d = len(sub.names)
+        # every random number of the update in one draw (each call site of jax.random
+        # is a kernel of its own to compile): parent, coin, d directions, d fresh values
+        u = jax.random.uniform(k_draw, (n, 2 + 2 * d), jnp.float32)
         interval = ready_windows(ready, horizon, obs, "pbt")
-        parents, bottom, since = truncation_select(k_select, obs, state.since, fraction, interval)
-        n = parents.shape[0]
+        parents, bottom, since = truncation_select(
+            None, obs, state.since, fraction, interval, u=u[:, 0]
+        )
 
         inherited = {name: v[parents] for name, v in hp.items()}
         tuned = {name: inherited[name] for name in sub.names}
-        perturbed = sub.perturb(k_explore, tuned, perturb)
-        fresh = sub.sample(k_resample, n)
-        coin = jax.random.bernoulli(k_coin, resample, (n,))
+        up = {name: u[:, 2 + i] < 0.5 for i, name in enumerate(sub.names)}
+        perturbed = sub.perturb_with(tuned, up, perturb)
+        fresh = sub.from_unit(u[:, 2 + d :])
+        coin = u[:, 1] < resample
         new = {name: jnp.where(bottom, inherited[name], v) for name, v in hp.items()}
         for name in sub.names:
             explored = jnp.where(coin, fresh[name], perturbed[name])
