@@ -14,7 +14,13 @@ runs through ``hj.program`` (the library's one tuned window), all windows in one
 * ``compiles`` (``population_compiles.py``): a 100-generation PBT run compiles only
   its initial programs, dispatched or scanned in chunks;
 * ``toy`` (``population_toy.py``): a best learning rate that moves by 100x and back,
-  PBT against fixed rates.
+  PBT against fixed rates;
+* ``warm`` (``population_warm.py``): the throughput part's methods as a second search
+  in a fresh process with a warm persistent compilation cache;
+* ``compile_time`` (``population_compile_time.py``): XLA compile seconds of the
+  32-member programs against the single-member one, each in a fresh process.
+
+``warm`` and ``compile_time`` start their own processes and are not part of ``all``.
 
 Shared pieces: ``_common.py`` (measuring, model selection, the digits setups, the
 population and one-after-another runners) and ``_optuna.py`` (the two Optuna wirings).
@@ -68,7 +74,9 @@ def warm_up() -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--part", choices=("throughput", "budget", "compiles", "toy", "all"), default="all"
+        "--part",
+        choices=("throughput", "budget", "compiles", "toy", "warm", "compile_time", "all"),
+        default="all",
     )
     parser.add_argument("--variant", choices=("normal", "hard", "both"), default="both")
     parser.add_argument("--seeds", type=int, default=5)
@@ -95,6 +103,13 @@ def main(argv=None):
     if args.quick:
         args.seeds, args.repeats = min(args.seeds, 2), 1
 
+    if args.part in ("warm", "compile_time"):  # fresh processes of their own
+        import population_compile_time
+        import population_warm
+
+        module = population_warm if args.part == "warm" else population_compile_time
+        return module.main(["--quick"] if args.quick and args.part == "warm" else
+                           ["--repeats", str(args.repeats)])
     install_compile_counter()
     start = time.perf_counter()
     print(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.device_count()}")

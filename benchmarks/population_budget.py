@@ -23,9 +23,10 @@ Budget accounting: optimizer steps actually run are counted; Optuna keeps starti
 trials (pruned trials use fewer steps) until the budget is spent, and the trial running
 when it runs out stops there, so every method runs exactly the budget. Selection: every
 method evaluates every model after every window; the model (member or trial, at that
-window) with the best validation accuracy is selected (ties: the lower validation loss,
-the library's rule, for every method) and its test accuracy is reported. Test accuracy is recorded at every window for the anytime curves
-but never used for selection. Wall time counts everything from building the programs to
+window) with the best validation accuracy is selected (ties: the lower validation
+loss, the library's rule, for every method) and its test accuracy is reported. Test
+accuracy is recorded at every window for the anytime curves but never used for
+selection. Wall time counts everything from building the programs to
 the selected test accuracy, compilation included; "compiles" counts every XLA
 compilation in that span (``jax.monitoring``). Targets: PBT's median accuracy within 0.3
 points of the best peer's or better, at <= 0.2x the wall time of ``tpe rebuilt``. Seeds

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -16,7 +17,14 @@ import hagfish_jax as hj
 pytest.importorskip("sklearn")
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-MODULES = ("_common", "_optuna", "population_toy", "population")
+MODULES = (
+    "_common",
+    "_optuna",
+    "population_toy",
+    "population",
+    "population_compile_time",
+    "population_warm",
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +116,23 @@ def test_toy_members_share_their_target_and_pbt_copies_the_best(bench):
     # after the first window the worse member (lr 1e-3, lagging) copies the better one
     assert err[0, 1] < err[0, 0]
     assert lr[1, 0] != pytest.approx(1e-3)
+
+
+def test_compile_time_child_measures_the_program(bench):
+    out = bench["population_compile_time"].child("pop32 pbt")
+    assert out["compile"] > 0 and out["trace_lower"] > 0
+
+
+def test_a_given_hyperparameter_dict_is_an_argument_of_the_start_program(bench, tiny):
+    setup, task = tiny
+    hp = {k: np.full(3, v, np.float32) for k, v in task.default_hparams.items()}
+    hp["learning_rate"] = np.array([1e-3, 2e-3, 3e-3], np.float32)
+    run = bench["_common"].run_population
+    given = run(task, setup, 0, hj.fixed(), hp)
+    traced = run(
+        task, setup, 0, hj.fixed(), lambda key, n: {k: jnp.asarray(v) for k, v in hp.items()}
+    )
+    sampled = run(task, setup, 0, hj.fixed())
+    assert given.steps == 3 * 2 * 2
+    assert (given.val, given.test) == (traced.val, traced.test)
+    assert given.curve != sampled.curve or given.val != sampled.val

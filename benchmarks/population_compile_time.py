@@ -1,0 +1,116 @@
+"""Population benchmark, part ``compile_time``: how much longer a 32-member program
+takes to compile than the single-member one (issue 12, item 6; target <= 1.5x).
+
+Each program is compiled in a fresh process (no persistent cache, nothing compiled
+before it but the few eager ops of building the task): the digits MLP (64,) task's
+``hj.program`` for a scan of 10 one-epoch windows, as
+
+* ``single``: one run, ``hj.fixed()``;
+* ``pop32 fixed``: 32 members, ``hj.fixed()`` (random search's program);
+* ``pop32 pbt``: 32 members, ``hj.pbt(task.space)`` (the population benchmarks').
+
+The table gives the seconds of XLA's compile of the scan program (``lower(...).compile()``,
+tracing and lowering apart), median over repeats; the processes of one repeat run one
+after another, in alternating order. ``--tree DIR`` runs the same children against
+another checkout of the package (a before/after comparison in one run: its
+``hagfish_jax`` is imported instead of the installed one).
+
+    python benchmarks/population_compile_time.py [--repeats 3]
+    python benchmarks/population_compile_time.py --tree /tmp/before --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROGRAMS = ("single", "pop32 fixed", "pop32 pbt")
+WINDOWS = 10
+
+
+def child(program: str) -> dict:
+    import jax
+
+    import hagfish_jax as hj
+    from hagfish_jax.tasks import digits
+
+    task = digits.make_task(digits.load_digits_split(0), hidden=(64,))
+    if program == "single":
+        prog = hj.program.build(task, hj.fixed(), windows=WINDOWS)
+        carry = prog.init(jax.random.key(0))
+    else:
+        tuner = hj.pbt(task.space) if program.endswith("pbt") else hj.fixed()
+        prog = hj.program.build(task, tuner, population=32, windows=WINDOWS)
+        carry = prog.init(jax.random.key(0), task.space.sample(jax.random.key(1), 32))
+    t0 = time.perf_counter()
+    lowered = jax.jit(lambda c: hj.program.scan(prog, c, WINDOWS)).lower(carry)
+    t1 = time.perf_counter()
+    lowered.compile()
+    t2 = time.perf_counter()
+    return {"trace_lower": t1 - t0, "compile": t2 - t1}
+
+
+def spawn(program: str, tree: str | None) -> dict:
+    env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0", "JAX_COMPILATION_CACHE_DIR": ""}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", program]
+    if tree:
+        cmd += ["--tree", tree]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{program} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def use_tree(tree: str) -> None:
+    """Import ``hagfish_jax`` from ``tree`` rather than the installed (editable) package."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    sys.path.insert(0, str(Path(tree).resolve()))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tree", default=None, help="another checkout to measure")
+    parser.add_argument("--child", choices=PROGRAMS)
+    args = parser.parse_args(argv)
+    if args.child:
+        if args.tree:
+            use_tree(args.tree)
+        print(json.dumps(child(args.child)))
+        return {}
+    trees = [None] + ([args.tree] if args.tree else [])
+    runs = {(t, p): [] for t in trees for p in PROGRAMS}
+    for r in range(args.repeats):
+        order = [(t, p) for t in trees for p in PROGRAMS]
+        for t, p in order if r % 2 == 0 else order[::-1]:
+            runs[(t, p)].append(spawn(p, t))
+    print(
+        f"\n== compile time of the digits MLP program, a scan of {WINDOWS} windows, fresh "
+        f"process each, no cache; median of {args.repeats} (XLA compile seconds; trace+lower "
+        f"apart)"
+    )
+    print(f"{'package':<22} {'program':<12} {'compile s':>9} {'trace+lower s':>13} "
+          f"{'x single':>8} {'target':>11}")
+    out = {}
+    for t in trees:
+        single = statistics.median(x["compile"] for x in runs[(t, "single")])
+        for p in PROGRAMS:
+            c = statistics.median(x["compile"] for x in runs[(t, p)])
+            lo = statistics.median(x["trace_lower"] for x in runs[(t, p)])
+            ratio = c / single
+            mark = "" if p == "single" else f"<=1.5 {'ok' if ratio <= 1.5 else 'MISSED'}"
+            name = "installed" if t is None else Path(t).name
+            print(f"{name:<22} {p:<12} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11}")
+            out[(name, p)] = {"compile": c, "ratio": ratio}
+    return out
+
+
+if __name__ == "__main__":
+    main()
