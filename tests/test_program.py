@@ -165,3 +165,40 @@ def test_a_tie_break_metric_overrides_the_validation_loss():
     prog = hj.program.build(base.replace(evaluate=evaluate), hj.fixed())
     carry, _ = scan(prog, prog.init(jax.random.key(0)), 7)
     assert int(carry.best.window) == 6 and float(carry.best.loss) == -7.0
+
+
+def test_a_population_copy_takes_the_model_and_keeps_the_members_own_clock():
+    def init(key, hparams):
+        state = {"w": jax.random.normal(key, (3,)), "seen": jax.random.uniform(key, ())}
+        return hj.set_hparams({**state, "opt": TX.init(state["w"])}, hparams)
+
+    def train_window(state, key):
+        return {**state, "seen": state["seen"] + 1.0}, {}
+
+    task = hj.Task(
+        init=init,
+        train_window=train_window,
+        evaluate=lambda s: {"score": -jnp.sum((s["w"] - TARGET) ** 2)},
+        space=SPACE,
+        default_hparams={"learning_rate": 0.1},
+        restore=hj.restore_only("w", "opt"),  # "seen" is the member's own statistic
+    )
+    prog = hj.program.build(task, hj.pbt(SPACE, ready=1), population=4)
+    carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    before = jax.device_get(carry.state)
+    carry, rows = jax.jit(prog.window)(carry)
+    parents = np.asarray(rows["parent"])
+    copied = np.flatnonzero(parents != np.arange(4))
+    assert copied.size  # the worst member copied a better one
+    after = jax.device_get(carry.state)
+    for i in copied:
+        np.testing.assert_array_equal(after["w"][i], before["w"][parents[i]])
+        assert after["seen"][i] == before["seen"][i] + 1.0  # its own, not the parent's
+    # a spawn into a masked slot copies the same way
+    carry = prog.prune(carry, 1)
+    dead = int(np.flatnonzero(~np.asarray(carry.alive))[0])
+    carry, parents = prog.spawn(carry, jax.random.key(2), 1)
+    src = int(parents[dead])
+    assert src != dead
+    np.testing.assert_array_equal(carry.state["w"][dead], after["w"][src])
+    assert float(carry.state["seen"][dead]) == float(after["seen"][dead])

@@ -151,6 +151,15 @@ def build(
 
     _train, _evaluate = members(task, n, vectorized)
 
+    def _copied(state, parents):
+        """Member ``i`` becomes a copy of ``parents[i]``: the model (what
+        ``task.restore`` takes from a snapshot), never the task's clock, data cursor,
+        environments or episode statistics, which stay the member's own."""
+        copied = population_lib.exploit(state, parents)
+        if task.restore is None:
+            return copied
+        return jax.vmap(task.restore)(state, copied)
+
     def _tuner_init(key, hp):
         if per_member:
             return jax.vmap(tuner.init)(jax.random.split(key, n), hp)
@@ -286,7 +295,7 @@ def build(
             new_state, shrink = restored, carry.shrink
         else:
             parents = population_lib.resolve(proposal.parents, n)
-            new_state = population_lib.exploit(restored, parents)
+            new_state = _copied(restored, parents)
             snap = population_lib.exploit(snap, parents)
             own = parents == jnp.arange(n)  # a copy starts afresh (its values are the parent's)
             repeats = jnp.where(own, repeats, 0)
@@ -365,7 +374,8 @@ def build(
                 repeats=jnp.zeros_like(carry.repeats),
             )
             return carry, jnp.asarray(-1, jnp.int32)
-        state, alive, parents = population_lib.spawn(carry.state, carry.alive, carry.score, count)
+        _, alive, parents = population_lib.spawn(carry.state, carry.alive, carry.score, count)
+        state = _copied(carry.state, parents)
         filled = alive & ~carry.alive
         hp = _noised(k_noise, in_force(state), scale, filled)
         state = set_hparams(state, hp)

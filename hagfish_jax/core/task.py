@@ -19,7 +19,8 @@ the same shape:
 
 Optional: ``test(state) -> metrics`` on held-out data, measured once at the end;
 ``predict(params, x)`` for ensembles; ``restore(current, snapshot)``, which parts of
-the state a rollback may restore; ``window_cost`` in your units; ``name``; ``data``.
+the state a rollback may restore (and a population member copies from another, in a
+PBT exploit); ``window_cost`` in your units; ``name``; ``data``.
 
 Rollbacks and the task's own clock: a rollback should bring back the weights and the
 optimizer state, never the task's clock, data cursor or environment state. Restoring
@@ -27,6 +28,11 @@ those replays the same windows (and the same bad stretch of data) again and agai
 Only the task knows which part is which, so a task whose state carries a clock says
 so with ``restore``; :func:`restore_only` builds one from field names. Without it the
 whole state is restored. The built-in tasks declare theirs.
+
+The same split applies when a population member copies another (a PBT exploit, a
+spawn): it takes the model, and keeps its own clock, environments and episode
+statistics. A copied reinforcement-learning agent that took its parent's episode
+returns along would score its parent's recent episodes, not its own.
 
 Functions are written for one member; the program vmaps them over a population. They
 must be jittable when the program is jitted (the Loop also accepts plain Python
@@ -78,8 +84,9 @@ class Task:
       name: a short name for records and reports.
       test: optional ``state -> metrics`` with ``"score"`` on held-out data.
       predict: optional ``(params, x) -> outputs`` (logits) for ensembles.
-      restore: optional ``(current, snapshot) -> state`` applied on rollback; default
-        the whole snapshot. A task whose state carries its own clock, data cursor or
+      restore: optional ``(current, snapshot) -> state`` applied on rollback, and on a
+        population copy (``snapshot`` is then the parent); default the whole
+        snapshot. A task whose state carries its own clock, data cursor or
         environment keeps those from ``current``: ``restore_only("params",
         "opt_state")`` restores just those fields.
       window_cost: the cost of one window, in ``cost_unit`` (records, budgets).
