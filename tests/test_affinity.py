@@ -10,6 +10,12 @@ import pytest
 from hagfish_jax.shell._affinity import one_cpu
 
 
+def test_the_pin_is_public_as_hj_one_cpu():
+    import hagfish_jax as hj
+
+    assert hj.one_cpu is one_cpu and "one_cpu" in hj.__all__
+
+
 def test_one_cpu_pins_every_thread_and_restores():
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this platform")
