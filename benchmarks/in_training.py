@@ -18,6 +18,8 @@ b1 0.9, dropout 0.1):
 * ``optuna_tpe``: offline Optuna (TPE, 3 random start-up trials) over the learning
   rate in [1e-4, 1e-1], as many trials as the grid, each a full run; best trial by
   validation; ``optuna_tpe@2`` is the same study cut after its first two trials;
+* ``random``: random search, Optuna's ``RandomSampler`` over the same range, as many
+  trials as the grid; ``random@2`` its first two trials;
 * ``guard(bayes)``, ``guard(fd)``: one run, tuned inside the jitted scan by
   ``hj.guard(hj.bayes(space))`` / ``hj.guard(hj.finite_difference(space))`` through
   ``hj.program`` (train, evaluate, tune, keep best, roll back);
@@ -201,11 +203,14 @@ def tuned_run(data, y_noisy, key, lr0, *, model, tuner_name, windows, switch):
 # -- one scenario ------------------------------------------------------------------------
 
 
-def optuna_study(data, y_noisy, key, switch, model, windows, trials, seed):
+def optuna_study(data, y_noisy, key, switch, model, windows, trials, seed, sampler="tpe"):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+    if sampler == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     tests = []
 
@@ -246,6 +251,9 @@ def scenario(part: str, model: str, seed: int, windows: int):
     out["optuna_tpe"], out["optuna_tpe@2"] = optuna_study(
         data, y_noisy, key, sw, model, windows, len(GRID), seed
     )
+    out["random"], out["random@2"] = optuna_study(
+        data, y_noisy, key, sw, model, windows, len(GRID), seed, sampler="random"
+    )
     for name in ("guard(bayes)", "guard(fd)"):
         test, _, rollbacks, lr_end = tuned_run(
             data,
@@ -284,6 +292,8 @@ COMPUTE = {
     "sf_adamw": 1.0,
     "optuna_tpe": float(len(GRID)),
     "optuna_tpe@2": 2.0,
+    "random": float(len(GRID)),
+    "random@2": 2.0,
     "guard(bayes)": 1.0,
     "guard(fd)": 1.0,
     "grid": float(len(GRID)),
