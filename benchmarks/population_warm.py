@@ -109,6 +109,8 @@ def main(argv=None) -> dict:
         args.members, args.windows, args.repeats = 4, 2, 1
     import jax
 
+    from _common import ok
+
     print(f"jax {jax.__version__} backend={jax.default_backend()} cpus={os.cpu_count()}")
     runs: dict[str, list[tuple[dict, dict]]] = {m: [] for m in METHODS}
     for r in range(args.repeats):
@@ -136,7 +138,7 @@ def main(argv=None) -> dict:
         warm = statistics.median(w["wall"] for _, w in rs)
         ratio = statistics.median(w["wall"] / a["wall"] for (_, w), (_, a) in zip(rs, runs["a"]))
         target = TARGETS.get(m)
-        mark = f">={target:g} {'ok' if ratio >= target else 'MISSED'}" if target else ""
+        mark = f">={target:g} {ok(ratio >= target)}" if target else ""
         print(
             f"{METHODS[m]:<54} {cold:>7.2f} {warm:>12.2f} "
             f"{statistics.median(w['compiled'] for _, w in rs):>8.0f} "
