@@ -361,3 +361,16 @@ def test_sharded_population_matches_unsharded_on_four_devices():
         "lineage_equal": True,
         "exploited": True,
     }
+
+
+def test_given_uniforms_pick_the_parents_among_the_top_set():
+    from hagfish_jax.core.tuners.pbt import truncation_select
+
+    obs = hj.Observation(score=jnp.arange(8.0))  # members 6 and 7 are the top two
+    since = jnp.zeros(8, jnp.int32)
+    u = jnp.array([0.0, 0.99, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    parents, replaced, _ = truncation_select(None, obs, since, 0.25, 1, u=u)
+    assert replaced.tolist() == [True, True] + [False] * 6
+    assert parents.tolist()[:2] == [7, 6]  # u in [0, 1/2): the best; [1/2, 1): the second
+    with pytest.raises(ValueError, match="a key or the uniforms"):
+        truncation_select(None, obs, since, 0.25, 1)

@@ -295,3 +295,13 @@ def test_vmap_matches_batched(jitted):
     for i in (0, 5):
         one = SPACE.perturb(keys[i], {n: v[i] for n, v in hp.items()})
         chex.assert_trees_all_close({n: v[i] for n, v in out.items()}, one, rtol=1e-6)
+
+
+def test_perturb_with_given_coins_and_a_missing_one():
+    space = hj.Space(lr=hj.LogUniform(1e-4, 1.0), m=hj.Uniform(0.0, 1.0))
+    hp = {"lr": jnp.array([0.1, 0.1]), "m": jnp.array([0.5, 0.5])}
+    out = space.perturb_with(hp, {"lr": jnp.array([True, False]), "m": jnp.array(True)})
+    np.testing.assert_allclose(out["lr"], [0.125, 0.08], rtol=1e-6)
+    np.testing.assert_allclose(out["m"], [0.625, 0.625], rtol=1e-6)
+    with pytest.raises(ValueError, match="no coin flip for \\['m'\\]"):
+        space.perturb_with(hp, {"lr": jnp.array(True)})

@@ -312,8 +312,9 @@ def make_task(
     def train_window(state: TrainState, key) -> tuple[TrainState, dict]:
         shuffle_key, dropout_key = jax.random.split(key)
         # each epoch's order: the train indices sorted by random 32-bit keys (one draw
-        # and one sort; jax.random.permutation's rounds of sorting compile ~0.6 s slower
-        # under vmap). Equal keys keep index order, so it is always a permutation.
+        # and one sort, where jax.random.permutation sorts in rounds; faster to compile
+        # alone under vmap, within noise in a whole population program, see
+        # benchmarks/RESULTS.md). Equal keys keep index order: always a permutation.
         perms = jnp.argsort(jax.random.bits(shuffle_key, (epochs, n_train), jnp.uint32), axis=1)
         batches = perms[:, : batches_per_epoch * batch_size].reshape(-1, batch_size)[:steps]
         step_keys = jax.random.split(dropout_key, steps)

@@ -117,6 +117,8 @@ def truncation_select(
 
     order = jnp.argsort(r)  # best first
     if u is None:
+        if key is None:
+            raise ValueError("truncation_select: give a key or the uniforms u")
         u = jax.random.uniform(key, (n,), jnp.float32)
     top_n = jnp.maximum(n_top, 1)
     pick = jnp.minimum(jnp.floor(u * top_n.astype(jnp.float32)).astype(jnp.int32), top_n - 1)
