@@ -16,13 +16,17 @@ machines). Remedies:
 * ``none``: as it is;
 * ``pin``: the process pinned to one core before XLA starts
   (``hagfish_jax.shell._affinity.one_cpu``, what the CartPole demo and PPO tests use);
-* ``eigen``: ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``.
+* ``eigen``: ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``;
+* ``other``: no workaround, run by another interpreter (``--other-python``, e.g. a
+  virtual environment with jax 0.9.x), so two jax releases share one table.
 
 The table shows stalls out of runs and the median seconds of the runs that finished.
 
     python benchmarks/stall.py --runs 32 --timeout 20
     python benchmarks/stall.py --program cartpole --runs 32 --timeout 120
     python benchmarks/stall.py --program ppo --load 2 --runs 32 --timeout 60
+    python benchmarks/stall.py --program ppo --runs 32 --other-python venv09/bin/python \
+        --remedies none,pin,eigen,other
     python benchmarks/stall.py --child pin        # one run (what each process does)
 """
 
@@ -35,7 +39,7 @@ import subprocess
 import sys
 import time
 
-REMEDIES = ("none", "pin", "eigen")
+REMEDIES = ("none", "pin", "eigen", "other")
 PROGRAMS = ("qr", "cartpole", "ppo", "population")
 
 
@@ -82,15 +86,22 @@ def child(remedy: str, calls: int, program: str = "qr") -> None:
     print("finished")
 
 
-def run_once(remedy: str, calls: int, timeout: float, program: str = "qr") -> float | None:
+def run_once(
+    remedy: str, calls: int, timeout: float, program: str = "qr", other: str | None = None
+) -> float | None:
     env = dict(os.environ)
+    python = sys.executable
+    if remedy == "other":
+        if other is None:
+            raise ValueError("stall.py: remedy 'other' needs --other-python")
+        python, remedy = other, "none"
     if remedy == "eigen":
         flags = env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
         env["XLA_FLAGS"] = flags.strip()
     start = time.perf_counter()
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", remedy, "--calls", str(calls),
+            [python, __file__, "--child", remedy, "--calls", str(calls),
              "--program", program],
             env=env, capture_output=True, text=True, timeout=timeout,
         )
@@ -110,12 +121,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--program", choices=PROGRAMS, default="qr")
     parser.add_argument("--load", type=int, default=0,
                         help="busy-loop processes kept running beside the runs")
+    parser.add_argument("--other-python", default=None,
+                        help="the interpreter of remedy 'other' (e.g. jax 0.9.x)")
     parser.add_argument("--child", choices=REMEDIES, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.calls, args.program)
         return {}
     remedies = args.remedies.split(",")
+    unknown = sorted(set(remedies) - set(REMEDIES))
+    if unknown or ("other" in remedies) != (args.other_python is not None):
+        parser.error(f"--remedies from {REMEDIES}; 'other' exactly when --other-python "
+                     f"is given (got {args.remedies!r})")
+    other_version = None
+    if args.other_python:
+        other_version = subprocess.run(
+            [args.other_python, "-c", "import jax; print(jax.__version__)"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
     times: dict[str, list[float | None]] = {r: [] for r in remedies}
     burners = [
         subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)
@@ -123,7 +146,9 @@ def main(argv=None) -> dict:
     try:
         for i in range(args.runs):  # interleaved, so drift in the machine hits all alike
             for r in remedies if i % 2 == 0 else remedies[::-1]:
-                times[r].append(run_once(r, args.calls, args.timeout, args.program))
+                times[r].append(
+                    run_once(r, args.calls, args.timeout, args.program, args.other_python)
+                )
     finally:
         for b in burners:
             b.kill()
@@ -137,7 +162,8 @@ def main(argv=None) -> dict:
     }[args.program]
     print(f"program {args.program}, jax {jax.__version__}, cpus {os.cpu_count()}, "
           f"{args.runs} runs of {what}, timeout {args.timeout:.0f} s, "
-          f"{args.load} busy-loop processes beside")
+          f"{args.load} busy-loop processes beside"
+          + (f"; 'other' is jax {other_version} ({args.other_python})" if other_version else ""))
     print(f"{'remedy':<7} {'stalls':>8} {'median s (finished)':>20}")
     for r in remedies:
         done = [t for t in times[r] if t is not None]

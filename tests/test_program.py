@@ -167,6 +167,62 @@ def test_a_tie_break_metric_overrides_the_validation_loss():
     assert int(carry.best.window) == 6 and float(carry.best.loss) == -7.0
 
 
+def _peaked_task():
+    def init(key, hp):
+        return {"t": jnp.zeros((), jnp.float32), "off": jax.random.uniform(key, ())}
+
+    def train_window(s, key):
+        return {**s, "t": s["t"] + 1.0}, {}
+
+    def evaluate(s):  # the score peaks at t = 6 (a lucky draw), the loss is lowest at t = 3
+        score = jnp.where(s["t"] == 6.0, 1.0, 0.5) - 0.01 * s["off"]
+        return {"score": score, "val_loss": (s["t"] - 3.0) ** 2 + s["off"]}
+
+    return hj.Task(init=init, train_window=train_window, evaluate=evaluate, space=None,
+                   default_hparams={})
+
+
+def test_select_loss_keeps_the_lowest_validation_loss_not_the_best_score():
+    task = _peaked_task()
+    for select, window in (("score", 5), ("loss", 2)):
+        prog = hj.program.build(task, hj.fixed(), select=select)
+        carry, rows = scan(prog, prog.init(jax.random.key(0)), 8)
+        assert int(carry.best.window) == window, select
+        assert float(carry.best.score) == pytest.approx(float(rows["score"][window]))
+    pop = hj.program.build(task, hj.fixed(), population=4, select="loss")
+    carry, rows = scan(pop, pop.init(jax.random.key(1)), 8)
+    offsets = np.asarray(carry.state["off"])
+    assert int(carry.best.window) == 2 and int(carry.best.member) == int(np.argmin(offsets))
+    assert float(carry.best.loss) == pytest.approx(float(np.min(offsets)))
+    assert float(carry.best.state["t"]) == 3.0
+    # the default rule on the same population: the peak, its best-scored member
+    pop = hj.program.build(task, hj.fixed(), population=4)
+    carry, _ = scan(pop, pop.init(jax.random.key(1)), 8)
+    assert int(carry.best.window) == 5 and int(carry.best.member) == int(np.argmin(offsets))
+
+
+def test_select_loss_never_keeps_a_diverged_window_and_ties_go_to_the_score():
+    def evaluate(s):  # window 1 reports the lowest loss but a NaN score (diverged)
+        bad = s["t"] == 2.0
+        score = jnp.where(bad, jnp.nan, jnp.minimum(s["t"], 3.0))
+        return {"score": score, "val_loss": jnp.where(bad, -1.0, 1.0)}  # others tie
+
+    # the rollback from the NaN window keeps the clock (else it would replay window 1)
+    task = _peaked_task().replace(evaluate=evaluate, restore=hj.restore_only("off"))
+    prog = hj.program.build(task, hj.fixed(), select="loss")
+    carry, _ = scan(prog, prog.init(jax.random.key(0)), 6)
+    # equal losses everywhere else: the higher score (3, first reached at t = 3)
+    assert int(carry.best.window) == 2 and float(carry.best.score) == 3.0
+
+
+def test_select_is_checked():
+    with pytest.raises(ValueError, match="select must be 'score' or 'loss'"):
+        hj.program.build(TASK, hj.fixed(), select="val_loss")
+    prog = hj.program.build(TASK, hj.fixed(), select="loss")  # TASK reports no loss
+    with pytest.raises(ValueError, match="reports neither 'val_loss' nor 'tie_break'"):
+        jax.jit(prog.window)(prog.init(jax.random.key(0)))
+
+
 def test_a_population_copy_takes_the_model_and_keeps_the_members_own_clock():
     def init(key, hparams):
         state = {"w": jax.random.normal(key, (3,)), "seen": jax.random.uniform(key, ())}

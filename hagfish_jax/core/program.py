@@ -84,6 +84,7 @@ def build(
     max_repeats: int = 3,
     shrink: Mapping[str, float] | None = None,
     windows: int | None = None,
+    select: str = "score",
 ) -> Program:
     """The tuned window of ``task`` under ``tuner``, for one run or a population.
 
@@ -108,6 +109,18 @@ def build(
       windows: the run's planned length in windows, passed to the tuner as
         ``Observation.horizon`` (``bayes`` and ``pb2`` need it, unless given a
         ``horizon`` of their own). ``hj.Loop.run`` sets it to ``max_windows``.
+      select: how the best member (``Carry.best``, the model a run returns) is chosen
+        among every member and window with a finite score. ``"score"``: the highest
+        score; among equal scores the lower loss (``"tie_break"`` or else
+        ``"val_loss"`` from ``evaluate``). ``"loss"``: the lowest loss; among equal
+        losses the higher score. On a small validation set the score (an accuracy
+        moving in steps of 1/n) picks, among many near-equal models, one whose lucky
+        validation draw rose above the rest, and that model is often overconfident
+        (the winner's curse); the loss, continuous and a proper scoring rule, is the
+        steadier choice there (``benchmarks/selection.py``). The tuner ranks members
+        by ``score`` either way, and each member's own rollback snapshot is its best
+        score; only the final choice (and a single run's snapshot, which is its best
+        window) follows ``select``.
 
     Divergence: a window is scored NaN when the task flags it (``metrics["diverged"]``)
     or when any floating value of the state is NaN or infinite (see
@@ -120,8 +133,10 @@ def build(
     Raises:
       TypeError: ``task`` lacks part of the protocol, or ``tuner`` is not a Tuner.
       ValueError: ``population`` below 1, a population tuner on a single run,
-        ``max_repeats`` below 1, or a ``shrink`` factor outside (0, 1) or name outside
-        the space.
+        ``max_repeats`` below 1, a ``shrink`` factor outside (0, 1) or name outside
+        the space, or ``select`` not ``"score"``/``"loss"``. With ``select="loss"``, a
+        task whose ``evaluate`` reports neither ``"val_loss"`` nor ``"tie_break"``
+        raises when the window is first traced, before anything runs.
     """
     check_task(task, "program.build")
     if not (callable(getattr(tuner, "init", None)) and callable(getattr(tuner, "update", None))):
@@ -138,6 +153,8 @@ def build(
     max_repeats = integer("program.build: max_repeats", max_repeats, 1)
     windows = None if windows is None else integer("program.build: windows", windows, 1)
     factors = shrink_factors(shrink, dynamic, "program.build")
+    if select not in ("score", "loss"):
+        raise ValueError(f"program.build: select must be 'score' or 'loss', got {select!r}")
 
     def names_of(state) -> tuple[str, ...]:
         known = get_hparams(state)
@@ -217,21 +234,35 @@ def build(
     def evaluate(carry: Carry) -> dict:
         return _evaluate(carry.state)
 
-    def _best(best: Best, state, hp, score, loss, window) -> Best:
-        # The best score wins; among equal scores (common on a small validation set,
-        # where accuracy moves in steps of 1/n) the lower validation loss wins.
-        safe = jnp.where(jnp.isfinite(score), score, -jnp.inf)
+    def _rank(score, loss):
+        """The selection key, ``(first, second)``: higher wins, the second breaks ties.
+        A non-finite score (diverged, masked, never scored) is never selected."""
+        ok = jnp.isfinite(score)
+        safe = jnp.where(ok, score, -jnp.inf)
         loss = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
+        if select == "score":
+            return safe, -loss
+        return jnp.where(ok, -loss, -jnp.inf), safe
+
+    def _best(best: Best, state, hp, score, loss, window) -> Best:
+        # select="score": the best score wins; among equal scores (common on a small
+        # validation set, where accuracy moves in steps of 1/n) the lower loss wins.
+        # select="loss": the lower loss wins; among equal losses the better score.
+        first, second = _rank(score, loss)
         if n is None:
             leader, one, one_hp = jnp.asarray(0, jnp.int32), state, hp
         else:
-            tied = safe == jnp.max(safe)
-            leader = jnp.argmin(jnp.where(tied, loss, jnp.inf)).astype(jnp.int32)
-            leader = jnp.where(jnp.any(tied & jnp.isfinite(loss)), leader, jnp.argmax(safe))
+            tied = first == jnp.max(first)
+            leader = jnp.argmax(jnp.where(tied, second, -jnp.inf)).astype(jnp.int32)
+            leader = jnp.where(jnp.any(tied & (second > -jnp.inf)), leader, jnp.argmax(first))
             one, one_hp = _member(state, leader), _member(hp, leader)
-            safe, loss = safe[leader], loss[leader]
-        tie = (safe == best.score) & (safe > -jnp.inf) & (loss < best.loss)
-        better = (safe > best.score) | tie
+            first, second = first[leader], second[leader]
+            score, loss = score[leader], loss[leader]
+        held_first, held_second = _rank(best.score, best.loss)
+        tie = (first == held_first) & (first > -jnp.inf) & (second > held_second)
+        better = (first > held_first) | tie
+        safe = jnp.where(jnp.isfinite(score), score, -jnp.inf)
+        loss = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
         new = Best(one, one_hp, safe, jnp.asarray(window, jnp.int32), leader, loss)
         # a scalar flag: one branch, so a window that is not the best copies nothing
         return jax.lax.cond(better, lambda: new, lambda: best)
@@ -267,6 +298,11 @@ def build(
             proposal, tuner_state = tuner.update(carry.tuner_state, obs)
         window = carry.window - 1
         loss = evaluation.get("tie_break", evaluation.get("val_loss"))
+        if loss is None and select == "loss":
+            raise ValueError(
+                "program.build(select='loss'): the task's evaluate reports neither "
+                f"'val_loss' nor 'tie_break' (it reports {sorted(evaluation)})"
+            )
         loss = jnp.full(score.shape, jnp.inf) if loss is None else jnp.asarray(loss, jnp.float32)
         best = _best(carry.best, state, hp, score, loss, window)
         if n is None:  # one run: the snapshot is the best member (same rule, kept once)

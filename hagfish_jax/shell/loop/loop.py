@@ -92,6 +92,9 @@ class Loop(Steering):
         windows (``hj.restore_only("params", "opt_state")``).
       max_repeats: rollbacks in a row to one snapshot before the program refuses a
         healthy member's next one (see :func:`hagfish_jax.program.build`).
+      select: ``"score"`` or ``"loss"``: how the returned best model is chosen among
+        every member and window (see :func:`hagfish_jax.program.build`); ``"loss"``
+        (the lowest validation loss) for a small validation set.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class Loop(Steering):
         jit: bool | None = None,
         restore: Callable[[Any, Any], Any] | None = None,
         max_repeats: int = 3,
+        select: str = "score",
     ):
         task, space, vectorized = as_task(step, evaluate, task, space)
         if restore is not None:
@@ -139,7 +143,7 @@ class Loop(Steering):
         self._stop = False
         self._prune: int | None = None
         self.callback_errors: list[str] = []
-        self._build = dict(vectorized=vectorized, max_repeats=max_repeats)
+        self._build = dict(vectorized=vectorized, max_repeats=max_repeats, select=select)
         self._jit = not vectorized if jit is None else bool(jit)
         self.program = build(task, tuner or fixed(), population, **self._build)
         self._compile(vectorized, self._jit)
