@@ -155,6 +155,7 @@ def run_population(
     hparams: Callable[[jax.Array, int], dict] | dict | None = None,
     members: int | None = None,
     warm: bool = False,
+    shared_key: bool = False,
 ) -> Result:
     """A vmapped population (``hj.program.build(task, tuner, population=n)``), all
     windows in one jitted scan.
@@ -162,7 +163,8 @@ def run_population(
     ``hparams(key, n)`` gives the initial ``(n,)`` hyperparameters (default: sampled
     from the task's space), or ``hparams`` is a dict of ``(n,)`` arrays, passed to the
     jitted start as an argument (new values, same program); the selected model is the
-    best member at any window.
+    best member at any window. ``shared_key``: the members train with one key per
+    window (``hj.program.build(..., shared_key=True)``).
     """
     n = members or setup.members
     windows, spw = setup.windows, task.steps_per_window
@@ -170,7 +172,9 @@ def run_population(
     hparams = hparams or (lambda key, n: task.space.sample(key, n))
     sel = Selection()
     with Measure() as m:
-        program = hj.program.build(task, tuner, population=n, windows=windows)
+        program = hj.program.build(
+            task, tuner, population=n, windows=windows, shared_key=shared_key
+        )
 
         @jax.jit
         def start(seed, values=None):

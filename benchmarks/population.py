@@ -50,7 +50,7 @@ import numpy as np
 
 from _common import Setup, install_compile_counter, make_task
 from _optuna import inject_programs, rebuilt_programs
-from population_budget import METHODS, part_budget, run_method
+from population_budget import EXTRA, METHODS, part_budget, run_method
 from population_compiles import part_compiles
 from population_throughput import part_throughput
 from population_toy import part_toy
@@ -86,7 +86,8 @@ def main(argv=None):
         "--methods",
         type=lambda s: tuple(m.strip() for m in s.split(",")),
         default=METHODS,
-        help=f"budget part: a comma-separated subset of {', '.join(METHODS)} (no targets)",
+        help=f"budget part: a comma-separated subset of {', '.join(METHODS + EXTRA)} "
+        "(no targets)",
     )
     parser.add_argument(
         "--pbt-ready", type=int, default=None,
@@ -94,9 +95,9 @@ def main(argv=None):
     )
     parser.add_argument("--no-plot", dest="plot", action="store_false")
     args = parser.parse_args(argv)
-    unknown = set(args.methods) - set(METHODS)
+    unknown = set(args.methods) - set(METHODS + EXTRA)
     if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {METHODS + EXTRA}")
     args.tp_members, args.tp_windows = (4, 2) if args.quick else (32, 10)
     args.generations = 20 if args.quick else 100
     args.compile_steps = 4 if args.quick else None

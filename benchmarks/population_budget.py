@@ -64,14 +64,16 @@ VARIANTS = {
 }
 
 METHODS = ("pbt", "tpe rebuilt", "tpe inject", "random", "default")
+EXTRA = ("pbt shared",)  # on request (--methods): PBT with shared_key=True
 
 
 def run_method(method: str, setup: Setup, seed: int, pbt_ready: int | None = None) -> Result:
     task = make_task(setup, seed)
     budget = setup.members * setup.windows * task.steps_per_window
-    if method == "pbt":
+    if method in ("pbt", "pbt shared"):
         kw = {} if pbt_ready is None else {"ready": pbt_ready}
-        return run_population(task, setup, seed, hj.pbt(task.space, **kw))
+        shared = method == "pbt shared"
+        return run_population(task, setup, seed, hj.pbt(task.space, **kw), shared_key=shared)
     if method == "default":
 
         def default(key, n):

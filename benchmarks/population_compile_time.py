@@ -7,7 +7,9 @@ before it but the few eager ops of building the task): the digits MLP (64,) task
 
 * ``single``: one run, ``hj.fixed()``;
 * ``pop32 fixed``: 32 members, ``hj.fixed()`` (random search's program);
-* ``pop32 pbt``: 32 members, ``hj.pbt(task.space)`` (the population benchmarks').
+* ``pop32 pbt``: 32 members, ``hj.pbt(task.space)`` (the population benchmarks');
+* ``pop32 fixed shared``, ``pop32 pbt shared``: the same with ``shared_key=True``
+  (every member trains a window with the same key: one set of random numbers).
 
 The table gives the seconds of XLA's compile of the scan program (``lower(...).compile()``,
 tracing and lowering apart), median over repeats; the processes of one repeat run one
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PROGRAMS = ("single", "pop32 fixed", "pop32 pbt")
+PROGRAMS = ("single", "pop32 fixed", "pop32 pbt", "pop32 fixed shared", "pop32 pbt shared")
 WINDOWS = 10
 
 
@@ -46,8 +48,9 @@ def child(program: str) -> dict:
         prog = hj.program.build(task, hj.fixed(), windows=WINDOWS)
         carry = prog.init(jax.random.key(0))
     else:
-        tuner = hj.pbt(task.space) if program.endswith("pbt") else hj.fixed()
-        prog = hj.program.build(task, tuner, population=32, windows=WINDOWS)
+        tuner = hj.pbt(task.space) if "pbt" in program else hj.fixed()
+        shared = program.endswith("shared")
+        prog = hj.program.build(task, tuner, population=32, windows=WINDOWS, shared_key=shared)
         carry = prog.init(jax.random.key(0), task.space.sample(jax.random.key(1), 32))
     t0 = time.perf_counter()
     lowered = jax.jit(lambda c: hj.program.scan(prog, c, WINDOWS)).lower(carry)
@@ -96,7 +99,7 @@ def main(argv=None) -> dict:
         f"process each, no cache; median of {args.repeats} (XLA compile seconds; trace+lower "
         f"apart)"
     )
-    print(f"{'package':<22} {'program':<12} {'compile s':>9} {'trace+lower s':>13} "
+    print(f"{'package':<22} {'program':<18} {'compile s':>9} {'trace+lower s':>13} "
           f"{'x single':>8} {'target':>11}")
     out = {}
     for t in trees:
@@ -107,7 +110,7 @@ def main(argv=None) -> dict:
             ratio = c / single
             mark = "" if p == "single" else f"<=1.5 {'ok' if ratio <= 1.5 else 'MISSED'}"
             name = "installed" if t is None else Path(t).name
-            print(f"{name:<22} {p:<12} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11}")
+            print(f"{name:<22} {p:<18} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11}")
             out[(name, p)] = {"compile": c, "ratio": ratio}
     return out
 

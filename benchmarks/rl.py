@@ -373,14 +373,14 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer steps/windows (smoke test)")
     args = p.parse_args()
     if args.part == "pbt":
-        # On 2 cores the vmapped PPO program stalls inside XLA's CPU runtime unless the
-        # process is on one core from before XLA starts its threads (pinning them later,
-        # as hagfish_jax.shell._affinity does, still stalled with hj.program here).
-        # Timings compare within this part.
-        from hagfish_jax.shell._affinity import one_cpu
+        # On 2 cores jax 0.10's CPU runtime can stall the vmapped PPO program: pinned to
+        # one core when the installed jax is such a release. Timings compare within
+        # this part.
+        from hagfish_jax.shell._affinity import pinned_if_needed, stall_prone
 
-        with one_cpu():
-            print(f"jax {jax.__version__}, backend {jax.default_backend()}, pinned to one core")
+        with pinned_if_needed():
+            pinned = ", pinned to one core" if stall_prone() else ""
+            print(f"jax {jax.__version__}, backend {jax.default_backend()}{pinned}")
             part_pbt(args)
         return
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}")

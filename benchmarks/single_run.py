@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 import hagfish_jax as hj
-from hagfish_jax.shell._affinity import one_cpu
+from hagfish_jax.shell._affinity import pinned_if_needed
 from hagfish_jax.tasks import breast_cancer, cartpole, digits
 from population_toy import Toy, toy_task
 
@@ -150,9 +150,10 @@ def run(name: str, method: str, seed: int) -> tuple[float, float]:
             return cartpole_test_return(task.data, state.params, k_test)
         return task.test_accuracy(state) * 100
 
-    # CartPole runs pinned to one core, as the CLI runs it: unpinned on a loaded 2-core
-    # machine its vmapped PPO program hit the XLA CPU stall (see stall.py)
-    pin = one_cpu() if name.startswith("cartpole") else contextlib.nullcontext()
+    # CartPole runs as the CLI runs it: pinned to one core when the installed jax has
+    # the XLA CPU stall (jax 0.10: unpinned on a loaded 2-core machine its vmapped PPO
+    # program hung; see stall.py)
+    pin = pinned_if_needed() if name.startswith("cartpole") else contextlib.nullcontext()
     t0 = time.perf_counter()
     with pin:
         value = float(jax.device_get(go(seed)))

@@ -119,7 +119,7 @@ def test_toy_members_share_their_target_and_pbt_copies_the_best(bench):
 
 
 def test_compile_time_child_measures_the_program(bench):
-    out = bench["population_compile_time"].child("pop32 pbt")
+    out = bench["population_compile_time"].child("pop32 pbt shared")
     assert out["compile"] > 0 and out["trace_lower"] > 0
 
 

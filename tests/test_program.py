@@ -223,6 +223,38 @@ def test_select_is_checked():
         jax.jit(prog.window)(prog.init(jax.random.key(0)))
 
 
+def _draw_task():
+    def init(key, hp):
+        return {"w": jax.random.normal(key, ()), "draw": jnp.zeros(())}
+
+    def train_window(s, key):  # records the window's random number, as a shuffle would
+        return {**s, "draw": jax.random.uniform(key, ())}, {}
+
+    return hj.Task(init=init, train_window=train_window,
+                   evaluate=lambda s: {"score": s["w"]}, space=None, default_hparams={})
+
+
+def test_shared_key_gives_every_member_the_same_random_numbers():
+    task = _draw_task()
+    draws = {}
+    for shared in (False, True):
+        prog = hj.program.build(task, hj.fixed(), population=4, shared_key=shared)
+        step = jax.jit(prog.window)
+        carry, _ = step(prog.init(jax.random.key(0)))
+        w = np.asarray(carry.state["w"])
+        assert len(set(w.tolist())) == 4  # initial weights differ either way
+        draws[shared] = np.asarray(carry.state["draw"])
+        again, _ = step(prog.init(jax.random.key(0)))  # same key, same trajectory
+        np.testing.assert_array_equal(np.asarray(again.state["draw"]), draws[shared])
+    assert len(set(draws[False].tolist())) == 4
+    assert len(set(draws[True].tolist())) == 1
+    # the compiled training is kept apart per setting (same task, same population)
+    assert hj.program.compiled(task, 4)[0] is not hj.program.compiled(task, 4, False, True)[0]
+    loop = hj.Loop(task=task, population=4, shared_key=True)
+    result = loop.run(key=jax.random.key(1), max_windows=2)
+    assert len(set(np.asarray(result.carry.state["draw"]).tolist())) == 1
+
+
 def test_a_population_copy_takes_the_model_and_keeps_the_members_own_clock():
     def init(key, hparams):
         state = {"w": jax.random.normal(key, (3,)), "seen": jax.random.uniform(key, ())}

@@ -18,13 +18,19 @@ from . import snapshot as snapshot_lib
 __all__ = ["compiled", "members"]
 
 
-def members(task: Any, n: int | None, vectorized: bool) -> tuple[Callable, Callable]:
+def members(
+    task: Any, n: int | None, vectorized: bool, shared_key: bool = False
+) -> tuple[Callable, Callable]:
     """The task's training and evaluation over its members: vmapped for a population
-    (masked members keep their state), as they are for one run or ``vectorized``."""
+    (masked members keep their state), as they are for one run or ``vectorized``.
+    ``shared_key``: every member trains the window with the same key (the same data
+    order and dropout masks) instead of a key of its own."""
 
     def train(state, key, alive):
         if n is None or vectorized:
             new, metrics = task.train_window(state, key)
+        elif shared_key:  # one key, not batched: its random numbers are drawn once
+            new, metrics = jax.vmap(task.train_window, in_axes=(0, None))(state, key)
         else:
             new, metrics = jax.vmap(task.train_window)(state, jax.random.split(key, n))
         if n is not None:
@@ -42,10 +48,12 @@ def members(task: Any, n: int | None, vectorized: bool) -> tuple[Callable, Calla
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def compiled(task: Any, population: int | None = None, vectorized: bool = False) -> tuple:
-    """Jitted ``(train_members, evaluate_members)`` of ``task``, made once per task and
-    population size and shared by every program on it: changing the tuner, or building
-    a new Loop on the same task, compiles no training code again.
+def compiled(
+    task: Any, population: int | None = None, vectorized: bool = False, shared_key: bool = False
+) -> tuple:
+    """Jitted ``(train_members, evaluate_members)`` of ``task``, made once per task,
+    population size and key sharing, and shared by every program on it: changing the
+    tuner, or building a new Loop on the same task, compiles no training code again.
 
     >>> import jax, jax.numpy as jnp, hagfish_jax as hj
     >>> task = hj.Task(init=lambda k, hp: {"w": jnp.ones(2)},
@@ -55,12 +63,12 @@ def compiled(task: Any, population: int | None = None, vectorized: bool = False)
     >>> compiled(task)[0] is compiled(task)[0]
     True
     """
-    slot = (None if population is None else int(population), bool(vectorized))
+    slot = (None if population is None else int(population), bool(vectorized), bool(shared_key))
     try:
         cache = _COMPILED.setdefault(task, {})
     except TypeError:  # a task that cannot be weakly referenced is compiled each time
         cache = {}
     if slot not in cache:
-        train, evaluate = members(task, slot[0], slot[1])
+        train, evaluate = members(task, *slot)
         cache[slot] = (jax.jit(train), jax.jit(evaluate))
     return cache[slot]

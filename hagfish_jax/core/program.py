@@ -85,6 +85,7 @@ def build(
     shrink: Mapping[str, float] | None = None,
     windows: int | None = None,
     select: str = "score",
+    shared_key: bool = False,
 ) -> Program:
     """The tuned window of ``task`` under ``tuner``, for one run or a population.
 
@@ -121,6 +122,16 @@ def build(
         by ``score`` either way, and each member's own rollback snapshot is its best
         score; only the final choice (and a single run's snapshot, which is its best
         window) follows ``select``.
+      shared_key: a population's members train each window with the same key: the
+        same minibatch order, dropout masks and any other random numbers the task
+        draws (common random numbers), where by default each member has a key of its
+        own. Members then differ only by their weights and hyperparameters, so a
+        comparison between them (PBT's ranking) is not also a comparison of data
+        orders, and the random numbers are drawn once instead of once per member:
+        the program compiles and trains faster (``benchmarks/population_compile_time.py``).
+        Initial weights still differ (``init`` gets a key per member). An ensemble
+        that wants members to see the data in different orders keeps the default.
+        No effect on a single run or a ``vectorized`` task.
 
     Divergence: a window is scored NaN when the task flags it (``metrics["diverged"]``)
     or when any floating value of the state is NaN or infinite (see
@@ -166,7 +177,7 @@ def build(
         hp = get_hparams(state)
         return {k: hp[k] for k in names_of(state)}
 
-    _train, _evaluate = members(task, n, vectorized)
+    _train, _evaluate = members(task, n, vectorized, bool(shared_key))
 
     def _copied(state, parents):
         """Member ``i`` becomes a copy of ``parents[i]``: the model (what

@@ -115,14 +115,15 @@ def _compile_cache(args: argparse.Namespace):
 
 
 def _pinned(one_cpu: bool):
-    """Pinned to one core for the tasks that need it (see ``_affinity``)."""
+    """Pinned to one core for the tasks whose programs stalled, when the installed jax
+    is a release with the stall (see ``_affinity``)."""
     import contextlib
 
     if not one_cpu:
         return contextlib.nullcontext()
-    from ._affinity import one_cpu as pin
+    from ._affinity import pinned_if_needed
 
-    return pin()
+    return pinned_if_needed()
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -32,8 +32,9 @@ class TaskEntry:
       models: accepted ``--model`` values.
       tuners: accepted ``--tuner`` values.
       population: the default population size.
-      one_cpu: run pinned to one core (a stall in XLA's CPU runtime hits the vmapped
-        PPO program on few-core machines; see the README).
+      one_cpu: run pinned to one core when the installed jax has the XLA CPU stall
+        (jax 0.10; hagfish requires ``jax<0.10``), which hit the vmapped PPO program on
+        few-core machines; see the README.
     """
 
     module: str

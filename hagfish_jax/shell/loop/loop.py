@@ -95,6 +95,8 @@ class Loop(Steering):
       select: ``"score"`` or ``"loss"``: how the returned best model is chosen among
         every member and window (see :func:`hagfish_jax.program.build`); ``"loss"``
         (the lowest validation loss) for a small validation set.
+      shared_key: a population's members train each window with the same key (the
+        same data order and dropout masks; see :func:`hagfish_jax.program.build`).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class Loop(Steering):
         restore: Callable[[Any, Any], Any] | None = None,
         max_repeats: int = 3,
         select: str = "score",
+        shared_key: bool = False,
     ):
         task, space, vectorized = as_task(step, evaluate, task, space)
         if restore is not None:
@@ -143,7 +146,9 @@ class Loop(Steering):
         self._stop = False
         self._prune: int | None = None
         self.callback_errors: list[str] = []
-        self._build = dict(vectorized=vectorized, max_repeats=max_repeats, select=select)
+        self._build = dict(
+            vectorized=vectorized, max_repeats=max_repeats, select=select, shared_key=shared_key
+        )
         self._jit = not vectorized if jit is None else bool(jit)
         self.program = build(task, tuner or fixed(), population, **self._build)
         self._compile(vectorized, self._jit)
@@ -161,7 +166,7 @@ class Loop(Steering):
         p = self.program
         if jit:  # one compiled copy of the task's training per task, whatever the tuner
             self._train_members, self._evaluate_members = compiled(
-                self.task, p.population, vectorized
+                self.task, p.population, vectorized, self._build["shared_key"]
             )
         else:
             self._train_members, self._evaluate_members = p.train_members, p.evaluate_members
