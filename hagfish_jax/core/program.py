@@ -129,8 +129,9 @@ def build(
         comparison between them (PBT's ranking) is not also a comparison of data
         orders, and the random numbers are drawn once instead of once per member:
         the program compiles and trains faster (``benchmarks/population_compile_time.py``).
-        Initial weights still differ (``init`` gets a key per member). An ensemble
-        that wants members to see the data in different orders keeps the default.
+        Initial weights still differ (``init`` gets a key per member). The members
+        lose the diversity of their data orders, and on ``benchmarks/population.py``
+        that cost PBT accuracy (README, "Populations"), so it is off by default.
         No effect on a single run or a ``vectorized`` task.
 
     Divergence: a window is scored NaN when the task flags it (``metrics["diverged"]``)
