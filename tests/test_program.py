@@ -199,6 +199,12 @@ def test_select_loss_keeps_the_lowest_validation_loss_not_the_best_score():
     pop = hj.program.build(task, hj.fixed(), population=4)
     carry, _ = scan(pop, pop.init(jax.random.key(1)), 8)
     assert int(carry.best.window) == 5 and int(carry.best.member) == int(np.argmin(offsets))
+    # the Loop passes the rule through to its program
+    for select, window in (("score", 5), ("loss", 2)):
+        every = hj.Backoff(backoff=1.0, plateau=50, dormant=50, degradation=0.01)
+        loop = hj.Loop(task=task, backoff=every, select=select)  # evaluates every window
+        result = loop.run(key=jax.random.key(0), max_windows=8)
+        assert int(result.carry.best.window) == window, select
 
 
 def test_select_loss_never_keeps_a_diverged_window_and_ties_go_to_the_score():

@@ -16,12 +16,13 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["all_finite", "diverged"]
+__all__ = ["all_finite", "diverged", "window_score"]
 
 
 def all_finite(tree: Any, population: int | None = None) -> jax.Array:
@@ -46,3 +47,17 @@ def diverged(loss: Any, *trees: Any) -> jax.Array:
     state, a whole train state) is NaN or infinite. Jittable; for one member (vmap it
     for a population)."""
     return ~(all_finite(loss) & all_finite(trees))
+
+
+def window_score(
+    score: Any, metrics: Mapping[str, Any], state: Any, alive: Any, population: int | None
+) -> jax.Array:
+    """A window's score as the tuned program uses it: NaN where the task flagged the
+    window (``metrics["diverged"]``), where any floating value of the member's state is
+    not finite (NaN weights can still score a finite accuracy), or where the member is
+    masked (``alive`` False)."""
+    score = jnp.asarray(score, jnp.float32)
+    if "diverged" in metrics:
+        score = jnp.where(metrics["diverged"], jnp.nan, score)
+    score = jnp.where(all_finite(state, population), score, jnp.nan)
+    return jnp.where(alive, score, jnp.nan)

@@ -23,8 +23,15 @@ def members(
 ) -> tuple[Callable, Callable]:
     """The task's training and evaluation over its members: vmapped for a population
     (masked members keep their state), as they are for one run or ``vectorized``.
-    ``shared_key``: every member trains the window with the same key (the same data
-    order and dropout masks) instead of a key of its own."""
+    ``shared_key``: every member trains the window with the same key instead of a key
+    of its own: the same minibatch order, dropout masks and any other random numbers
+    the task draws (common random numbers). Members then differ only by their weights
+    and hyperparameters, and the random numbers are drawn once instead of once per
+    member, so the program compiles and trains faster
+    (``benchmarks/population_compile_time.py``). Initial weights still differ (``init``
+    gets a key per member). The members lose the diversity of their data orders, and
+    on ``benchmarks/population.py`` that cost PBT accuracy (README, "Populations").
+    No effect on a single run or a ``vectorized`` task."""
 
     def train(state, key, alive):
         if n is None or vectorized:

@@ -56,23 +56,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import best as best_lib
 from . import population as population_lib
 from . import snapshot as snapshot_lib
 from ._checks import integer
 from .base import HParams, Observation, Tuner
 from .carry import Best, Carry, Program
-from .divergence import all_finite
+from .divergence import window_score
 from .hparams import get_hparams, set_hparams
 from .members import compiled, members
 from .packing import Packed, Packer
-from .rollback import scaled, shrink_factors
+from .rollback import noised, scaled, shrink_factors
 from .task import check_task
 
 __all__ = ["Best", "Carry", "Packed", "Packer", "Program", "build", "compiled", "scan"]
-
-
-def _member(tree: Any, i: jax.Array) -> Any:
-    return jax.tree.map(lambda x: x[i], tree)
 
 
 def build(
@@ -110,29 +107,14 @@ def build(
       windows: the run's planned length in windows, passed to the tuner as
         ``Observation.horizon`` (``bayes`` and ``pb2`` need it, unless given a
         ``horizon`` of their own). ``hj.Loop.run`` sets it to ``max_windows``.
-      select: how the best member (``Carry.best``, the model a run returns) is chosen
-        among every member and window with a finite score. ``"score"``: the highest
-        score; among equal scores the lower loss (``"tie_break"`` or else
-        ``"val_loss"`` from ``evaluate``). ``"loss"``: the lowest loss; among equal
-        losses the higher score. On a small validation set the score (an accuracy
-        moving in steps of 1/n) picks, among many near-equal models, one whose lucky
-        validation draw rose above the rest, and that model is often overconfident
-        (the winner's curse); the loss, continuous and a proper scoring rule, is the
-        steadier choice there (``benchmarks/selection.py``). The tuner ranks members
-        by ``score`` either way, and each member's own rollback snapshot is its best
-        score; only the final choice (and a single run's snapshot, which is its best
-        window) follows ``select``.
-      shared_key: a population's members train each window with the same key: the
-        same minibatch order, dropout masks and any other random numbers the task
-        draws (common random numbers), where by default each member has a key of its
-        own. Members then differ only by their weights and hyperparameters, so a
-        comparison between them (PBT's ranking) is not also a comparison of data
-        orders, and the random numbers are drawn once instead of once per member:
-        the program compiles and trains faster (``benchmarks/population_compile_time.py``).
-        Initial weights still differ (``init`` gets a key per member). The members
-        lose the diversity of their data orders, and on ``benchmarks/population.py``
-        that cost PBT accuracy (README, "Populations"), so it is off by default.
-        No effect on a single run or a ``vectorized`` task.
+      select: ``"score"`` (default) or ``"loss"``: how the best member
+        (``Carry.best``, the model a run returns) is chosen among every member and
+        window; ``"loss"`` (the lowest validation loss) for a small validation set.
+        The rule and why: :mod:`hagfish_jax.core.best`. Only the final choice (and a
+        single run's snapshot, its best window) follows it; the tuner ranks by score.
+      shared_key: a population's members train each window with the same key (the
+        same data order and dropout masks): faster to compile and run, less diverse,
+        off by default. See :func:`hagfish_jax.core.members.members`.
 
     Divergence: a window is scored NaN when the task flags it (``metrics["diverged"]``)
     or when any floating value of the state is NaN or infinite (see
@@ -165,8 +147,7 @@ def build(
     max_repeats = integer("program.build: max_repeats", max_repeats, 1)
     windows = None if windows is None else integer("program.build: windows", windows, 1)
     factors = shrink_factors(shrink, dynamic, "program.build")
-    if select not in ("score", "loss"):
-        raise ValueError(f"program.build: select must be 'score' or 'loss', got {select!r}")
+    best_lib.check_select("program.build", select)
 
     def names_of(state) -> tuple[str, ...]:
         known = get_hparams(state)
@@ -201,7 +182,7 @@ def build(
             if size != n:
                 raise ValueError(f"program.start: the state holds {size} members, not {n}")
         hp = in_force(state)
-        one = state if n is None else _member(state, 0)
+        one = state if n is None else best_lib.member(state, 0)
         shape = () if n is None else (n,)
         best = Best(
             state=one,
@@ -246,46 +227,9 @@ def build(
     def evaluate(carry: Carry) -> dict:
         return _evaluate(carry.state)
 
-    def _rank(score, loss):
-        """The selection key, ``(first, second)``: higher wins, the second breaks ties.
-        A non-finite score (diverged, masked, never scored) is never selected."""
-        ok = jnp.isfinite(score)
-        safe = jnp.where(ok, score, -jnp.inf)
-        loss = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
-        if select == "score":
-            return safe, -loss
-        return jnp.where(ok, -loss, -jnp.inf), safe
-
-    def _best(best: Best, state, hp, score, loss, window) -> Best:
-        # select="score": the best score wins; among equal scores (common on a small
-        # validation set, where accuracy moves in steps of 1/n) the lower loss wins.
-        # select="loss": the lower loss wins; among equal losses the better score.
-        first, second = _rank(score, loss)
-        if n is None:
-            leader, one, one_hp = jnp.asarray(0, jnp.int32), state, hp
-        else:
-            tied = first == jnp.max(first)
-            leader = jnp.argmax(jnp.where(tied, second, -jnp.inf)).astype(jnp.int32)
-            leader = jnp.where(jnp.any(tied & (second > -jnp.inf)), leader, jnp.argmax(first))
-            one, one_hp = _member(state, leader), _member(hp, leader)
-            first, second = first[leader], second[leader]
-            score, loss = score[leader], loss[leader]
-        held_first, held_second = _rank(best.score, best.loss)
-        tie = (first == held_first) & (first > -jnp.inf) & (second > held_second)
-        better = (first > held_first) | tie
-        safe = jnp.where(jnp.isfinite(score), score, -jnp.inf)
-        loss = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
-        new = Best(one, one_hp, safe, jnp.asarray(window, jnp.int32), leader, loss)
-        # a scalar flag: one branch, so a window that is not the best copies nothing
-        return jax.lax.cond(better, lambda: new, lambda: best)
-
     def score_of(carry: Carry, train_metrics: Mapping[str, Any], evaluation: Mapping) -> jax.Array:
-        score = jnp.asarray(evaluation["score"], jnp.float32)
-        if "diverged" in train_metrics:  # an exploded window scores NaN: never best
-            score = jnp.where(train_metrics["diverged"], jnp.nan, score)
-        # NaN weights can still score a finite accuracy: a broken state scores NaN
-        score = jnp.where(all_finite(carry.state, n), score, jnp.nan)
-        return jnp.where(carry.alive, score, jnp.nan)
+        # an exploded window, a broken state or a masked member scores NaN: never best
+        return window_score(evaluation["score"], train_metrics, carry.state, carry.alive, n)
 
     def tune(
         carry: Carry,
@@ -316,7 +260,7 @@ def build(
                 f"'val_loss' nor 'tie_break' (it reports {sorted(evaluation)})"
             )
         loss = jnp.full(score.shape, jnp.inf) if loss is None else jnp.asarray(loss, jnp.float32)
-        best = _best(carry.best, state, hp, score, loss, window)
+        best = best_lib.update(carry.best, select, n, state, hp, score, loss, window)
         if n is None:  # one run: the snapshot is the best member (same rule, kept once)
             snap = snapshot_lib.Snapshot(None, best.score)
             target = best.state
@@ -335,13 +279,10 @@ def build(
             keep = task.restore if n is None else jax.vmap(task.restore)
             target = keep(state, target)
         if n is None:  # a scalar flag: one branch runs, the state is not selected leaf by leaf
-            restored = jax.lax.cond(back, lambda: target, lambda: state)
+            new_state = jax.lax.cond(back, lambda: target, lambda: state)
+            parents, shrink = jnp.asarray(-1, jnp.int32), carry.shrink
         else:
             restored = snapshot_lib.where(back, target, state)
-        if n is None:
-            parents = jnp.asarray(-1, jnp.int32)
-            new_state, shrink = restored, carry.shrink
-        else:
             parents = population_lib.resolve(proposal.parents, n)
             new_state = _copied(restored, parents)
             snap = population_lib.exploit(snap, parents)
@@ -389,21 +330,10 @@ def build(
             raise ValueError("program.prune: a single run has no members to prune")
         return carry._replace(alive=population_lib.prune(carry.alive, carry.score, k))
 
+    # spawn noise goes on the dynamic hyperparameters (the learning rate without a space)
     def _noised(key, hp: HParams, scale, where) -> HParams:
-        names = (
-            [k for k in hp if k in dynamic]
-            if space is not None
-            else [k for k in hp if k == "learning_rate"]
-        )
-        keys = jax.random.split(key, max(len(names), 1))
-        out = dict(hp)
-        for k, name in zip(keys, names):
-            z = jax.random.uniform(k, jnp.shape(hp[name]), minval=-1.0, maxval=1.0)
-            v = hp[name] * (1.0 + scale * z)
-            if space is not None:
-                v = space[name].clip(v).astype(jnp.float32)
-            out[name] = jnp.where(where, v, hp[name])
-        return out
+        names = [k for k in hp if (k in dynamic if space is not None else k == "learning_rate")]
+        return noised(key, hp, names, scale, where, space)
 
     def spawn(
         carry: Carry,

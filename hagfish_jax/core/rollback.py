@@ -1,10 +1,10 @@
 """Rollback rules shared by the tuned program and the guard: which hyperparameters a
-repeated divergence shrinks, and how a member's shrink factors scale what its tuner
-proposes."""
+repeated divergence shrinks, how a member's shrink factors scale what its tuner
+proposes, and the noise a restart from a best state (``spawn``) puts on them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from .base import HParams
 
-__all__ = ["is_learning_rate", "scaled", "shrink_factors"]
+__all__ = ["is_learning_rate", "noised", "scaled", "shrink_factors"]
 
 
 def is_learning_rate(name: str) -> bool:
@@ -55,4 +55,20 @@ def scaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
             v = jnp.asarray(out[name], jnp.float32)
             small = space[name].clip(v * scale).astype(jnp.float32)
             out[name] = jnp.where(scale < 1.0, small, v)
+    return out
+
+
+def noised(
+    key: jax.Array, hp: HParams, names: Sequence[str], scale, where, space: Any = None
+) -> HParams:
+    """``hp`` with each of ``names`` times ``1 + scale * u`` (``u`` uniform in [-1, 1],
+    one draw per name and member) where ``where`` holds, clipped into ``space``."""
+    keys = jax.random.split(key, max(len(names), 1))
+    out = dict(hp)
+    for k, name in zip(keys, names):
+        z = jax.random.uniform(k, jnp.shape(hp[name]), minval=-1.0, maxval=1.0)
+        v = hp[name] * (1.0 + scale * z)
+        if space is not None:
+            v = space[name].clip(v).astype(jnp.float32)
+        out[name] = jnp.where(where, v, hp[name])
     return out
