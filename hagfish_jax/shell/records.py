@@ -7,6 +7,7 @@ A run directory looks like this::
       summary.json             the run's own summary (written by the run when it ends)
       events.jsonl             one JSON object a line: transitions, exploits, rollbacks, advice
       trials/<name>/metrics.csv    one row per window of a member or trial
+                                   (metrics_epoch.csv for ``hagfish hpo``'s trials)
       trials/<name>/summary.json   that member's or trial's summary
       trials_summary.csv       one row per finished trial (its summary, flattened)
       best_overall.json        the finished trial with the best selection score
@@ -63,7 +64,13 @@ from ._files import (
 
 __all__ = ["DamagedRecordError", "RunRecords", "read_run", "write_atomic"]
 
+#: the names a trial's per-window metrics file may have: ``metrics.csv`` (the Loop,
+#: the demo, the budget trials) or ``metrics_epoch.csv`` (``hagfish hpo``'s trials)
+METRICS_NAMES = ("metrics.csv", "metrics_epoch.csv")
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 class RunRecords:
     """A run directory, opened for writing; an existing one is continued.
 
@@ -73,6 +80,7 @@ class RunRecords:
         as ``run.json``; merged into an existing ``run.json`` when continuing.
       select: the summary key that ranks finished trials for ``best_overall.json``
         (higher is better).
+      metrics_name: the per-trial metrics file, one of :data:`METRICS_NAMES`.
       on_mismatch: what to do when the directory holds another run (a key of
         ``meta`` recorded there with a different value): ``"error"`` (default: a
         ``ValueError`` naming the keys, so two runs never mix) or ``"replace"``
@@ -92,6 +100,7 @@ class RunRecords:
         meta: Mapping[str, Any] | None = None,
         select: str = "best_val_score",
         on_mismatch: str = "error",
+        metrics_name: str = "metrics.csv",
     ) -> None:
         if on_mismatch not in ("error", "replace"):
             raise ValueError(
@@ -99,6 +108,9 @@ class RunRecords:
             )
         from .lock import DirectoryLock
 
+        if metrics_name not in METRICS_NAMES:
+            raise ValueError(f"records: metrics_name must be one of {METRICS_NAMES}")
+        self.metrics_name = metrics_name
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"records: {self.path} is a file, not a run directory")
@@ -118,7 +130,10 @@ class RunRecords:
         (self.path / "trials").mkdir(exist_ok=True)
         for stray in self.path.rglob(_TMP_PREFIX + "*"):  # left by a killed write
             stray.unlink()
-        for appended in [self.path / "events.jsonl", *self.path.glob("trials/*/metrics.csv")]:
+        appended_files = [self.path / "events.jsonl"]
+        for name in METRICS_NAMES:
+            appended_files += self.path.glob(f"trials/*/{name}")
+        for appended in appended_files:
             _repair_tail(appended)  # a row cut short by a kill is dropped
         self.meta, self._rows, self._fields, self._events = _load(self.path)
         self._seen = {t: {int(r["window"]) for r in rows} for t, rows in self._rows.items()}
@@ -201,9 +216,9 @@ class RunRecords:
             return 0
         text = _csv_text(fields, new)
         if trial not in self._fields:  # a new file appears whole, with its header
-            write_atomic(d / "metrics.csv", text)
+            write_atomic(d / self.metrics_name, text)
         else:
-            _append(d / "metrics.csv", text[text.index("\n") + 1 :])
+            _append(d / self.metrics_name, text[text.index("\n") + 1 :])
         seen.update(int(r["window"]) for r in new)
         self._rows.setdefault(trial, []).extend(new)
         self._fields[trial] = fields
@@ -306,9 +321,11 @@ def _load(path: Path):
     fields: dict[str, list[str]] = {}
     trials = path / "trials"
     for d in sorted(trials.iterdir()) if trials.is_dir() else []:
-        metrics = d / "metrics.csv"
-        if metrics.exists():
-            fields[d.name], rows[d.name] = _read_csv(metrics)
+        for name in METRICS_NAMES:
+            metrics = d / name
+            if metrics.exists():
+                fields[d.name], rows[d.name] = _read_csv(metrics)
+                break
     events = path / "events.jsonl"
     lines = _whole_lines(events.read_text()).splitlines() if events.exists() else []
     for number, line in enumerate(lines, 1):
