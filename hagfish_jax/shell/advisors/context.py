@@ -103,6 +103,29 @@ class AdviceContext(NamedTuple):
     trials: Sequence[Mapping[str, Any]] = ()
     keywords: tuple[str, ...] | None = None
 
+    # Mapping-style reads (``context["hparams"]``, ``"history" in context``), as the
+    # Loop's first advisors were written against a dict; ``"window"`` is ``round``.
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if key == "window":
+                return self.round
+            if key not in self._fields:
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
+
+    def __contains__(self, key: Any) -> bool:
+        if isinstance(key, str):
+            return key in self._fields or key == "window"
+        return tuple.__contains__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``context[key]``, or ``default`` for an unknown key."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 @runtime_checkable
 class Advisor(Protocol):

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from ..advisors.context import Advice  # one Advice for the Loop and the advisors
+
 __all__ = ["Advice", "Callback", "RecordRun", "overrides"]
-
-
-class Advice(NamedTuple):
-    """What an advisor proposes: new values, why, and free-form flags."""
-
-    hparams: dict[str, float]
-    rationale: str = ""
-    flags: tuple[str, ...] = ()
 
 
 class Callback:

@@ -236,6 +236,7 @@ class Loop(Steering):
             raise ValueError(f"Loop.run: max_windows must be >= 1, got {max_windows!r}")
         self._stop, self._prune, self.callback_errors = False, None, []
         self._plan(int(max_windows))
+        self._max_windows = int(max_windows)
         self.backoff.reset()  # a fresh schedule; a resumed run loads its own below
         r = Progress()
         carry = self._begin(state, key, hparams, r)
@@ -318,6 +319,10 @@ class Loop(Steering):
         entry = {"window": window, "score": headline, "train_score": train, "phase": d.phase.value}
         if self.population is not None:
             entry["member"] = member
+        for k in ("val_loss", "train_loss"):  # what an advisor's diagnosis reads
+            if k in ev:
+                v = float(np.asarray(jax.device_get(ev[k])).reshape(-1)[member])
+                entry[k] = v if math.isfinite(v) else None
         r.history.append(entry)
         return ev, headline, d
 

@@ -14,11 +14,21 @@ import numpy as np
 from ...core._checks import integer
 from ...core.hparams import get_hparams, set_hparams
 from ...core.program import Carry
+from ...core.dimensions import Choice
 from ...core.space import Space
 from ...core.task import Task, check_task
 from .control import Action, spawn_noise
 
-__all__ = ["Steering", "as_task", "check_options", "clamp", "floats", "noise_scale"]
+__all__ = [
+    "Steering",
+    "as_task",
+    "check_options",
+    "clamp",
+    "device_values",
+    "floats",
+    "noise_scale",
+    "python_values",
+]
 
 
 def _no_init(key, hparams):
@@ -82,6 +92,31 @@ def clamp(hp: Mapping[str, Any], known: Mapping[str, Any], space: Space | None) 
     return out
 
 
+def python_values(hp: Mapping[str, float], space: Space | None) -> dict[str, Any]:
+    """Host values as an advisor reads them: a non-numeric choice as its value
+    (``"sgd"``), not the index the state carries."""
+    out = dict(hp)
+    for k, v in hp.items():
+        if space is not None and k in space:
+            out[k] = space[k].to_python(v) if _named_choice(space[k]) else v
+    return out
+
+
+def device_values(hp: Mapping[str, Any], space: Space | None) -> dict[str, Any]:
+    """Advice as the state carries it: a non-numeric choice's value (``"sgd"``) as its
+    index; a value that is not a choice of it is left for :func:`clamp` to drop."""
+    out = dict(hp)
+    for k, v in hp.items():
+        if space is not None and k in space and _named_choice(space[k]):
+            values = list(space[k].values)
+            out[k] = values.index(v) if v in values else v
+    return out
+
+
+def _named_choice(dim: Any) -> bool:
+    return isinstance(dim, Choice) and not dim.numeric
+
+
 def noise_scale(history: list[dict]) -> float:
     """Spawn noise from the validation slope, the train-validation gap and their
     correlation over the last 10 evaluations (see :func:`spawn_noise`).
@@ -113,15 +148,22 @@ class Steering:
     or stop), as methods over the Loop's state and its compiled program."""
 
     def _advise(self, carry: Carry, window: int, r) -> Carry:
+        from ..advisors.context import AdviceContext
+
         hp = jax.device_get(self._in_force(carry.best.state if r.best_window >= 0 else carry.state))
-        context = {
-            "window": window,
-            "history": [dict(h) for h in r.history[-20:]],
-            "hparams": floats(hp),
-            "space": None
-            if self.space is None
-            else {n: repr(d) for n, d in self.space.dims.items()},
-        }
+        history = []
+        for h in r.history[-20:]:
+            row = {"epoch": h["window"], "score": h["score"], "train_score": h["train_score"]}
+            row.update({k: h[k] for k in ("val_loss", "train_loss") if k in h})
+            history.append(row)
+        max_windows = getattr(self, "_max_windows", None)
+        context = AdviceContext(
+            space=self.space,
+            hparams=python_values(floats(hp), self.space),
+            history=history,
+            budget_left=None if max_windows is None else max(max_windows - window - 1, 0),
+            round=window,
+        )
         try:
             advice = self.advisor.advise(context)
             proposed = dict(advice.hparams)
@@ -131,7 +173,7 @@ class Steering:
             warnings.warn(f"advisor failed, training goes on: {msg}", stacklevel=2)
             return carry
         self._fire("on_advice", window, advice)
-        return self._apply(carry, proposed, window, "advisor")
+        return self._apply(carry, device_values(proposed, self.space), window, "advisor")
 
     def _apply(self, carry: Carry, hp: dict, window: int, source: str) -> Carry:
         hp = clamp(hp, get_hparams(carry.state), self.space)
