@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import hagfish_jax as hj
-from hagfish_jax.tasks import digits
+from hagfish_jax.tasks import classification, digits
 
 pytest.importorskip("sklearn")
 
@@ -188,6 +190,167 @@ def test_make_task_rejects_bad_arguments(data):
         digits.make_task(data, model="resnet")
     with pytest.raises(ValueError, match="batch_size"):
         digits.make_task(data, batch_size=0)
+
+
+# -- optimizer choice: adam and sgd in one program -------------------------------------
+
+# Full-batch steps (every step sees the whole train split, in a shuffled order) let the
+# SGD reference below compute the same gradient without repeating the shuffle.
+_SWITCH = {"hidden": (16,), "steps_per_window": 2}
+
+
+@pytest.fixture(scope="module")
+def switch_task(data):
+    return classification.make_task(
+        data, batch_size=len(data.y_train), optimizers=("adam", "sgd"), **_SWITCH
+    )
+
+
+@pytest.fixture(scope="module")
+def switch_window(switch_task):
+    """A jitted window of the two-optimizer task whose traces are counted."""
+    traces = []
+
+    @jax.jit
+    def fn(s, key):
+        traces.append(1)
+        return switch_task.train_window(s, key)
+
+    fn.traces = traces
+    return fn
+
+
+def test_two_optimizers_put_optimizer_in_the_state_and_space(data, switch_task):
+    assert switch_task.default_hparams["optimizer"] == 0.0
+    assert switch_task.space["optimizer"] == hj.Choice(["adam", "sgd"], dynamic=True)
+    assert "optimizer" in switch_task.space.dynamic
+    state = switch_task.init(jax.random.key(0), {"optimizer": 1.0})
+    hp = hj.get_hparams(state)
+    assert hp["optimizer"].dtype == jnp.float32 and float(hp["optimizer"]) == 1.0
+    assert switch_task.space.to_python({"optimizer": hp["optimizer"]}) == {"optimizer": "sgd"}
+    # the first listed optimizer is the default; the index is fixed (1.0 is sgd)
+    sgd_first = classification.make_task(data, hidden=(4,), optimizers=("sgd", "adam"))
+    assert sgd_first.default_hparams["optimizer"] == 1.0
+    # one optimizer: nothing to switch
+    assert "optimizer" not in classification.make_task(data, hidden=(4,)).default_hparams
+    assert "optimizer" not in classification.space
+
+
+def test_adam_branch_is_the_adam_only_task(data, switch_task, switch_window):
+    adam_task = classification.make_task(data, batch_size=len(data.y_train), **_SWITCH)
+    hp = {"learning_rate": 1e-2, "dropout_rate": 0.2}
+    key, window_key = jax.random.key(3), jax.random.key(4)
+    want, want_metrics = jax.jit(adam_task.train_window)(adam_task.init(key, hp), window_key)
+    got, got_metrics = switch_window(switch_task.init(key, {**hp, "optimizer": 0.0}), window_key)
+    # equal up to float rounding (XLA fuses the two programs differently)
+    chex.assert_trees_all_close(got.params, want.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        got.opt_state.inner_state[0], want.opt_state.inner_state, rtol=1e-4, atol=1e-7
+    )
+    np.testing.assert_allclose(got_metrics["loss"], want_metrics["loss"], rtol=1e-6)
+
+
+def test_sgd_branch_matches_a_hand_written_reference(data, switch_task, switch_window):
+    hp = {
+        "optimizer": 1.0,
+        "learning_rate": 0.05,
+        "weight_decay": 1e-2,
+        "b1": 0.9,
+        "dropout_rate": 0.0,
+        "label_smoothing": 0.0,
+    }
+    state = switch_task.init(jax.random.key(5), hp)
+    got, _ = switch_window(state, jax.random.key(6))
+
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+
+    def loss(params):
+        logits = switch_task.logits(params, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    ref = optax.chain(optax.add_decayed_weights(1e-2), optax.sgd(0.05, momentum=0.9))
+    params = state.params
+    opt_state = ref.init(params)
+    for _ in range(switch_task.steps_per_window):
+        updates, opt_state = ref.update(jax.grad(loss)(params), opt_state, params)
+        params = optax.apply_updates(params, updates)
+    chex.assert_trees_all_close(got.params, params, rtol=1e-4, atol=1e-6)
+    # and it is not what adam does from the same state
+    adam, _ = switch_window(hj.set_hparams(state, {"optimizer": 0.0}), jax.random.key(6))
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), adam.params, got.params)
+    assert max(jax.tree.leaves(moved)) > 1e-3
+
+
+def test_sgd_only_task_is_the_sgd_branch(data, switch_task, switch_window):
+    sgd_task = classification.make_task(
+        data, batch_size=len(data.y_train), optimizers=["sgd"], **_SWITCH
+    )
+    assert "optimizer" not in sgd_task.default_hparams
+    hp = {"learning_rate": 0.05}
+    key, window_key = jax.random.key(8), jax.random.key(9)
+    want, _ = jax.jit(sgd_task.train_window)(sgd_task.init(key, hp), window_key)
+    got, _ = switch_window(switch_task.init(key, {**hp, "optimizer": 1.0}), window_key)
+    chex.assert_trees_all_close(got.params, want.params, rtol=1e-5, atol=1e-6)
+
+
+def test_switching_the_optimizer_does_not_retrace(switch_task, switch_window):
+    state = switch_task.init(jax.random.key(0), switch_task.default_hparams)
+    losses = []
+    for w, opt in enumerate([0.0, 1.0, 0.0, 1.0]):
+        state = hj.set_hparams(state, {"optimizer": opt})
+        state, metrics = switch_window(state, jax.random.key(w))
+        assert float(hj.get_hparams(state)["optimizer"]) == opt
+        losses.append(float(metrics["loss"]))
+    assert len(switch_window.traces) == 1  # one trace, in this module, for every value
+    assert all(np.isfinite(losses))
+    assert int(state.step) == 4 * switch_task.steps_per_window
+
+
+def test_a_population_mixes_optimizers_in_one_program(switch_task):
+    hp = {"optimizer": jnp.asarray([0.0, 1.0, 0.0]), "learning_rate": jnp.full((3,), 0.05)}
+    keys = jax.random.split(jax.random.key(0), 3)
+
+    @jax.jit
+    def population(hp):
+        pop = jax.vmap(switch_task.init)(jnp.stack([keys[0]] * 3), hp)
+        return jax.vmap(switch_task.train_window)(pop, jnp.stack([keys[1]] * 3))[0]
+
+    pop = population(hp)
+    p0, p1, p2 = (jax.tree.map(lambda a, i=i: a[i], pop.params) for i in range(3))
+    chex.assert_trees_all_close(p0, p2)  # same optimizer, same run
+    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), p0, p1)
+    assert max(jax.tree.leaves(diff)) > 1e-3  # adam and sgd members differ
+
+
+@pytest.mark.parametrize(
+    "optimizers, words",
+    [
+        ((), "at least one"),
+        (("adam", "adam"), "twice"),
+        (("adam", "rmsprop"), "unknown optimizer 'rmsprop'"),
+        ("adam", "list or tuple"),
+    ],
+)
+def test_make_task_rejects_bad_optimizers(data, optimizers, words):
+    with pytest.raises(ValueError, match=words):
+        classification.make_task(data, optimizers=optimizers)
+
+
+def test_hpo_space_is_the_multi_agent_search_space():
+    space = classification.hpo_space
+    assert "hpo_space" in classification.__all__
+    names = {"optimizer", "learning_rate", "batch_size", "weight_decay", "label_smoothing"}
+    assert set(space.names) == names
+    assert space.structural == frozenset({"batch_size"})
+    assert space["optimizer"].values == ("adam", "sgd")
+    assert space["batch_size"].values == (32, 64, 128, 256, 512)
+    lr, wd = space["learning_rate"], space["weight_decay"]
+    assert (lr.low, lr.high, wd.low, wd.high) == (1e-4, 1e-1, 1e-5, 1e-1)
+    assert isinstance(lr, hj.LogUniform) and isinstance(wd, hj.LogUniform)
+    assert (space["label_smoothing"].low, space["label_smoothing"].high) == (0.0, 0.2)
+    sample = space.to_python(space.sample(jax.random.key(0)))
+    assert sample["optimizer"] in ("adam", "sgd")
+    assert sample["batch_size"] in (32, 64, 128, 256, 512)
 
 
 # -- the demo and the example ---------------------------------------------------------

@@ -166,8 +166,13 @@ class Choice(Dimension):
     """A finite ordered set of values. Structural by default.
 
     Numeric choices are carried as their value (``batch_size=64.0``); non-numeric
-    ones (``"adam"``) as their index. :meth:`Space.to_python` gives back the
-    original objects either way.
+    ones (``"adam"``) as their index (``0.0``, ``1.0``, ...). :meth:`Space.to_python`
+    gives back the original objects either way.
+
+    A non-numeric choice may be dynamic too, provided the task reads the index inside
+    jit rather than branching on it in Python: the classification task's
+    ``optimizer`` is one such, computing every listed update rule and keeping the one
+    the index picks (:func:`hagfish_jax.tasks.classification.make_task`).
     """
 
     values: tuple
@@ -200,11 +205,6 @@ class Choice(Dimension):
         if self.numeric:
             for v in self.values:
                 _check_bound(name, "choice", v)
-        elif self.dynamic:
-            raise ValueError(
-                f"{name}: a Choice of non-numbers selects code, so it cannot be dynamic; "
-                f"got values={self.values!r} with dynamic=True"
-            )
 
     def _table(self) -> np.ndarray:
         if self.numeric:

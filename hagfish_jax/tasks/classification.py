@@ -16,6 +16,9 @@ The optimizer is ``optax.inject_hyperparams(optax.adamw)``, so ``learning_rate``
 ``weight_decay`` and ``b1`` are arrays in the optimizer state; ``dropout_rate`` and
 ``label_smoothing`` live in an :class:`hagfish_jax.ExtraHParams` beside it. All five
 change inside jit through :func:`hagfish_jax.set_hparams` without a retrace.
+``make_task(..., optimizers=("adam", "sgd"))`` adds a sixth, ``optimizer``: the index
+of the update rule in force (0.0 AdamW, 1.0 SGD with momentum), also switched inside
+jit; :data:`hpo_space` is the search space of the multi-agent tuner over it.
 :mod:`~hagfish_jax.tasks.digits` and :mod:`~hagfish_jax.tasks.breast_cancer` are small
 modules on top of this one.
 """
@@ -36,18 +39,20 @@ import optax
 
 from ..core._checks import integer
 from ..core.hparams import ExtraHParams, extra_hparams, set_hparams
-from ..core.space import LogUniform, Space, Uniform
+from ..core.space import Choice, LogUniform, Space, Uniform
 from ..core.task import Task, restore_only
 
 __all__ = [
     "CNN",
     "MLP",
+    "OPTIMIZERS",
     "UNIFORM_LOSS",
     "ClassificationTask",
     "Split",
     "TrainState",
     "default_hparams",
     "dropout",
+    "hpo_space",
     "macro_f1",
     "make_task",
     "require_sklearn",
@@ -80,6 +85,24 @@ default_hparams: dict[str, float] = {
 #: above ``ln 2`` already, so there only a non-finite loss or one above 2.5x ``ln 2``
 #: counts.
 UNIFORM_LOSS = math.log(10.0)
+
+#: The search space of the multi-agent tuner. ``optimizer`` is carried as its index into
+#: :data:`OPTIMIZERS` (0.0 adam, 1.0 sgd) and switches inside jit in a task made with
+#: ``optimizers=("adam", "sgd")``; ``batch_size`` is structural (a trial builds its task
+#: with ``make_task(..., batch_size=...)``, and another batch size needs another task);
+#: the other three are dynamic. Names it lacks (``b1``, ``dropout_rate``) keep their
+#: :data:`default_hparams`.
+hpo_space = Space(
+    optimizer=Choice(["adam", "sgd"], dynamic=True),
+    learning_rate=LogUniform(1e-4, 1e-1),
+    batch_size=Choice([32, 64, 128, 256, 512]),
+    weight_decay=LogUniform(1e-5, 1e-1),
+    label_smoothing=Uniform(0.0, 0.2),
+)
+
+#: The update rules ``make_task(optimizers=...)`` knows, in the order of the
+#: ``optimizer`` index: AdamW, and SGD with momentum ``b1`` and weight decay.
+OPTIMIZERS = ("adam", "sgd")
 
 _OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
 _EXTRA_HPARAMS = ("dropout_rate", "label_smoothing")
@@ -118,6 +141,58 @@ class Split(NamedTuple):
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+
+
+# -- optimizers ------------------------------------------------------------------------
+
+
+def _sgd(learning_rate, weight_decay, b1) -> optax.GradientTransformation:
+    """SGD with momentum ``b1``; ``weight_decay * params`` is added to the gradient
+    before the momentum trace (as ``torch.optim.SGD`` does)."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=b1)
+    )
+
+
+def _adam_or_sgd(learning_rate, weight_decay, b1, optimizer) -> optax.GradientTransformation:
+    """AdamW and :func:`_sgd` side by side; ``optimizer`` (an array) picks whose update
+    is applied: AdamW below 0.5, SGD from 0.5 on.
+
+    Both states are updated at every step, whichever is in force, so a switch takes
+    over a warm state. The price is two sets of optimizer moments (AdamW's two and
+    SGD's momentum: three arrays the size of the parameters) and both updates'
+    arithmetic at every step.
+    """
+    adam = optax.adamw(learning_rate, b1=b1, weight_decay=weight_decay)
+    sgd = _sgd(learning_rate, weight_decay, b1)
+
+    def init(params):
+        return adam.init(params), sgd.init(params)
+
+    def update(updates, state, params=None):
+        adam_updates, adam_state = adam.update(updates, state[0], params)
+        sgd_updates, sgd_state = sgd.update(updates, state[1], params)
+        use_sgd = jnp.asarray(optimizer) >= 0.5
+        chosen = jax.tree.map(lambda s, a: jnp.where(use_sgd, s, a), sgd_updates, adam_updates)
+        return chosen, (adam_state, sgd_state)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _check_optimizers(optimizers: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(optimizers, str) or not isinstance(optimizers, Sequence):
+        raise ValueError(
+            f"make_task: optimizers must be a list or tuple of names, got {optimizers!r}"
+        )
+    names = tuple(optimizers)
+    if not names:
+        raise ValueError(f"make_task: optimizers must name at least one of {list(OPTIMIZERS)}")
+    for name in names:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"make_task: unknown optimizer {name!r}; known: {list(OPTIMIZERS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"make_task: optimizers lists a name twice: {list(names)}")
+    return names
 
 
 # -- models ----------------------------------------------------------------------------
@@ -190,7 +265,8 @@ class TrainState(flax.struct.PyTreeNode):
 
     Attributes:
       params: model parameters.
-      opt_state: ``inject_hyperparams(adamw)`` state (holds learning_rate, weight_decay, b1).
+      opt_state: ``inject_hyperparams`` state (holds learning_rate, weight_decay, b1, and
+        ``optimizer`` when the task has two update rules).
       extra: :class:`hagfish_jax.ExtraHParams` holding dropout_rate and label_smoothing.
       step: optimizer steps taken, int32.
     """
@@ -229,6 +305,8 @@ def make_task(
     num_classes: int = 10,
     name: str = "classification",
     image_shape: Sequence[int] = (8, 8, 1),
+    *,
+    optimizers: Sequence[str] = ("adam",),
 ) -> ClassificationTask:
     """A classification task on flat features and integer labels.
 
@@ -241,13 +319,24 @@ def make_task(
       num_classes: labels are ``0 .. num_classes - 1``.
       name: the task's name in records and reports.
       image_shape: height, width, channels, for the CNN.
+      optimizers: the update rules the task may use, from :data:`OPTIMIZERS`.
+        ``("adam",)`` is ``inject_hyperparams(optax.adamw)``; ``("sgd",)`` SGD with
+        momentum ``b1`` and weight decay added to the gradient. Both,
+        ``("adam", "sgd")``, put the two in one jitted program: the hyperparameter
+        ``optimizer`` (0.0 adam, 1.0 sgd, whatever the order given here; the first
+        named is the default) picks the update applied, and
+        :func:`hagfish_jax.set_hparams` switches it without a retrace. Both moment
+        sets are kept and updated every step, so the optimizer state holds three
+        parameter-sized arrays instead of two, and each step computes both updates.
 
     Returns:
       A :class:`ClassificationTask`; its ``window_cost`` is batch size x epochs per
-      window.
+      window. With two optimizers its ``space`` and ``default_hparams`` include
+      ``optimizer``.
 
     Raises:
-      ValueError: unknown model, or a batch size larger than the train split.
+      ValueError: unknown model, a batch size larger than the train split, or
+        ``optimizers`` empty, with a repeated or an unknown name.
 
     >>> import jax
     >>> from hagfish_jax.tasks import classification, digits
@@ -257,6 +346,7 @@ def make_task(
     >>> sorted(jax.jit(task.evaluate)(state))
     ['score', 'train_f1', 'train_loss', 'train_score', 'val_f1', 'val_loss']
     """
+    optimizers = _check_optimizers(optimizers)
     hidden = tuple(int(h) for h in hidden)
     num_classes = integer("make_task: num_classes", num_classes, 2)
     uniform_loss = math.log(num_classes)
@@ -286,10 +376,22 @@ def make_task(
     x_val, y_val = jnp.asarray(data.x_val), jnp.asarray(data.y_val)
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
 
-    d = default_hparams
-    tx = optax.inject_hyperparams(optax.adamw, hyperparam_dtype=jnp.float32)(
-        learning_rate=d["learning_rate"], weight_decay=d["weight_decay"], b1=d["b1"]
-    )
+    d = dict(default_hparams)
+    task_space = space
+    if len(optimizers) == 1:
+        factory = optax.adamw if optimizers[0] == "adam" else _sgd
+        tx = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(
+            learning_rate=d["learning_rate"], weight_decay=d["weight_decay"], b1=d["b1"]
+        )
+    else:
+        d["optimizer"] = float(OPTIMIZERS.index(optimizers[0]))
+        task_space = Space(**space.dims, optimizer=Choice(list(OPTIMIZERS), dynamic=True))
+        tx = optax.inject_hyperparams(_adam_or_sgd, hyperparam_dtype=jnp.float32)(
+            learning_rate=d["learning_rate"],
+            weight_decay=d["weight_decay"],
+            b1=d["b1"],
+            optimizer=d["optimizer"],
+        )
 
     def init(key, hparams) -> TrainState:
         params = net.init(key, x_train[:1], dropout_rate=0.0, deterministic=True)
@@ -380,8 +482,8 @@ def make_task(
         init=init,
         train_window=train_window,
         evaluate=evaluate,
-        space=space,
-        default_hparams=dict(default_hparams),
+        space=task_space,
+        default_hparams=dict(d),
         name=name,
         test=test,
         predict=logits,
