@@ -1,0 +1,458 @@
+"""Heuristic diagnosis of learning curves: the offline reading of a trial.
+
+:func:`diagnose` reads per-epoch rows (see
+:data:`~hagfish_jax.shell.advisors.context.HISTORY_KEYS`) and names what went wrong
+with a few flags, plus trend features that advisors (and ``analysis.json``) can use.
+Everything here is plain Python and numpy; the thresholds are in :class:`Thresholds`.
+
+Values may be missing: a key left out, ``None``, or a string that is not a number all
+count as "not measured". A non-finite *loss* (NaN or infinity) counts as divergence,
+except a loss column that is NaN from start to end while the other loss column has
+finite values (a caller that wrote NaN for "not measured"). Slopes are per row
+(per epoch), fitted by least squares over the last ``window`` rows that have a value.
+
+>>> rows = [{"epoch": e, "train_loss": 2.0 * 0.7 ** e, "val_loss": 2.0 * 0.7 ** e + 0.1}
+...         for e in range(8)]
+>>> diagnose(rows).flags
+('slow_convergence',)
+>>> diagnose(rows + [{"epoch": 8, "train_loss": float("nan")}]).flags
+('divergence',)
+>>> diagnose([{"val_loss": 1.0}, {"val_loss": 0.9}]).flags  # too short to say more
+()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "DIVERGENCE",
+    "FLAGS",
+    "KEYWORDS",
+    "OSCILLATION",
+    "OVERFITTING",
+    "PLATEAU",
+    "SLOW_CONVERGENCE",
+    "UNDERFITTING",
+    "Diagnosis",
+    "Thresholds",
+    "diagnose",
+]
+
+OVERFITTING = "overfitting"
+UNDERFITTING = "underfitting"
+DIVERGENCE = "divergence"
+PLATEAU = "plateau"
+OSCILLATION = "oscillation"
+SLOW_CONVERGENCE = "slow_convergence"
+
+#: Every flag :func:`diagnose` may raise.
+FLAGS = (DIVERGENCE, OSCILLATION, OVERFITTING, PLATEAU, SLOW_CONVERGENCE, UNDERFITTING)
+
+#: Search phrases per flag, for an analyst that looks remedies up.
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    DIVERGENCE: (
+        "exploding loss",
+        "learning rate too high",
+        "gradient clipping",
+        "NaN loss training",
+    ),
+    OVERFITTING: (
+        "overfitting",
+        "weight decay regularization",
+        "dropout",
+        "label smoothing",
+        "data augmentation",
+    ),
+    UNDERFITTING: (
+        "underfitting",
+        "learning rate too low",
+        "reduce regularization",
+        "model capacity",
+    ),
+    PLATEAU: (
+        "loss plateau",
+        "learning rate decay",
+        "learning rate schedule",
+    ),
+    OSCILLATION: (
+        "oscillating validation loss",
+        "learning rate too high",
+        "larger batch size",
+    ),
+    SLOW_CONVERGENCE: (
+        "slow convergence",
+        "increase learning rate",
+        "adam optimizer",
+        "learning rate warmup",
+    ),
+}
+
+_LOSSES = ("train_loss", "val_loss")
+_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "train_f1", "val_f1")
+_EPS = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """The numbers behind the flags. Relative quantities are fractions of the loss
+    scale (the mean absolute value over the window), so one set works for losses of
+    any size.
+
+    Attributes:
+      window: rows in the trailing window for slopes, plateau, oscillation (5). Long
+        enough that one noisy epoch does not decide, short enough to describe "now".
+      explode: divergence when the final training loss (the validation loss when no
+        training loss is recorded) exceeds this multiple of the first one (3.0). A
+        healthy run never ends three times worse than it started; overfitting raises
+        the validation loss, which is why the training loss is preferred.
+      rebound: divergence when the final training loss has climbed back above its best
+        by more than this fraction (0.5) of both the progress made from the first epoch
+        to the best and the best itself. The training objective should not give back
+        half of what it learned; asking for both keeps noise around a tiny loss, and a
+        zig-zag as large as the progress of a short history, from counting.
+      gap_slope: overfitting needs the gap ``val_loss - train_loss`` to widen by more
+        than this fraction of the loss scale per epoch over the window (0.02), ...
+      val_rise: ... and the final validation loss to sit more than this fraction above
+        its best (0.1): the gap widens *and* validation got worse, not just training
+        better.
+      acc_gap: overfitting also when the final train accuracy exceeds the validation
+        accuracy by more than this (0.15, in accuracy points): a clear memorisation gap.
+      underfit_accuracy: underfitting needs the final train accuracy (the validation
+        accuracy if no train accuracy is recorded) below this (0.6) ...
+      underfit_loss: ... or, with no accuracy at all, the final loss above this
+        fraction of the first one (0.5: less than half the loss was learned away) ...
+      small_gap: ... and a small gap: accuracy points (0.05) ...
+      small_loss_gap: ... or, without accuracies, ``(val_loss - train_loss)`` at most
+        this fraction of the training loss (0.1), and the training loss no longer
+        falling fast (else it is slow convergence). A model that fits neither split
+        needs capacity, a larger step or less regularisation.
+      plateau_tol: plateau when the best validation loss (or accuracy) of the window
+        improves on the best before it by less than this fraction (0.01). Suppressed
+        by overfitting and underfitting, which explain the stall better.
+      flip_fraction: oscillation needs the epoch-to-epoch changes of the validation
+        loss to flip sign in at least this fraction of consecutive pairs (0.6) ...
+      osc_std: ... and the spread of the validation loss around its linear trend over
+        the window above this fraction of its mean (0.05). Small noise flips signs
+        too; only a zig-zag of a few percent or more is worth a smaller step.
+      slow_slope: slow convergence when the validation loss (the training loss
+        without it) still falls by more than this fraction per epoch at the end
+        (0.02, about 10% over a window of 5) while the training loss falls too: more
+        epochs or a larger learning rate would pay off.
+    """
+
+    window: int = 5
+    explode: float = 3.0
+    rebound: float = 0.5
+    gap_slope: float = 0.02
+    val_rise: float = 0.1
+    acc_gap: float = 0.15
+    underfit_accuracy: float = 0.6
+    underfit_loss: float = 0.5
+    small_gap: float = 0.05
+    small_loss_gap: float = 0.1
+    plateau_tol: float = 0.01
+    flip_fraction: float = 0.6
+    osc_std: float = 0.05
+    slow_slope: float = 0.02
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 3:
+            raise ValueError(f"Thresholds: window must be an integer >= 3, got {self.window!r}")
+
+
+class Diagnosis(NamedTuple):
+    """The flags raised (sorted, unique) and JSON-safe trend features (``None``:
+    unknown)."""
+
+    flags: tuple[str, ...]
+    features: dict[str, float | int | None]
+
+
+# -- reading the rows ---------------------------------------------------------------------
+def _number(value: Any) -> float | None:
+    """A float, or ``None`` when ``value`` is not a number (bools are not numbers)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _column(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, nonfinite)``: values with NaN where missing or non-finite, and a mask
+    of the rows that hold a number that is not finite."""
+    raw = [_number(row.get(key)) if isinstance(row, Mapping) else None for row in history]
+    values = np.array([np.nan if v is None or not math.isfinite(v) else v for v in raw])
+    nonfinite = np.array([v is not None and not math.isfinite(v) for v in raw], dtype=bool)
+    return values.reshape(-1), nonfinite.reshape(-1)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[np.isfinite(values)]
+
+
+def _tail(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions and values of the last ``window`` finite entries."""
+    idx = np.flatnonzero(np.isfinite(values))[-window:]
+    return idx.astype(float), values[idx]
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float | None:
+    if len(y) < 2:
+        return None
+    dx = x - x.mean()
+    denom = float(np.sum(dx * dx))
+    return None if denom == 0.0 else float(np.sum(dx * (y - y.mean())) / denom)
+
+
+def _scale(y: np.ndarray) -> float:
+    return max(float(np.mean(np.abs(y))), _EPS) if len(y) else _EPS
+
+
+def _relative_slope(values: np.ndarray, window: int) -> float | None:
+    x, y = _tail(values, window)
+    s = _slope(x, y)
+    return None if s is None else s / _scale(y)
+
+
+def _last(values: np.ndarray) -> float | None:
+    f = _finite(values)
+    return float(f[-1]) if len(f) else None
+
+
+def _first(values: np.ndarray) -> float | None:
+    f = _finite(values)
+    return float(f[0]) if len(f) else None
+
+
+def _plain(value: float | None) -> float | None:
+    """JSON-safe: ``None`` for unknown or non-finite."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+# -- the checks ---------------------------------------------------------------------------
+def _diverged(cols: dict[str, np.ndarray], bad: dict[str, np.ndarray], t: Thresholds) -> bool:
+    has_finite = {k: bool(np.isfinite(cols[k]).any()) for k in _LOSSES}
+    for key in _LOSSES:
+        if not bad[key].any():
+            continue
+        other = "val_loss" if key == "train_loss" else "train_loss"
+        if not has_finite[key] and has_finite[other]:
+            continue  # a whole column of NaN beside real losses: not measured
+        return True
+    primary = "train_loss" if has_finite["train_loss"] else "val_loss"
+    f = _finite(cols[primary])
+    if len(f) >= 2 and f[0] > 0 and f[-1] > t.explode * f[0]:
+        return True
+    f = _finite(cols["train_loss"])
+    if len(f) >= 3:
+        best = float(f.min())
+        progress = float(f[0]) - best
+        if progress > 0 and float(f[-1]) - best > t.rebound * max(progress, abs(best)):
+            return True
+    return False
+
+
+def _improvement(values: np.ndarray, window: int, higher_is_better: bool) -> float | None:
+    """Relative improvement of the window's best on the best before it."""
+    f = _finite(values)
+    if len(f) < 2:
+        return None
+    w = min(window, len(f) - 1)
+    before, recent = f[:-w], f[-w:]
+    if higher_is_better:
+        ref, now = float(before.max()), float(recent.max())
+        return (now - ref) / max(abs(ref), _EPS)
+    ref, now = float(before.min()), float(recent.min())
+    return (ref - now) / max(abs(ref), _EPS)
+
+
+def _wobble(values: np.ndarray, window: int) -> tuple[int | None, int, float | None]:
+    """``(sign flips, consecutive pairs, relative spread around the trend)`` of the
+    last ``window`` finite values."""
+    x, y = _tail(values, window)
+    if len(y) < 3:
+        return None, 0, None
+    signs = np.sign(np.diff(y))
+    pairs = len(signs) - 1
+    flips = int(np.sum(signs[1:] * signs[:-1] < 0))
+    s = _slope(x, y) or 0.0
+    residual = y - (y.mean() + s * (x - x.mean()))
+    return flips, pairs, float(np.std(residual)) / _scale(y)
+
+
+def diagnose(
+    history: Sequence[Mapping[str, Any]], thresholds: Thresholds | None = None
+) -> Diagnosis:
+    """Flags and trend features of a run's per-epoch rows (oldest first).
+
+    Args:
+      history: rows with (some of) ``epoch``, ``train_loss``, ``val_loss``,
+        ``train_accuracy``, ``val_accuracy``, ...; missing values are allowed.
+      thresholds: the numbers behind the flags; default :class:`Thresholds`.
+
+    Returns:
+      :class:`Diagnosis`. With fewer than three rows holding a finite metric only
+      divergence can be flagged; divergence suppresses every other flag.
+    """
+    t = thresholds if thresholds is not None else Thresholds()
+    history = list(history)
+    cols: dict[str, np.ndarray] = {}
+    bad: dict[str, np.ndarray] = {}
+    for key in _METRICS:
+        cols[key], bad[key] = _column(history, key)
+    tl, vl = cols["train_loss"], cols["val_loss"]
+    ta, va = cols["train_accuracy"], cols["val_accuracy"]
+    w = t.window
+
+    features = _features(history, cols, w)
+    measured = np.zeros(len(history), dtype=bool)
+    for key in _METRICS:
+        measured |= np.isfinite(cols[key])
+    rows_ok = int(measured.sum())
+
+    if history and _diverged(cols, bad, t):
+        return Diagnosis((DIVERGENCE,), features)
+    if rows_ok < 3:
+        return Diagnosis((), features)
+
+    flags: set[str] = set()
+    has_tl, has_vl = bool(np.isfinite(tl).any()), bool(np.isfinite(vl).any())
+    has_ta, has_va = bool(np.isfinite(ta).any()), bool(np.isfinite(va).any())
+
+    # overfitting: the gap widens while validation gets worse, or a clear accuracy gap
+    gap = vl - tl
+    gap_rel = None
+    if np.isfinite(gap).sum() >= 3:
+        gx, gy = _tail(gap, w)
+        s = _slope(gx, gy)
+        if s is not None:
+            gap_rel = s / _scale(vl[gx.astype(int)])
+    val_best, val_final = (float(_finite(vl).min()), _last(vl)) if has_vl else (None, None)
+    val_up = (
+        val_best is not None
+        and val_final is not None
+        and val_final - val_best > t.val_rise * max(abs(val_best), _EPS)
+    )
+    acc_gap = None
+    both_acc = np.isfinite(ta) & np.isfinite(va)
+    if both_acc.any():
+        i = np.flatnonzero(both_acc)[-1]
+        acc_gap = float(ta[i] - va[i])
+    if (gap_rel is not None and gap_rel > t.gap_slope and val_up) or (
+        acc_gap is not None and acc_gap > t.acc_gap
+    ):
+        flags.add(OVERFITTING)
+
+    # slow convergence: still falling clearly at the end
+    primary = vl if has_vl else tl
+    rel = _relative_slope(primary, w) if (has_vl or has_tl) else None
+    train_rel = _relative_slope(tl, w) if has_tl else None
+    if rel is not None:
+        falling = rel < -t.slow_slope and (train_rel is None or train_rel < 0)
+    else:
+        acc_rel = _relative_slope(va, w) if has_va else None
+        falling = acc_rel is not None and acc_rel > t.slow_slope
+    if falling:
+        flags.add(SLOW_CONVERGENCE)
+
+    # underfitting: fits neither split, with a small gap, and no longer improving fast
+    if has_ta:
+        low = _last(ta) < t.underfit_accuracy
+    elif has_va:
+        low = _last(va) < t.underfit_accuracy
+    else:
+        lossy = tl if has_tl else vl
+        first, last = _first(lossy), _last(lossy)
+        low = first is not None and first > 0 and last > t.underfit_loss * first
+    if acc_gap is not None:
+        small = acc_gap < t.small_gap
+    elif np.isfinite(gap).any():
+        i = np.flatnonzero(np.isfinite(gap))[-1]
+        small = gap[i] <= t.small_loss_gap * max(abs(tl[i]), _EPS)
+    else:
+        small = True
+    if low and small and OVERFITTING not in flags and SLOW_CONVERGENCE not in flags:
+        flags.add(UNDERFITTING)
+
+    # plateau: the best value stopped improving
+    if has_vl and np.isfinite(vl).sum() >= 3:
+        imp = _improvement(vl, w, higher_is_better=False)
+    elif has_va and np.isfinite(va).sum() >= 3:
+        imp = _improvement(va, w, higher_is_better=True)
+    else:
+        imp = _improvement(tl, w, higher_is_better=False)
+    if imp is not None and imp < t.plateau_tol and not flags & {OVERFITTING, UNDERFITTING}:
+        flags.add(PLATEAU)
+
+    # oscillation: validation zig-zags by more than noise
+    wobbly = vl if has_vl else (va if has_va else tl)
+    flips, pairs, spread = _wobble(wobbly, w)
+    if (
+        flips is not None
+        and pairs >= 2
+        and flips >= t.flip_fraction * pairs
+        and spread is not None
+        and spread > t.osc_std
+    ):
+        flags.add(OSCILLATION)
+
+    features["val_improvement"] = _plain(imp)
+    return Diagnosis(tuple(sorted(flags)), features)
+
+
+def _features(
+    history: list[Mapping[str, Any]], cols: dict[str, np.ndarray], w: int
+) -> dict[str, float | int | None]:
+    """The trend features: best and final values, the final gap, trailing slopes,
+    the relative spread of the validation loss and its sign flips."""
+    tl, vl = cols["train_loss"], cols["val_loss"]
+    ta, va = cols["train_accuracy"], cols["val_accuracy"]
+
+    def epoch_of(i: int) -> int | float:
+        e = _number(history[i].get("epoch")) if isinstance(history[i], Mapping) else None
+        if e is None or not math.isfinite(e):
+            return i
+        return int(e) if e == int(e) else e
+
+    best_epoch = None
+    if np.isfinite(vl).any():
+        best_epoch = epoch_of(int(np.nanargmin(vl)))
+    elif np.isfinite(va).any():
+        best_epoch = epoch_of(int(np.nanargmax(va)))
+    gap = vl - tl
+    final_gap = _last(gap)
+    gx, gy = _tail(gap, w)
+    vx, vy = _tail(vl, w)
+    tx, ty = _tail(tl, w)
+    flips, _, spread = _wobble(vl, w)
+    return {
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "best_val_loss": _plain(float(np.nanmin(vl))) if np.isfinite(vl).any() else None,
+        "best_val_accuracy": _plain(float(np.nanmax(va))) if np.isfinite(va).any() else None,
+        "final_train_loss": _plain(_last(tl)),
+        "final_val_loss": _plain(_last(vl)),
+        "final_train_accuracy": _plain(_last(ta)),
+        "final_val_accuracy": _plain(_last(va)),
+        "gap": _plain(final_gap),
+        "gap_slope": _plain(_slope(gx, gy)),
+        "val_loss_slope": _plain(_slope(vx, vy)),
+        "train_loss_slope": _plain(_slope(tx, ty)),
+        "val_loss_std": _plain(spread),
+        "sign_flips": flips,
+        "val_improvement": None,
+    }
