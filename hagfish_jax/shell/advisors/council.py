@@ -102,7 +102,13 @@ class Council:
         self.adjustments: list[dict[str, Any]] = []
         #: the last analysis (keywords and text) and who made it
         self.analysis: Analysis | None = None
-        self.analysed_by: str = ""
+        #: which class answered each role's last call (the offline one after a fallback)
+        self.answered_by: dict[str, str] = {}
+
+    @property
+    def analysed_by(self) -> str:
+        """The class that made the last analysis (``""`` before any)."""
+        return self.answered_by.get("analyst", "")
 
     # -- events -----------------------------------------------------------------------
     def _event(self, kind: str, **fields: Any) -> None:
@@ -117,12 +123,14 @@ class Council:
             out = fn(obj)
             if not check(out):
                 raise TypeError(f"unusable answer {type(out).__name__}")
+            self.answered_by[role] = type(obj).__name__
             return out
         except Exception as err:  # noqa: BLE001 - any failure falls back, never stops
             offline = self._offline[role]
             if obj is offline:
                 raise
             self._event("fallback", role=role, error=_text(err))
+            self.answered_by[role] = type(offline).__name__
             return fn(offline)
 
     # -- review -----------------------------------------------------------------------
@@ -138,7 +146,6 @@ class Council:
             "analyst", lambda a: a.analyse(context), lambda x: isinstance(x, Analysis)
         )
         self.analysis = analysis
-        self.analysed_by = type(self.analyst).__name__
         keywords = tuple(str(k) for k in analysis.keywords)
         notes: tuple[Result, ...] = ()
         if keywords:

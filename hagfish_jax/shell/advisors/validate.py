@@ -20,8 +20,11 @@ adjustment with its reason:
 >>> checked = validate({"learning_rate": 3.0, "optimizer": " SGD ", "momentum": 0.9}, space)
 >>> checked.hparams
 {'learning_rate': 0.1, 'optimizer': 'sgd'}
->>> [(a["name"], a["reason"]) for a in checked.adjustments]
-[('learning_rate', 'clamped to the upper bound'), ('optimizer', 'matched a choice by name'), ('momentum', 'unknown name dropped')]
+>>> for a in checked.adjustments:
+...     print(a["name"], "-", a["reason"])
+learning_rate - clamped to the upper bound
+optimizer - matched a choice by name
+momentum - unknown name dropped
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 
 from ...core._checks import integer
+from ...core.dimensions import Choice
 from ...core.hparams import get_hparams, set_hparams
 from ...core.program import Carry
-from ...core.dimensions import Choice
 from ...core.space import Space
 from ...core.task import Task, check_task
 from .control import Action, spawn_noise
