@@ -252,6 +252,7 @@ def run_hpo(
     family: tuple[Callable[[int], Any], Space, int] | None = None,
     retryable: Callable[[BaseException], bool] | None = None,
     progress: Callable[[int, dict[str, Any]], None] | None = None,
+    plots: bool = True,
 ) -> HpoResult:
     """Run (or continue) the rounds of ``config`` into the run directory ``out``.
 
@@ -265,6 +266,7 @@ def run_hpo(
         own task family).
       retryable: errors that step the batch size down, besides out of memory.
       progress: called after each trial with its index and summary.
+      plots: draw each trial's figures (needs matplotlib; about a second a trial).
     """
     config.check()
     build, space, _ = family if family is not None else task_family(config)
@@ -306,7 +308,7 @@ def run_hpo(
                     tdir.mkdir(parents=True, exist_ok=True)
                     write_atomic(tdir / "proposal.json", json.dumps(proposal, indent=2) + "\n")
                 summary, reviewed = _execute(
-                    executor, council, records, config, space, name, proposal, r
+                    executor, council, records, config, space, name, proposal, r, plots
                 )
                 if summary.get("status") == "failed":
                     records.event("trial_failed", trial=name, error=summary.get("error"))
@@ -368,7 +370,7 @@ def _propose(
     }
 
 
-def _execute(executor, council, records, config, space, name, proposal, r):
+def _execute(executor, council, records, config, space, name, proposal, r, plots):
     key = jax.random.fold_in(jax.random.key(config.seed), r)
     hparams = proposal["hparams"]
     try:
@@ -401,7 +403,8 @@ def _execute(executor, council, records, config, space, name, proposal, r):
     text = council.analysis.text if council.analysis is not None else ""
     if text and council.analysed_by.startswith("LLM"):
         write_atomic(tdir / "analysis_llm.txt", text + "\n")
-    plot_trial(result.rows, tdir)
+    if plots:
+        plot_trial(result.rows, tdir)
     return summary, reviewed
 
 
