@@ -12,6 +12,9 @@ What is sent and what comes back:
   the values in force, recent curves, diagnosis, research notes and earlier trials, and
   asks for JSON only; the dataset and the model stay anonymous, and every text goes
   through the caller's sanitizer before it leaves;
+* the researcher (:class:`LLMResearcher`, optional) runs a search hook first (the
+  shipped knowledge base by default) and has the model condense the hits into a few
+  concrete remedies, keeping the hits when the model offers none;
 * the answer is parsed as JSON data and nothing else: it is never evaluated or run,
   and the values it proposes are checked against the space by the caller
   (:func:`~hagfish_jax.shell.advisors.validate.validate`), not here;
@@ -42,7 +45,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ...core.dimensions import Choice, IntUniform, LogUniform, Uniform
-from .context import Advice, AdviceContext, Analysis
+from .context import Advice, AdviceContext, Analysis, Result
+from .research import SearchResearcher, offline_search
 
 __all__ = [
     "ROLES",
@@ -51,6 +55,7 @@ __all__ = [
     "LLMAnalyst",
     "LLMConsultant",
     "LLMError",
+    "LLMResearcher",
     "LLMSupervisor",
     "endpoints",
     "llm_roles",
@@ -82,6 +87,8 @@ _MAX_TRIALS = 20
 _MAX_NOTES = 8
 _MAX_KEYWORDS = 8
 _KEYWORD_CHARS = 60
+_REMEDY_CHARS = 400
+_RESEARCH_PREFIX = "llm researcher: "
 
 
 # -- endpoints -----------------------------------------------------------------------
@@ -715,26 +722,170 @@ class LLMAnalyst(_Role):
         return Analysis(keywords=tuple(keywords), text=text)
 
 
+class LLMResearcher(_Role):
+    """A :class:`~hagfish_jax.shell.advisors.context.Researcher` helped by a model.
+
+    The search hook runs first, exactly as in
+    :class:`~hagfish_jax.shell.advisors.research.SearchResearcher` (same coercion,
+    deduplication and ``k``). The model then reads the keywords, the diagnosis (flags
+    and curve features), the values in force and those hits, and condenses them into at
+    most ``k`` short, concrete remedies for the next configuration. Each remedy becomes
+    a :class:`~hagfish_jax.shell.advisors.context.Result` whose source names the model
+    and the hits it drew on: ``"llm researcher: <model> from <source>; <source>"``
+    (just ``"llm researcher: <model>"`` when the search found nothing).
+
+    Args:
+      chat: the role's client.
+      search: query text to hits, as for ``SearchResearcher``; ``None`` searches
+        nothing, and the model works from the diagnosis alone.
+      k: the most search hits kept and the most remedies returned.
+      sanitizer: anything with ``clean(text) -> str``, applied to every text sent
+        (the search hits included).
+
+    Raises:
+      ValueError: ``k`` is negative.
+    """
+
+    name = "researcher"
+
+    def __init__(
+        self,
+        chat: Chat,
+        search: Callable[[str], Sequence[Any]] | None = offline_search,
+        k: int = 3,
+        sanitizer: _Cleaner | None = None,
+    ) -> None:
+        super().__init__(chat, sanitizer)
+        self.searcher = SearchResearcher(search, k)
+        self.k = self.searcher.k
+
+    def research(
+        self, keywords: Sequence[str], context: AdviceContext | None = None
+    ) -> tuple[Result, ...]:
+        """Search, then ask the model to turn the hits into remedies.
+
+        Args:
+          keywords: the analyst's keywords.
+          context: the advice context (space, values in force, diagnosis); ``None``
+            is read as an empty one.
+
+        Returns:
+          Up to ``k`` remedies as results (title, advice, source); the search hits
+          unchanged when the model gives no usable remedy; ``()`` when ``k`` is 0.
+
+        Raises:
+          LLMError: the model call failed (the council then records a fallback).
+          Exception: whatever the search hook raises, unchanged.
+        """
+        hits = self.searcher.research(keywords, context)
+        if self.k == 0:
+            return hits
+        if context is None:
+            context = AdviceContext(space=None, hparams={})
+        system = _system(
+            self.name,
+            "You are the researcher for a neural-network training run. From the analyst's "
+            "keywords, the diagnosis, the values in force and the search results below, "
+            f"write at most {self.k} short, concrete remedies for the next configuration "
+            "(which values to change, in which direction and roughly by how much). Rely "
+            "on the search results where they apply; say nothing about the data or the "
+            "model's identity.",
+            context,
+            _REMEDIES_SHAPE,
+        )
+        words = [" ".join(w.split())[:_KEYWORD_CHARS] for w in keywords if isinstance(w, str)]
+        features = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(context.features.items()))
+        found = [f"- {h.title}: {h.snippet[:_REMEDY_CHARS]} (source: {h.source})" for h in hits]
+        user = "\n".join(
+            [
+                "KEYWORDS: " + (", ".join(w for w in words if w) or "(none)"),
+                "DIAGNOSIS FLAGS: " + (", ".join(context.flags) if context.flags else "(none)"),
+                "CURVE FEATURES: " + (features or "(none)"),
+                "",
+                "VALUES IN FORCE:",
+                _dumps(context.hparams),
+                "",
+                "SEARCH RESULTS:",
+                *(found or ["(none)"]),
+                "",
+                f"Give at most {self.k} remedies.",
+            ]
+        )
+        answer = self._ask(self.name, system, user, _REMEDIES_SCHEMA)
+        source = _RESEARCH_PREFIX + self.chat.endpoint.model
+        if hits:
+            source += " from " + "; ".join(h.source for h in hits)
+        remedies = _remedies(answer.get("remedies"), self.k)
+        if not remedies:
+            return hits
+        return tuple(Result(title, advice, source) for title, advice in remedies)
+
+
+_REMEDIES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "remedies": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"title": {"type": "string"}, "advice": {"type": "string"}},
+                "required": ["title", "advice"],
+            },
+        },
+    },
+    "required": ["remedies"],
+}
+_REMEDIES_SHAPE = '{"remedies": [{"title": "<a few words>", "advice": "<what to change>"}, ...]}'
+
+
+def _remedies(raw: Any, k: int) -> list[tuple[str, str]]:
+    """The well-formed ``(title, advice)`` pairs of an answer, at most ``k``, each cut.
+
+    An item counts only as a mapping with a non-blank string ``title`` and ``advice``;
+    anything else is skipped.
+
+    >>> _remedies([{"title": "Lower lr", "advice": "halve it"}, {"title": 3}, "x"], 3)
+    [('Lower lr', 'halve it')]
+    """
+    out: list[tuple[str, str]] = []
+    for item in raw if isinstance(raw, list) else []:
+        if len(out) == k:
+            break
+        if not isinstance(item, Mapping):
+            continue
+        title, advice = item.get("title"), item.get("advice")
+        if not (isinstance(title, str) and isinstance(advice, str)):
+            continue
+        if title.strip() and advice.strip():
+            out.append((title.strip()[:_REMEDY_CHARS], advice.strip()[:_REMEDY_CHARS]))
+    return out
+
+
 def llm_roles(
     endpoints: Mapping[str, Endpoint],
     transcript: Callable[[dict], None] | None = None,
     sanitizer: _Cleaner | None = None,
     sleep: Callable[[float], Any] = time.sleep,
+    search: Callable[[str], Sequence[Any]] | None = offline_search,
 ) -> dict[str, object]:
     """The council's model-played roles, one :class:`Chat` (endpoint, key) each.
 
     Args:
       endpoints: an :class:`Endpoint` per role (see :func:`endpoints`); the
-        ``consultant_a``, ``consultant_b``, ``supervisor`` and ``analyst`` entries are used.
+        ``consultant_a``, ``consultant_b``, ``supervisor`` and ``analyst`` entries are
+        required, ``researcher`` is optional.
       transcript: receives every attempt of every role.
       sanitizer: applied to every text sent.
       sleep: how the clients wait between retries.
+      search: the researcher's search hook (see :class:`LLMResearcher`); used only
+        when ``endpoints`` has a ``researcher``.
 
     Returns:
-      ``{"consultant_a": ..., "consultant_b": ..., "supervisor": ..., "analyst": ...}``.
+      ``{"consultant_a": ..., "consultant_b": ..., "supervisor": ..., "analyst": ...}``,
+      plus ``"researcher"`` (an :class:`LLMResearcher`) when it has an endpoint.
 
     Raises:
-      ValueError: a needed role has no endpoint.
+      ValueError: a required role has no endpoint.
     """
     needed = ("consultant_a", "consultant_b", "supervisor", "analyst")
     missing = [r for r in needed if r not in endpoints]
@@ -744,9 +895,12 @@ def llm_roles(
     def chat(role: str) -> Chat:
         return Chat(endpoints[role], transcript=transcript, sleep=sleep)
 
-    return {
+    roles: dict[str, object] = {
         "consultant_a": LLMConsultant(chat("consultant_a"), "consultant_a", sanitizer),
         "consultant_b": LLMConsultant(chat("consultant_b"), "consultant_b", sanitizer),
         "supervisor": LLMSupervisor(chat("supervisor"), sanitizer),
         "analyst": LLMAnalyst(chat("analyst"), sanitizer),
     }
+    if "researcher" in endpoints:
+        roles["researcher"] = LLMResearcher(chat("researcher"), search, sanitizer=sanitizer)
+    return roles
