@@ -31,6 +31,10 @@ SUPERVISOR = json.dumps({
 })
 
 
+RESEARCHER = json.dumps({"remedies": [{"title": "cool down",
+                                        "advice": "halve the learning rate"}]})
+
+
 @pytest.fixture(scope="module")
 def family():
     return task_family(HpoConfig(**TINY))
@@ -47,6 +51,7 @@ def test_llm_rounds_survive_every_failure_and_leak_nothing(tmp_path, family, mon
         "consultant_a": [CONSULTANT_A],
         "consultant_b": [500, Status(429, {"Retry-After": "0"}), CONSULTANT_B],
         "supervisor": [SUPERVISOR, "no JSON here, sorry {"],  # round 2: malformed
+        "researcher": [RESEARCHER],
     }
     forbidden = ["breast_cancer", "breast cancer", "mlp", KEY, SUPERVISOR_KEY]
     env = {"HAGFISH_LLM_API_KEY": KEY, "HAGFISH_LLM_API_KEY_SUPERVISOR": SUPERVISOR_KEY}
@@ -90,7 +95,7 @@ def test_llm_rounds_survive_every_failure_and_leak_nothing(tmp_path, family, mon
     assert (out / "trials/trial_000/analysis_llm.txt").read_text().startswith("the validation")
     analysis = json.loads((out / "trials/trial_000/analysis.json").read_text())
     assert analysis["keywords"] == ["plateau", "learning rate"]
-    assert analysis["notes"], "the keywords found remedies offline"
+    assert analysis["notes"][0]["source"].startswith("llm researcher: scripted from ")
     # nothing the model said was executed
     assert not Path("PWNED").exists()
 
@@ -98,7 +103,7 @@ def test_llm_rounds_survive_every_failure_and_leak_nothing(tmp_path, family, mon
 def test_llm_roles_that_never_answer_fall_back_to_the_heuristics(tmp_path, family):
     env = {"HAGFISH_LLM_API_KEY": KEY}
     with LLMServer({r: [500] for r in ("analyst", "consultant_a", "consultant_b",
-                                       "supervisor")}) as server:
+                                       "supervisor", "researcher")}) as server:
         config = HpoConfig(
             rounds=2, consult_turns=1, advisor="llm", llm_base_url=server.base_url,
             llm_model="down", llm_timeout=0.5, llm_retries=1, **TINY,
@@ -107,5 +112,6 @@ def test_llm_roles_that_never_answer_fall_back_to_the_heuristics(tmp_path, famil
     assert sorted(result.summaries) == ["trial_000", "trial_001"]
     events = [json.loads(line) for line in open(tmp_path / "run" / "events.jsonl")]
     roles = sorted({e["role"] for e in events if e["kind"] == "fallback"})
-    assert roles == ["analyst", "consultant_a", "consultant_b", "supervisor"]
+    # (the researcher is asked only when the analysis named keywords)
+    assert {"analyst", "consultant_a", "consultant_b", "supervisor"} <= set(roles)
     assert not (tmp_path / "run/trials/trial_000/analysis_llm.txt").exists()

@@ -150,7 +150,7 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-_ROLES = ("consultant_a", "consultant_b", "supervisor", "analyst")
+_ROLES = ("consultant_a", "consultant_b", "supervisor", "analyst", "researcher")
 
 
 def _hpo(args: argparse.Namespace) -> int:
@@ -236,7 +236,7 @@ def _add_hpo(sub) -> None:
         "smoothing) inside the space. Offline heuristics by default; --advisor llm asks "
         "an OpenAI-compatible endpoint. API keys come from the environment only: "
         "HAGFISH_LLM_API_KEY, or HAGFISH_LLM_API_KEY_<ROLE> per role (ROLE: CONSULTANT_A, "
-        "CONSULTANT_B, SUPERVISOR, ANALYST).",
+        "CONSULTANT_B, SUPERVISOR, ANALYST, RESEARCHER).",
     )
     hpo.add_argument("--task", choices=("digits", "breast_cancer"), default="digits")
     hpo.add_argument("--model", choices=("mlp", "cnn"), default="mlp")

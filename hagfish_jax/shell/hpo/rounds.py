@@ -210,13 +210,13 @@ def build_council(
             timeout=config.llm_timeout,
             retries=config.llm_retries,
         )
-        roles = llm.llm_roles(eps, transcript=transcript, sanitizer=sanitizer)
+        roles = llm.llm_roles(eps, transcript=transcript, sanitizer=sanitizer, search=search)
     return Council(
         roles.get("consultant_a"),
         roles.get("consultant_b"),
         roles.get("supervisor"),
         roles.get("analyst"),
-        researcher,
+        roles.get("researcher") or researcher,
         turns=config.consult_turns,
         sanitizer=sanitizer,
         seed=config.seed,
