@@ -51,3 +51,13 @@ def test_task_program_population_loop_and_budget_blocks_did_their_work(executed)
     result = ns["result"]
     assert result.population == 8 and result.windows >= 1 and result.best_score > -1.0
     assert ns["trainer"].best() is not None
+
+
+def test_advisor_blocks_diagnose_and_talk_to_the_loopback_server(executed):
+    ns = executed[-1]
+    assert "overfitting" in ns["advice"].flags
+    assert ns["advice"].hparams["weight_decay"] > ns["now"]["weight_decay"]
+    assert ns["llm_advice"].hparams["learning_rate"] == 5e-4  # the scripted supervisor
+    space = ns["hpo_space"]
+    for name, value in ns["llm_advice"].hparams.items():
+        assert name in space
