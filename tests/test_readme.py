@@ -61,3 +61,4 @@ def test_advisor_blocks_diagnose_and_talk_to_the_loopback_server(executed):
     space = ns["hpo_space"]
     for name, value in ns["llm_advice"].hparams.items():
         assert name in space
+    assert ns["searched"].notes[0].source == "my notes"

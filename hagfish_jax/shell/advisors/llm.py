@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ...core.dimensions import Choice, IntUniform, LogUniform, Uniform
-from .context import Advice, AdviceContext, Analysis, Result
+from .context import HISTORY_KEYS, Advice, AdviceContext, Analysis, Result
 from .research import SearchResearcher, offline_search
 
 __all__ = [
@@ -72,16 +72,7 @@ _ENV_KEY = "HAGFISH_LLM_API_KEY"
 _NO_KEY = "unused"  # local servers accept any key; the client insists on one
 _MAX_WAIT = 30.0  # seconds, for the backoff and for a server's Retry-After
 _FORMATS = ("json_schema", "json_object", "none")
-_HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "train_accuracy",
-    "val_accuracy",
-    "train_f1",
-    "val_f1",
-    "learning_rate",
-)
+_HISTORY_COLUMNS = tuple(k for k in HISTORY_KEYS if k != "cost")  # what a prompt shows
 _MAX_ROWS = 20
 _MAX_TRIALS = 20
 _MAX_NOTES = 8

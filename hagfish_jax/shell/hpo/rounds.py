@@ -23,8 +23,8 @@ next trial's configuration inside the space. Everything goes to a run directory:
 A trial is finished when its ``summary.json`` exists (written last). Killed and run
 again with the same configuration, :func:`run_hpo` continues: finished trials are
 read back, a trial that had its proposal but not its summary trains again with that
-same proposal (no new advice is asked), and the records end as they would have
-without the kill.
+same proposal (no new advice is asked; its ``advice.jsonl`` is cut back to what the
+proposal's advice wrote), and the records end as they would have without the kill.
 """
 
 from __future__ import annotations
@@ -303,10 +303,17 @@ def run_hpo(
             summary = _read_json(tdir / "summary.json")
             if summary is None:
                 proposal = _read_json(tdir / "proposal.json")
+                advice_log = tdir / "advice.jsonl"
                 if proposal is None:
                     proposal = _propose(council, space, previous, done, r, config.rounds)
                     tdir.mkdir(parents=True, exist_ok=True)
+                    # what the advice wrote; a rerun of the trial starts its log from here
+                    size = advice_log.stat().st_size if advice_log.exists() else 0
+                    proposal["advice_log_bytes"] = size
                     write_atomic(tdir / "proposal.json", json.dumps(proposal, indent=2) + "\n")
+                elif advice_log.exists():  # drop what a killed run of this trial appended
+                    with open(advice_log, "r+b") as f:
+                        f.truncate(int(proposal.get("advice_log_bytes", 0)))
                 summary, reviewed = _execute(
                     executor, council, records, config, space, name, proposal, r, plots
                 )
