@@ -59,6 +59,6 @@ def test_advisor_blocks_diagnose_and_talk_to_the_loopback_server(executed):
     assert ns["advice"].hparams["weight_decay"] > ns["now"]["weight_decay"]
     assert ns["llm_advice"].hparams["learning_rate"] == 5e-4  # the scripted supervisor
     space = ns["hpo_space"]
-    for name, value in ns["llm_advice"].hparams.items():
+    for name in ns["llm_advice"].hparams:
         assert name in space
     assert ns["searched"].notes[0].source == "my notes"
