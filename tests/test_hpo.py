@@ -179,7 +179,7 @@ def _records(out: Path) -> dict:
 @pytest.mark.timeout(400)
 def test_resume_after_a_kill_between_rounds_gives_the_same_records(tmp_path):
     cmd = [sys.executable, "-m", "hagfish_jax.shell.cli", "hpo", "--task", "breast_cancer",
-           "--rounds", "3", "--epochs", "3", "--patience", "2", "--quiet"]
+           "--rounds", "3", "--epochs", "2", "--patience", "2", "--quiet"]
     env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0"}
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run([*cmd, "--out", str(whole)], check=True, env=env, timeout=300)
