@@ -182,6 +182,13 @@ def test_resume_after_a_kill_between_rounds_gives_the_same_records(tmp_path):
            "--rounds", "3", "--epochs", "2", "--patience", "2", "--quiet"]
     env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0"}
     whole, killed = tmp_path / "whole", tmp_path / "killed"
+    kill_then_resume(cmd, env, whole, killed)
+    assert _records(killed) == _records(whole)
+
+
+def kill_then_resume(cmd: list, env: dict, whole: Path, killed: Path) -> None:
+    """Run ``cmd`` whole into ``whole``; into ``killed``, kill it once trial 1 has its
+    proposal (before trial 2 ends), then run it again to the end."""
     subprocess.run([*cmd, "--out", str(whole)], check=True, env=env, timeout=300)
     proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env)
     marker = killed / "trials" / "trial_001" / "proposal.json"
@@ -192,7 +199,6 @@ def test_resume_after_a_kill_between_rounds_gives_the_same_records(tmp_path):
     proc.wait()
     assert not (killed / "trials" / "trial_002" / "summary.json").exists()
     subprocess.run([*cmd, "--out", str(killed)], check=True, env=env, timeout=300)
-    assert _records(killed) == _records(whole)
 
 
 def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, monkeypatch):

@@ -120,11 +120,9 @@ def test_llm_roles_that_never_answer_fall_back_to_the_heuristics(tmp_path, famil
 @pytest.mark.timeout(400)
 def test_llm_rounds_resume_after_a_kill_with_the_same_records(tmp_path):
     import os
-    import subprocess
     import sys
-    import time
 
-    from test_hpo import _records
+    from test_hpo import _records, kill_then_resume
 
     from hagfish_jax.shell.advisors.scripted_server import DEFAULT_SCRIPT
 
@@ -134,15 +132,6 @@ def test_llm_rounds_resume_after_a_kill_with_the_same_records(tmp_path):
         cmd = [sys.executable, "-m", "hagfish_jax.shell.cli", "hpo", "--task", "breast_cancer",
                "--rounds", "3", "--epochs", "2", "--patience", "2", "--quiet",
                "--advisor", "llm", "--llm-base-url", server.base_url, "--llm-model", "m"]
-        subprocess.run([*cmd, "--out", str(whole)], check=True, env=env, timeout=300)
-        proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env)
-        marker = killed / "trials" / "trial_001" / "proposal.json"
-        deadline = time.monotonic() + 240
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-        assert not (killed / "trials" / "trial_002" / "summary.json").exists()
-        subprocess.run([*cmd, "--out", str(killed)], check=True, env=env, timeout=300)
+        kill_then_resume(cmd, env, whole, killed)
     assert server.violations == []
     assert _records(killed) == _records(whole)

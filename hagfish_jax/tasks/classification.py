@@ -39,8 +39,10 @@ import optax
 
 from ..core._checks import integer
 from ..core.hparams import ExtraHParams, extra_hparams, set_hparams
-from ..core.space import Choice, LogUniform, Space, Uniform
+from ..core.space import LogUniform, Space, Uniform
 from ..core.task import Task, restore_only
+from .models import CNN, MLP, dropout
+from .optimizers import OPTIMIZERS, _check_optimizers, _make_tx, hpo_space
 
 __all__ = [
     "CNN",
@@ -86,25 +88,6 @@ default_hparams: dict[str, float] = {
 #: counts.
 UNIFORM_LOSS = math.log(10.0)
 
-#: The search space of the multi-agent tuner. ``optimizer`` is carried as its index into
-#: :data:`OPTIMIZERS` (0.0 adam, 1.0 sgd) and switches inside jit in a task made with
-#: ``optimizers=("adam", "sgd")``; ``batch_size`` is structural (a trial builds its task
-#: with ``make_task(..., batch_size=...)``, and another batch size needs another task);
-#: the other three are dynamic. Names it lacks (``b1``, ``dropout_rate``) keep their
-#: :data:`default_hparams`.
-hpo_space = Space(
-    optimizer=Choice(["adam", "sgd"], dynamic=True),
-    learning_rate=LogUniform(1e-4, 1e-1),
-    batch_size=Choice([32, 64, 128, 256, 512]),
-    weight_decay=LogUniform(1e-5, 1e-1),
-    label_smoothing=Uniform(0.0, 0.2),
-)
-
-#: The update rules ``make_task(optimizers=...)`` knows, in the order of the
-#: ``optimizer`` index: AdamW, and SGD with momentum ``b1`` and weight decay.
-OPTIMIZERS = ("adam", "sgd")
-
-_OPTIMIZER_HPARAMS = ("learning_rate", "weight_decay", "b1")
 _EXTRA_HPARAMS = ("dropout_rate", "label_smoothing")
 
 
@@ -141,120 +124,6 @@ class Split(NamedTuple):
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-
-
-# -- optimizers ------------------------------------------------------------------------
-
-
-def _sgd(learning_rate, weight_decay, b1) -> optax.GradientTransformation:
-    """SGD with momentum ``b1``; ``weight_decay * params`` is added to the gradient
-    before the momentum trace (as ``torch.optim.SGD`` does)."""
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=b1)
-    )
-
-
-def _adam_or_sgd(learning_rate, weight_decay, b1, optimizer) -> optax.GradientTransformation:
-    """AdamW and :func:`_sgd` side by side; ``optimizer`` (an array) picks whose update
-    is applied: AdamW below 0.5, SGD from 0.5 on.
-
-    Both states are updated at every step, whichever is in force, so a switch takes
-    over a warm state. The price is two sets of optimizer moments (AdamW's two and
-    SGD's momentum: three arrays the size of the parameters) and both updates'
-    arithmetic at every step.
-    """
-    adam = optax.adamw(learning_rate, b1=b1, weight_decay=weight_decay)
-    sgd = _sgd(learning_rate, weight_decay, b1)
-
-    def init(params):
-        return adam.init(params), sgd.init(params)
-
-    def update(updates, state, params=None):
-        adam_updates, adam_state = adam.update(updates, state[0], params)
-        sgd_updates, sgd_state = sgd.update(updates, state[1], params)
-        use_sgd = jnp.asarray(optimizer) >= 0.5
-        chosen = jax.tree.map(lambda s, a: jnp.where(use_sgd, s, a), sgd_updates, adam_updates)
-        return chosen, (adam_state, sgd_state)
-
-    return optax.GradientTransformation(init, update)
-
-
-def _check_optimizers(optimizers: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(optimizers, str) or not isinstance(optimizers, Sequence):
-        raise ValueError(
-            f"make_task: optimizers must be a list or tuple of names, got {optimizers!r}"
-        )
-    names = tuple(optimizers)
-    if not names:
-        raise ValueError(f"make_task: optimizers must name at least one of {list(OPTIMIZERS)}")
-    for name in names:
-        if name not in OPTIMIZERS:
-            raise ValueError(f"make_task: unknown optimizer {name!r}; known: {list(OPTIMIZERS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"make_task: optimizers lists a name twice: {list(names)}")
-    return names
-
-
-# -- models ----------------------------------------------------------------------------
-
-
-def dropout(module: nn.Module, x: jax.Array, rate: jax.Array, deterministic: bool) -> jax.Array:
-    """Inverted dropout with a *traced* rate (``nn.Dropout`` needs a static one).
-
-    Draws from the module's ``"dropout"`` RNG stream, which the caller passes as
-    ``rngs={"dropout": key}``.
-    """
-    if deterministic:
-        return x
-    keep = 1.0 - jnp.asarray(rate, x.dtype)
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
-    return jnp.where(mask, x / jnp.maximum(keep, 1e-6), jnp.zeros_like(x))
-
-
-class MLP(nn.Module):
-    """Fully connected ReLU network with dropout after each hidden layer.
-
-    Attributes:
-      hidden: widths of the hidden layers.
-      num_classes: number of output logits.
-    """
-
-    hidden: Sequence[int] = (64,)
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, *, dropout_rate, deterministic: bool):
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-            x = dropout(self, x, dropout_rate, deterministic)
-        return nn.Dense(self.num_classes)(x)
-
-
-class CNN(nn.Module):
-    """Two small convolutions on the image (flat features reshaped to ``image_shape``),
-    then a dense head with dropout.
-
-    Attributes:
-      image_shape: height, width, channels of one example.
-      features: channels of the two convolutions.
-      hidden: width of the dense layer.
-      num_classes: number of output logits.
-    """
-
-    features: Sequence[int] = (16, 32)
-    hidden: int = 64
-    num_classes: int = 10
-    image_shape: Sequence[int] = (8, 8, 1)
-
-    @nn.compact
-    def __call__(self, x, *, dropout_rate, deterministic: bool):
-        x = x.reshape(x.shape[:-1] + tuple(self.image_shape))
-        x = nn.relu(nn.Conv(self.features[0], (3, 3))(x))
-        x = nn.relu(nn.Conv(self.features[1], (3, 3), strides=(2, 2))(x))  # -> 4x4
-        x = x.reshape(x.shape[:-3] + (-1,))
-        x = nn.relu(nn.Dense(self.hidden)(x))
-        x = dropout(self, x, dropout_rate, deterministic)
-        return nn.Dense(self.num_classes)(x)
 
 
 # -- task ------------------------------------------------------------------------------
@@ -377,21 +246,7 @@ def make_task(
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
 
     d = dict(default_hparams)
-    task_space = space
-    if len(optimizers) == 1:
-        factory = optax.adamw if optimizers[0] == "adam" else _sgd
-        tx = optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(
-            learning_rate=d["learning_rate"], weight_decay=d["weight_decay"], b1=d["b1"]
-        )
-    else:
-        d["optimizer"] = float(OPTIMIZERS.index(optimizers[0]))
-        task_space = Space(**space.dims, optimizer=Choice(list(OPTIMIZERS), dynamic=True))
-        tx = optax.inject_hyperparams(_adam_or_sgd, hyperparam_dtype=jnp.float32)(
-            learning_rate=d["learning_rate"],
-            weight_decay=d["weight_decay"],
-            b1=d["b1"],
-            optimizer=d["optimizer"],
-        )
+    tx, task_space = _make_tx(optimizers, d, space)
 
     def init(key, hparams) -> TrainState:
         params = net.init(key, x_train[:1], dropout_rate=0.0, deterministic=True)

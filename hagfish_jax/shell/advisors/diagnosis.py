@@ -24,11 +24,12 @@ finite values (a caller that wrote NaN for "not measured"). Slopes are per row
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from . import curves
 
 __all__ = [
     "DIVERGENCE",
@@ -174,75 +175,6 @@ class Diagnosis(NamedTuple):
     features: dict[str, float | int | None]
 
 
-# -- reading the rows ---------------------------------------------------------------------
-def _number(value: Any) -> float | None:
-    """A float, or ``None`` when ``value`` is not a number (bools are not numbers)."""
-    if value is None or isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def _column(history: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, nonfinite)``: values with NaN where missing or non-finite, and a mask
-    of the rows that hold a number that is not finite."""
-    raw = [_number(row.get(key)) if isinstance(row, Mapping) else None for row in history]
-    values = np.array([np.nan if v is None or not math.isfinite(v) else v for v in raw])
-    nonfinite = np.array([v is not None and not math.isfinite(v) for v in raw], dtype=bool)
-    return values.reshape(-1), nonfinite.reshape(-1)
-
-
-def _finite(values: np.ndarray) -> np.ndarray:
-    return values[np.isfinite(values)]
-
-
-def _tail(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions and values of the last ``window`` finite entries."""
-    idx = np.flatnonzero(np.isfinite(values))[-window:]
-    return idx.astype(float), values[idx]
-
-
-def _slope(x: np.ndarray, y: np.ndarray) -> float | None:
-    if len(y) < 2:
-        return None
-    dx = x - x.mean()
-    denom = float(np.sum(dx * dx))
-    return None if denom == 0.0 else float(np.sum(dx * (y - y.mean())) / denom)
-
-
-def _scale(y: np.ndarray) -> float:
-    return max(float(np.mean(np.abs(y))), _EPS) if len(y) else _EPS
-
-
-def _relative_slope(values: np.ndarray, window: int) -> float | None:
-    x, y = _tail(values, window)
-    s = _slope(x, y)
-    return None if s is None else s / _scale(y)
-
-
-def _last(values: np.ndarray) -> float | None:
-    f = _finite(values)
-    return float(f[-1]) if len(f) else None
-
-
-def _first(values: np.ndarray) -> float | None:
-    f = _finite(values)
-    return float(f[0]) if len(f) else None
-
-
-def _plain(value: float | None) -> float | None:
-    """JSON-safe: ``None`` for unknown or non-finite."""
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 # -- the checks ---------------------------------------------------------------------------
 def _diverged(cols: dict[str, np.ndarray], bad: dict[str, np.ndarray], t: Thresholds) -> bool:
     has_finite = {k: bool(np.isfinite(cols[k]).any()) for k in _LOSSES}
@@ -254,44 +186,16 @@ def _diverged(cols: dict[str, np.ndarray], bad: dict[str, np.ndarray], t: Thresh
             continue  # a whole column of NaN beside real losses: not measured
         return True
     primary = "train_loss" if has_finite["train_loss"] else "val_loss"
-    f = _finite(cols[primary])
+    f = curves.finite(cols[primary])
     if len(f) >= 2 and f[0] > 0 and f[-1] > t.explode * f[0]:
         return True
-    f = _finite(cols["train_loss"])
+    f = curves.finite(cols["train_loss"])
     if len(f) >= 3:
         best = float(f.min())
         progress = float(f[0]) - best
         if progress > 0 and float(f[-1]) - best > t.rebound * max(progress, abs(best)):
             return True
     return False
-
-
-def _improvement(values: np.ndarray, window: int, higher_is_better: bool) -> float | None:
-    """Relative improvement of the window's best on the best before it."""
-    f = _finite(values)
-    if len(f) < 2:
-        return None
-    w = min(window, len(f) - 1)
-    before, recent = f[:-w], f[-w:]
-    if higher_is_better:
-        ref, now = float(before.max()), float(recent.max())
-        return (now - ref) / max(abs(ref), _EPS)
-    ref, now = float(before.min()), float(recent.min())
-    return (ref - now) / max(abs(ref), _EPS)
-
-
-def _wobble(values: np.ndarray, window: int) -> tuple[int | None, int, float | None]:
-    """``(sign flips, consecutive pairs, relative spread around the trend)`` of the
-    last ``window`` finite values."""
-    x, y = _tail(values, window)
-    if len(y) < 3:
-        return None, 0, None
-    signs = np.sign(np.diff(y))
-    pairs = len(signs) - 1
-    flips = int(np.sum(signs[1:] * signs[:-1] < 0))
-    s = _slope(x, y) or 0.0
-    residual = y - (y.mean() + s * (x - x.mean()))
-    return flips, pairs, float(np.std(residual)) / _scale(y)
 
 
 def diagnose(
@@ -313,12 +217,12 @@ def diagnose(
     cols: dict[str, np.ndarray] = {}
     bad: dict[str, np.ndarray] = {}
     for key in _METRICS:
-        cols[key], bad[key] = _column(history, key)
+        cols[key], bad[key] = curves.column(history, key)
     tl, vl = cols["train_loss"], cols["val_loss"]
     ta, va = cols["train_accuracy"], cols["val_accuracy"]
     w = t.window
 
-    features = _features(history, cols, w)
+    features = curves.features(history, cols, w)
     measured = np.zeros(len(history), dtype=bool)
     for key in _METRICS:
         measured |= np.isfinite(cols[key])
@@ -337,11 +241,13 @@ def diagnose(
     gap = vl - tl
     gap_rel = None
     if np.isfinite(gap).sum() >= 3:
-        gx, gy = _tail(gap, w)
-        s = _slope(gx, gy)
+        gx, gy = curves.tail(gap, w)
+        s = curves.slope(gx, gy)
         if s is not None:
-            gap_rel = s / _scale(vl[gx.astype(int)])
-    val_best, val_final = (float(_finite(vl).min()), _last(vl)) if has_vl else (None, None)
+            gap_rel = s / curves.scale(vl[gx.astype(int)])
+    val_best, val_final = (
+        (float(curves.finite(vl).min()), curves.last(vl)) if has_vl else (None, None)
+    )
     val_up = (
         val_best is not None
         and val_final is not None
@@ -359,24 +265,24 @@ def diagnose(
 
     # slow convergence: still falling clearly at the end
     primary = vl if has_vl else tl
-    rel = _relative_slope(primary, w) if (has_vl or has_tl) else None
-    train_rel = _relative_slope(tl, w) if has_tl else None
+    rel = curves.relative_slope(primary, w) if (has_vl or has_tl) else None
+    train_rel = curves.relative_slope(tl, w) if has_tl else None
     if rel is not None:
         falling = rel < -t.slow_slope and (train_rel is None or train_rel < 0)
     else:
-        acc_rel = _relative_slope(va, w) if has_va else None
+        acc_rel = curves.relative_slope(va, w) if has_va else None
         falling = acc_rel is not None and acc_rel > t.slow_slope
     if falling:
         flags.add(SLOW_CONVERGENCE)
 
     # underfitting: fits neither split, with a small gap, and no longer improving fast
     if has_ta:
-        low = _last(ta) < t.underfit_accuracy
+        low = curves.last(ta) < t.underfit_accuracy
     elif has_va:
-        low = _last(va) < t.underfit_accuracy
+        low = curves.last(va) < t.underfit_accuracy
     else:
         lossy = tl if has_tl else vl
-        first, last = _first(lossy), _last(lossy)
+        first, last = curves.first(lossy), curves.last(lossy)
         low = first is not None and first > 0 and last > t.underfit_loss * first
     if acc_gap is not None:
         small = acc_gap < t.small_gap
@@ -390,17 +296,17 @@ def diagnose(
 
     # plateau: the best value stopped improving
     if has_vl and np.isfinite(vl).sum() >= 3:
-        imp = _improvement(vl, w, higher_is_better=False)
+        imp = curves.improvement(vl, w, higher_is_better=False)
     elif has_va and np.isfinite(va).sum() >= 3:
-        imp = _improvement(va, w, higher_is_better=True)
+        imp = curves.improvement(va, w, higher_is_better=True)
     else:
-        imp = _improvement(tl, w, higher_is_better=False)
+        imp = curves.improvement(tl, w, higher_is_better=False)
     if imp is not None and imp < t.plateau_tol and not flags & {OVERFITTING, UNDERFITTING}:
         flags.add(PLATEAU)
 
     # oscillation: validation zig-zags by more than noise
     wobbly = vl if has_vl else (va if has_va else tl)
-    flips, pairs, spread = _wobble(wobbly, w)
+    flips, pairs, spread = curves.wobble(wobbly, w)
     if (
         flips is not None
         and pairs >= 2
@@ -410,49 +316,5 @@ def diagnose(
     ):
         flags.add(OSCILLATION)
 
-    features["val_improvement"] = _plain(imp)
+    features["val_improvement"] = curves.plain(imp)
     return Diagnosis(tuple(sorted(flags)), features)
-
-
-def _features(
-    history: list[Mapping[str, Any]], cols: dict[str, np.ndarray], w: int
-) -> dict[str, float | int | None]:
-    """The trend features: best and final values, the final gap, trailing slopes,
-    the relative spread of the validation loss and its sign flips."""
-    tl, vl = cols["train_loss"], cols["val_loss"]
-    ta, va = cols["train_accuracy"], cols["val_accuracy"]
-
-    def epoch_of(i: int) -> int | float:
-        e = _number(history[i].get("epoch")) if isinstance(history[i], Mapping) else None
-        if e is None or not math.isfinite(e):
-            return i
-        return int(e) if e == int(e) else e
-
-    best_epoch = None
-    if np.isfinite(vl).any():
-        best_epoch = epoch_of(int(np.nanargmin(vl)))
-    elif np.isfinite(va).any():
-        best_epoch = epoch_of(int(np.nanargmax(va)))
-    gap = vl - tl
-    final_gap = _last(gap)
-    gx, gy = _tail(gap, w)
-    vx, vy = _tail(vl, w)
-    tx, ty = _tail(tl, w)
-    flips, _, spread = _wobble(vl, w)
-    return {
-        "epochs": len(history),
-        "best_epoch": best_epoch,
-        "best_val_loss": _plain(float(np.nanmin(vl))) if np.isfinite(vl).any() else None,
-        "best_val_accuracy": _plain(float(np.nanmax(va))) if np.isfinite(va).any() else None,
-        "final_train_loss": _plain(_last(tl)),
-        "final_val_loss": _plain(_last(vl)),
-        "final_train_accuracy": _plain(_last(ta)),
-        "final_val_accuracy": _plain(_last(va)),
-        "gap": _plain(final_gap),
-        "gap_slope": _plain(_slope(gx, gy)),
-        "val_loss_slope": _plain(_slope(vx, vy)),
-        "train_loss_slope": _plain(_slope(tx, ty)),
-        "val_loss_std": _plain(spread),
-        "sign_flips": flips,
-        "val_improvement": None,
-    }
