@@ -46,6 +46,10 @@ class Observation(NamedTuple):
         knows it: ``hj.program.build(..., windows=N)`` and ``hj.Loop.run`` pass it.
         Tuners that model training progress (``bayes``, ``pb2``) read it when they
         were not given a ``horizon`` of their own.
+      loss, train_loss: the validation and training losses after the window (lower
+        is better), when the task's ``evaluate`` reports ``val_loss`` and
+        ``train_loss``; the program passes them. A learned controller
+        (``hj.learned``) reads them.
     """
 
     score: jax.Array
@@ -54,6 +58,8 @@ class Observation(NamedTuple):
     hparams: HParams | None = None
     alive: jax.Array | None = None
     horizon: int | None = None
+    loss: jax.Array | None = None
+    train_loss: jax.Array | None = None
 
 
 class Proposal(NamedTuple):

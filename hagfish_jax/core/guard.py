@@ -239,9 +239,7 @@ def guard(
 
         # The first ``warmup`` updates change nothing; then every ``tune_every``-th may.
         can_tune = judge & ~trigger & (t > warmup) & (jnp.mod(t - warmup, tune_every) == 0)
-        inner_obs = Observation(
-            block_score, obs.train_score, obs.cost, state.applied, horizon=obs.horizon
-        )
+        inner_obs = obs._replace(score=block_score, hparams=state.applied, alive=None)
         proposal, inner_next = tuner.update(state.inner, inner_obs)
         stepped = dict(state.applied)
         for name, value in proposal.hparams.items():

@@ -240,16 +240,23 @@ def build(
         state, alive = carry.state, carry.alive
         hp = in_force(state)
         score = score_of(carry, train_metrics, evaluation)
-        train_score = evaluation.get("train_score")
-        if train_score is not None:
-            train_score = jnp.asarray(train_score, jnp.float32)
+        train_score, val_loss, train_loss = (
+            None if evaluation.get(k) is None else jnp.asarray(evaluation[k], jnp.float32)
+            for k in ("train_score", "val_loss", "train_loss")
+        )
         if per_member:  # the run's length is static: closed over, not vmapped
-            obs = Observation(score, train_score, hparams=hp)
+            obs = Observation(score, train_score, hparams=hp, loss=val_loss, train_loss=train_loss)
             update = lambda s, o: tuner.update(s, o._replace(horizon=windows))  # noqa: E731
             proposal, tuner_state = jax.vmap(update)(carry.tuner_state, obs)
         else:
             obs = Observation(
-                score, train_score, hparams=hp, alive=alive if n else None, horizon=windows
+                score,
+                train_score,
+                hparams=hp,
+                alive=alive if n else None,
+                horizon=windows,
+                loss=val_loss,
+                train_loss=train_loss,
             )
             proposal, tuner_state = tuner.update(carry.tuner_state, obs)
         window = carry.window - 1

@@ -8,7 +8,12 @@ one of them is a traced value that PBT can change without recompiling.
 
 The default environment is gymnasium's functional CartPole
 (``gymnasium.envs.phys2d.cartpole.CartPoleFunctional``); episodes are truncated at
-``max_episode_steps`` (500, like ``CartPole-v1``).
+``max_episode_steps`` (500, like ``CartPole-v1``). Any other jittable
+``gymnasium.experimental.functional.FuncEnv`` with a flat ``Box`` observation and a
+``Discrete`` or ``MultiDiscrete`` action space trains the same way
+(``PPO(environment=...)``): a ``MultiDiscrete`` action is one categorical per
+dimension, with summed log-probabilities and entropies. The learned hyperparameter
+controller (:mod:`hagfish_jax.control`) is trained like this.
 """
 
 from __future__ import annotations
@@ -114,6 +119,13 @@ class PPO:
       hidden: width of the MLPs.
       max_episode_steps: truncation, as ``CartPole-v1``.
       max_grad_norm: gradient clipping.
+      environment: the functional environment; ``None`` is CartPole. Its
+        ``transition`` gets a fresh key every step.
+      rollout_episodes: each rollout is one whole episode of every environment: all
+        are reset at the start of each rollout and never within one (nothing is
+        computed for a reset at each step). For environments whose episodes all last
+        ``num_steps`` steps and whose ``initial`` is costly (the hyperparameter
+        control environment trains a window there).
 
     >>> import jax
     >>> from hagfish_jax.rl import PPO
@@ -132,6 +144,8 @@ class PPO:
     hidden: int = 64
     max_episode_steps: int = 500
     max_grad_norm: float = 0.5
+    environment: Any = None
+    rollout_episodes: bool = False
 
     def __post_init__(self):
         for name in (
@@ -155,13 +169,49 @@ class PPO:
     # -- pieces ----------------------------------------------------------------------------
     @property
     def env(self):
+        if self.environment is not None:
+            return self.environment
         from gymnasium.envs.phys2d.cartpole import CartPoleFunctional
 
         return CartPoleFunctional()
 
     @property
+    def action_shape(self) -> tuple[int, ...]:
+        """``(n,)`` for a ``Discrete(n)`` action; ``(d, n)`` for ``MultiDiscrete([n] * d)``."""
+        space = self.env.action_space
+        if hasattr(space, "nvec"):
+            nvec = np.asarray(space.nvec).ravel()
+            if len(set(nvec.tolist())) != 1:
+                raise ValueError(f"PPO: MultiDiscrete actions need one size, got {nvec}")
+            return (len(nvec), int(nvec[0]))
+        return (int(space.n),)
+
+    @property
     def network(self) -> ActorCritic:
-        return ActorCritic(int(self.env.action_space.n), self.hidden)
+        return ActorCritic(int(np.prod(self.action_shape)), self.hidden)
+
+    def _logits(self, params, obs) -> tuple[jax.Array, jax.Array]:
+        logits, value = self.network.apply(params, obs)
+        return logits.reshape(logits.shape[:-1] + self.action_shape), value
+
+    def _log_prob(self, logits, action) -> jax.Array:
+        logp_all = jax.nn.log_softmax(logits)
+        if len(self.action_shape) == 1:
+            return jnp.take_along_axis(logp_all, action[..., None], axis=-1)[..., 0]
+        picked = jnp.take_along_axis(logp_all, action[..., None], axis=-1)[..., 0]
+        return jnp.sum(picked, axis=-1)
+
+    def _entropy(self, logits) -> jax.Array:
+        logp_all = jax.nn.log_softmax(logits)
+        ent = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+        return ent if len(self.action_shape) == 1 else jnp.sum(ent, axis=-1)
+
+    def act(self, params, obs, key=None) -> jax.Array:
+        """The policy's action for ``obs``: sampled with ``key``, the mode without one."""
+        logits, _ = self._logits(params, obs)
+        if key is None:
+            return jnp.argmax(logits, axis=-1)
+        return jax.random.categorical(key, logits)
 
     def tx(self, learning_rate: float):
         return optax.chain(
@@ -201,28 +251,33 @@ class PPO:
 
     def policy_probs(self, params, obs) -> jax.Array:
         """Action probabilities (for ensembles: average them across members)."""
-        logits, _ = self.network.apply(params, obs)
+        logits, _ = self._logits(params, obs)
         return jax.nn.softmax(logits, axis=-1)
 
     def _rollout(self, state: PPOState, key):
-        env, net = self.env, self.network
+        env = self.env
 
         def env_step(carry, k):
             st = carry
             k_act, k_reset = jax.random.split(k)
-            logits, value = net.apply(st.params, st.obs)
+            logits, value = self._logits(st.params, st.obs)
             action = jax.random.categorical(k_act, logits)
-            log_prob = jax.nn.log_softmax(logits)[jnp.arange(self.num_envs), action]
+            log_prob = self._log_prob(logits, action)
+            # CartPole ignores the key; drawing it apart keeps its reset keys unchanged
+            k_step = jax.random.split(jax.random.fold_in(k_act, 1), self.num_envs)
 
-            def one(env_state, a, kr):
-                nxt = env.transition(env_state, a, None)
+            def one(env_state, a, kr, ks):
+                nxt = env.transition(env_state, a, ks)
                 reward = env.reward(env_state, a, nxt, None)
                 term = env.terminal(nxt, None)
-                reset_state, reset_obs = self._reset(kr)
+                if self.rollout_episodes:  # no reset within a rollout: nothing to compute
+                    reset_state, reset_obs = nxt, env.observation(nxt, None)
+                else:
+                    reset_state, reset_obs = self._reset(kr)
                 return nxt, reward, term, reset_state, reset_obs, env.observation(nxt, None)
 
             nxt, reward, term, reset_state, reset_obs, nxt_obs = jax.vmap(one)(
-                st.env_state, action, jax.random.split(k_reset, self.num_envs)
+                st.env_state, action, jax.random.split(k_reset, self.num_envs), k_step
             )
             ep_len = st.ep_len + 1
             trunc = ep_len >= self.max_episode_steps
@@ -252,6 +307,17 @@ class PPO:
         return jax.lax.scan(env_step, state, jax.random.split(key, self.num_steps))
 
     def _update(self, state: PPOState, key):
+        if self.rollout_episodes:  # every environment starts a fresh episode
+            env_state, obs = jax.vmap(self._reset)(
+                jax.random.split(jax.random.fold_in(key, 2), self.num_envs)
+            )
+            zeros_i = jnp.zeros((self.num_envs,), jnp.int32)
+            state = state._replace(
+                env_state=env_state,
+                obs=obs.astype(jnp.float32),
+                ep_len=zeros_i,
+                ep_return=jnp.zeros((self.num_envs,), jnp.float32),
+            )
         state, traj = self._rollout(state, key)
         params, opt_state = self.learn(
             state.params, state.opt_state, state.extra.hyperparams, traj, state.obs, key
@@ -285,15 +351,14 @@ class PPO:
 
         def loss_fn(params, mb):
             obs, action, old_logp, adv, target = mb
-            logits, value = self.network.apply(params, obs)
-            logp_all = jax.nn.log_softmax(logits)
-            logp = jnp.take_along_axis(logp_all, action[:, None], axis=1)[:, 0]
+            logits, value = self._logits(params, obs)
+            logp = self._log_prob(logits, action)
             ratio = jnp.exp(logp - old_logp)
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
             clipped = jnp.clip(ratio, 1.0 - hp["clip_eps"], 1.0 + hp["clip_eps"])
             actor = -jnp.mean(jnp.minimum(ratio * adv, clipped * adv))
             critic = 0.5 * jnp.mean((value - target) ** 2)
-            entropy = -jnp.mean(jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1))
+            entropy = jnp.mean(self._entropy(logits))
             return actor + hp["vf_coef"] * critic - hp["ent_coef"] * entropy
 
         def epoch(carry, k):

@@ -3,7 +3,8 @@
 * :mod:`.classification`: flax MLP/CNN on any small classification split;
 * :mod:`.digits`, :mod:`.breast_cancer`: scikit-learn's bundled data sets on top of it
   (``pip install 'hagfish-jax[tasks]'``);
-* :mod:`.cartpole`: PPO agents on gymnasium's functional CartPole.
+* :mod:`.cartpole`: PPO agents on gymnasium's functional CartPole;
+* :mod:`.text`: an offline text corpus (standard-library docstrings by module family).
 
 :data:`REGISTRY` is the one place a built-in task is added: ``hagfish demo --task``,
 its defaults, the run directory and the printed report all read it.
@@ -87,10 +88,10 @@ def make(name: str, **options: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:  # the task modules load when first used
-    if name in ("breast_cancer", "cartpole", "classification", "digits"):
+    if name in ("breast_cancer", "cartpole", "classification", "digits", "text"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> Sequence[str]:
-    return sorted([*__all__, "breast_cancer", "cartpole", "classification", "digits"])
+    return sorted([*__all__, "breast_cancer", "cartpole", "classification", "digits", "text"])

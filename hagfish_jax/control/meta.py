@@ -1,0 +1,216 @@
+"""Meta-training: PPO over many inner training runs stepping as one program.
+
+Each PPO iteration starts ``runs`` fresh inner runs (on a bank, each draws its data
+set; half start from random hyperparameters), lets the controller make ``windows``
+decisions in each, then takes ``update_epochs`` of minibatch PPO steps on the
+``runs x windows`` decisions. The inner runs are vmapped: one iteration is one
+compiled call, whatever ``runs`` is. The PPO is :class:`hagfish_jax.rl.PPO` on the
+environment of :mod:`hagfish_jax.control.env` (``rollout_episodes=True``).
+
+:func:`meta_train` saves the controller to a directory every ``save_every``
+iterations and resumes from its latest checkpoint: called again with more
+iterations, the same controller keeps learning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core._checks import integer
+from ..core.space import Space
+from ..rl.ppo import PPO
+from .controller import Controller, Spec, load_state
+from .env import HParamEnv
+
+__all__ = ["MetaConfig", "MetaResult", "make_env", "make_ppo", "meta_train"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """Meta-training settings.
+
+    Attributes:
+      runs: inner runs per iteration (vmapped; PPO's environments).
+      windows: decisions per inner run.
+      step: the move per action in the unit cube.
+      cost_weight: the reward's compute weight.
+      random_start: share of runs that start from random hyperparameters.
+      hidden: width of the policy network.
+      learning_rate, update_epochs, num_minibatches, ent_coef, gamma, gae_lambda:
+        PPO's.
+    """
+
+    runs: int = 32
+    windows: int = 10
+    step: float = 0.125
+    cost_weight: float = 0.01
+    random_start: float = 0.5
+    hidden: int = 64
+    learning_rate: float = 1e-3
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    ent_coef: float = 0.01
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+
+    def __post_init__(self):
+        integer("MetaConfig: runs", self.runs, 1)
+        integer("MetaConfig: windows", self.windows, 1)
+        if (self.runs * self.windows) % self.num_minibatches:
+            raise ValueError(
+                f"MetaConfig: runs * windows ({self.runs * self.windows}) must be divisible "
+                f"by num_minibatches ({self.num_minibatches})"
+            )
+
+
+@dataclasses.dataclass
+class MetaResult:
+    """What :func:`meta_train` returns.
+
+    Attributes:
+      controller: the trained :class:`Controller`.
+      history: one dict per iteration run now (``iteration``, ``mean_return``,
+        ``final_val_loss`` as a share of the first window's, ``final_score``,
+        ``seconds``).
+      inner_steps_per_second: inner optimizer steps per second over this call's
+        iterations after the first (the first compiles).
+    """
+
+    controller: Controller
+    history: list[dict]
+    inner_steps_per_second: float | None
+
+
+def make_env(task, config: MetaConfig, space: Space | None = None) -> HParamEnv:
+    return HParamEnv(
+        task,
+        space,
+        windows=config.windows,
+        step=config.step,
+        cost_weight=config.cost_weight,
+        random_start=config.random_start,
+    )
+
+
+def make_ppo(env: HParamEnv, config: MetaConfig) -> PPO:
+    return PPO(
+        num_envs=config.runs,
+        num_steps=config.windows,
+        update_epochs=config.update_epochs,
+        num_minibatches=config.num_minibatches,
+        updates_per_window=1,
+        hidden=config.hidden,
+        max_episode_steps=config.windows,
+        environment=env,
+        rollout_episodes=True,
+    )
+
+
+def _ppo_hparams(config: MetaConfig) -> dict:
+    return {
+        "learning_rate": config.learning_rate,
+        "ent_coef": config.ent_coef,
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+    }
+
+
+def meta_train(
+    task,
+    iterations: int,
+    config: MetaConfig = MetaConfig(),
+    *,
+    key: int | jax.Array = 0,
+    directory: str | os.PathLike | None = None,
+    save_every: int = 10,
+    space: Space | None = None,
+    callback: Callable[[dict], Any] | None = None,
+) -> MetaResult:
+    """Train (or keep training) a controller on ``task`` (a bank or one data set).
+
+    Args:
+      task: a task whose ``evaluate`` reports ``val_loss`` and ``train_loss``, with
+        the dimensions to control dynamic (:func:`hagfish_jax.control.make_task`).
+      iterations: the total iterations wanted; with a ``directory`` that already
+        holds a resumable controller, only the missing ones run.
+      config: :class:`MetaConfig`.
+      key: seed or PRNG key.
+      directory: where to save and resume (``None``: keep it in memory).
+      save_every: iterations between saves (and a save at the end).
+      space: the dimensions to control (default the task's dynamic ones).
+      callback: called with each iteration's history row (progress bars).
+    """
+    integer("meta_train: iterations", iterations, 0)
+    integer("meta_train: save_every", save_every, 1)
+    env = make_env(task, config, space)
+    ppo = make_ppo(env, config)
+    spec = Spec(
+        space=env.space,
+        start={n: float(task.default_hparams[n]) for n in env.space.names},
+        step=config.step,
+        horizon=env.horizon,
+        hidden=config.hidden,
+        cost_weight=config.cost_weight,
+    )
+    key = jax.random.key(key) if isinstance(key, int) else key
+    k_init, key = jax.random.split(key)
+    state = ppo.init(k_init, _ppo_hparams(config))
+    done = 0
+    if directory is not None and (Path(directory) / "controller.json").is_file():
+        saved, tree = load_state(directory, {"opt_state": state.opt_state, "key": key})
+        if saved.spec.to_json() != spec.to_json():
+            raise ValueError(
+                f"meta_train: {directory} holds a controller for another setting "
+                f"({saved.spec.to_json()}); use a new directory"
+            )
+        state = state._replace(params=saved.params)
+        if tree is not None:
+            state = state._replace(opt_state=tree["opt_state"])
+            key = tree["key"]
+        done = saved.iterations
+    step = jax.jit(ppo.train_window)
+    history: list[dict] = []
+    timed, timed_seconds = 0, 0.0
+    inner_steps = config.runs * env.horizon * getattr(task, "steps_per_window", 1)
+
+    def save(it: int):
+        if directory is not None:
+            Controller(state.params, spec, it).save(directory, state.opt_state, key)
+
+    for it in range(done, iterations):
+        key, k = jax.random.split(key)
+        t0 = time.perf_counter()
+        state, _ = step(state, k)
+        h = state.env_state.history
+        final = jnp.mean(h.val[..., -1] / h.first)
+        row = {
+            "iteration": it + 1,
+            "mean_return": float(jnp.mean(state.last_return)),
+            "final_val_loss": float(final),
+            "final_score": float(jnp.mean(state.env_state.score)),
+        }
+        row["seconds"] = time.perf_counter() - t0
+        if it > done:
+            timed, timed_seconds = timed + 1, timed_seconds + row["seconds"]
+        history.append(row)
+        if callback is not None:
+            callback(row)
+        if (it + 1) % save_every == 0 or it + 1 == iterations:
+            save(it + 1)
+    rate = timed * inner_steps / timed_seconds if timed else None
+    controller = Controller(state.params, spec, max(done, iterations))
+    return MetaResult(controller, history, rate)
+
+
+def returns_of(history: list[dict]) -> np.ndarray:
+    """The ``mean_return`` column."""
+    return np.asarray([r["mean_return"] for r in history])
