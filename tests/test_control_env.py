@@ -8,12 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from hagfish_jax.core.hparams import get_hparams, set_hparams
-from hagfish_jax.core.space import IntUniform, LogUniform, Space, Uniform
 from hagfish_jax.control import data, tasks
 from hagfish_jax.control import env as env_lib
 from hagfish_jax.control import features as F
 from hagfish_jax.control.masked import MaskedMLP, compute_fraction
+from hagfish_jax.core.hparams import get_hparams, set_hparams
+from hagfish_jax.core.space import IntUniform, LogUniform, Space, Uniform
 from hagfish_jax.tasks.models import MLP
 
 pytestmark = pytest.mark.timeout(240)

@@ -15,6 +15,7 @@ iterations, the same controller keeps learning.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import numpy as np
 from ..core._checks import integer
 from ..core.space import Space
 from ..rl.ppo import PPO
-from .controller import Controller, Spec, load_state
+from .controller import SPEC_FILE, Controller, Spec, load_state
 from .env import HParamEnv
 
 __all__ = ["MetaConfig", "MetaResult", "make_env", "make_ppo", "meta_train"]
@@ -115,6 +116,25 @@ def make_ppo(env: HParamEnv, config: MetaConfig) -> PPO:
     )
 
 
+_COMPILED: dict[tuple, tuple] = {}
+
+
+def _compiled(task, config: MetaConfig, space: Space | None):
+    """The environment, PPO and jitted iteration for ``(task, config, space)``, kept for
+    the process: a second ``meta_train`` on the same task (a resume, more iterations
+    from a notebook) compiles nothing."""
+    cache_key = (id(task), config, space)
+    hit = _COMPILED.get(cache_key)
+    if hit is None or hit[0] is not task:
+        env = make_env(task, config, space)
+        ppo = make_ppo(env, config)
+        hit = (task, env, ppo, jax.jit(ppo.train_window), jax.jit(ppo.init))
+        while len(_COMPILED) >= 4:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[cache_key] = hit
+    return hit[1:]
+
+
 def _ppo_hparams(config: MetaConfig) -> dict:
     return {
         "learning_rate": config.learning_rate,
@@ -151,8 +171,7 @@ def meta_train(
     """
     integer("meta_train: iterations", iterations, 0)
     integer("meta_train: save_every", save_every, 1)
-    env = make_env(task, config, space)
-    ppo = make_ppo(env, config)
+    env, ppo, step, init = _compiled(task, config, space)
     spec = Spec(
         space=env.space,
         start={n: float(task.default_hparams[n]) for n in env.space.names},
@@ -161,23 +180,24 @@ def meta_train(
         hidden=config.hidden,
         cost_weight=config.cost_weight,
     )
+    saved_spec = None if directory is None else Path(directory) / SPEC_FILE
+    resume = saved_spec is not None and saved_spec.is_file()
+    if resume and json.loads(saved_spec.read_text()) != json.loads(json.dumps(spec.to_json())):
+        raise ValueError(
+            f"meta_train: {directory} holds a controller for another setting "
+            f"({saved_spec.read_text()}); use a new directory"
+        )
     key = jax.random.key(key) if isinstance(key, int) else key
     k_init, key = jax.random.split(key)
-    state = ppo.init(k_init, _ppo_hparams(config))
+    state = init(k_init, _ppo_hparams(config))
     done = 0
-    if directory is not None and (Path(directory) / "controller.json").is_file():
+    if resume:
         saved, tree = load_state(directory, {"opt_state": state.opt_state, "key": key})
-        if saved.spec.to_json() != spec.to_json():
-            raise ValueError(
-                f"meta_train: {directory} holds a controller for another setting "
-                f"({saved.spec.to_json()}); use a new directory"
-            )
         state = state._replace(params=saved.params)
         if tree is not None:
             state = state._replace(opt_state=tree["opt_state"])
             key = tree["key"]
         done = saved.iterations
-    step = jax.jit(ppo.train_window)
     history: list[dict] = []
     timed, timed_seconds = 0, 0.0
     inner_steps = config.runs * env.horizon * getattr(task, "steps_per_window", 1)
@@ -214,3 +234,38 @@ def meta_train(
 def returns_of(history: list[dict]) -> np.ndarray:
     """The ``mean_return`` column."""
     return np.asarray([r["mean_return"] for r in history])
+
+
+def episode_returns(env: HParamEnv, act: Callable, key, runs: int = 32) -> dict:
+    """Play ``runs`` episodes of ``env`` at once with ``act(obs, key) -> action``.
+
+    Returns numpy arrays per run: ``return`` (the episode's summed reward),
+    ``final_val_loss`` (over the first window's), ``final_score`` and ``trajectory``
+    (the unit coordinates after each decision, ``(runs, windows, d)``).
+    """
+
+    def one(k):
+        k0, k = jax.random.split(k)
+        state = env.initial(k0)
+
+        def step(carry, k):
+            state, total = carry
+            k_act, k_step = jax.random.split(k)
+            action = act(env.observation(state, None), k_act)
+            nxt = env.transition(state, action, k_step)
+            total = total + env.reward(state, action, nxt, None)
+            return (nxt, total), nxt.unit
+
+        (state, total), units = jax.lax.scan(
+            step, (state, jnp.float32(0.0)), jax.random.split(k, env.windows)
+        )
+        h = state.history
+        return total, h.val[-1] / h.first, state.score, units
+
+    total, final, score, units = jax.jit(jax.vmap(one))(jax.random.split(key, runs))
+    return {
+        "return": np.asarray(total),
+        "final_val_loss": np.asarray(final),
+        "final_score": np.asarray(score),
+        "trajectory": np.asarray(units),
+    }
