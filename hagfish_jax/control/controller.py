@@ -62,6 +62,8 @@ class Spec:
       horizon: windows in a meta-training episode (used when a run's length is unknown).
       hidden: the width of the policy network.
       cost_weight: the reward's compute weight it was trained with.
+      window_steps: optimizer steps in a meta-training window (``None``: unknown);
+        ``hagfish controller eval`` uses it as its default.
     """
 
     space: Space
@@ -70,6 +72,7 @@ class Spec:
     horizon: int
     hidden: int = 64
     cost_weight: float = 0.01
+    window_steps: int | None = None
 
     @property
     def obs_dim(self) -> int:
@@ -83,6 +86,7 @@ class Spec:
             "horizon": self.horizon,
             "hidden": self.hidden,
             "cost_weight": self.cost_weight,
+            "window_steps": self.window_steps,
             "features": F.NUM_FEATURES,
         }
 
@@ -100,6 +104,7 @@ class Spec:
             horizon=int(data["horizon"]),
             hidden=int(data["hidden"]),
             cost_weight=float(data["cost_weight"]),
+            window_steps=data.get("window_steps"),
         )
 
 

@@ -179,6 +179,7 @@ def meta_train(
         horizon=env.horizon,
         hidden=config.hidden,
         cost_weight=config.cost_weight,
+        window_steps=getattr(task, "steps_per_window", None),
     )
     saved_spec = None if directory is None else Path(directory) / SPEC_FILE
     resume = saved_spec is not None and saved_spec.is_file()

@@ -10,6 +10,10 @@ run's :class:`~hagfish_jax.shell.demo.RunSummary` and writes a run directory.
 heuristics by default, ``--advisor llm`` for an OpenAI-compatible endpoint); see
 :mod:`hagfish_jax.shell.hpo`.
 
+``hagfish controller train`` meta-trains a learned hyperparameter controller and
+``hagfish controller eval`` compares it with the fixed default on a held-out task; see
+:mod:`hagfish_jax.shell.controller_cli`.
+
 ``hagfish plot RUN_DIR [--out DIR]`` draws a run directory's figures as PNGs (needs
 matplotlib; see :mod:`hagfish_jax.shell.plots`) and prints their paths.
 
@@ -291,6 +295,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="hagfish", description="JAX-native hyperparameter tuning while models train."
     )
     sub = parser.add_subparsers(dest="command")
+    from .controller_cli import add_parser as add_controller
     demo = sub.add_parser(
         "demo",
         help="tune MLPs on the bundled digits data and write a run directory",
@@ -358,6 +363,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-compile-cache", action="store_true", help="compile everything afresh"
     )
     demo.set_defaults(func=_demo)
+    add_controller(sub)
     plot = sub.add_parser(
         "plot",
         help="draw a run directory's figures as PNGs (needs matplotlib)",

@@ -1,0 +1,170 @@
+"""``hagfish controller train`` and ``hagfish controller eval``.
+
+``train`` meta-trains a controller (:func:`hagfish_jax.control.meta_train`) on the
+default distribution of tasks (:func:`hagfish_jax.control.data.training_splits`),
+with a progress bar and orbax checkpoints in ``--out``; run again with more
+``--iterations``, it resumes from the latest checkpoint. ``eval`` runs a saved
+controller as a tuner on a held-out task beside the fixed default and prints
+accuracy, F1, validation loss, windows to a plateau and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..control import data, meta
+    from ..control.tasks import make_task
+
+    try:
+        hold_out = _csv(args.hold_out)
+        config = meta.MetaConfig(runs=args.runs, windows=args.windows, cost_weight=args.cost_weight)
+        if args.iterations < 1 or args.save_every < 1 or args.steps_per_window < 1:
+            raise ValueError("--iterations, --save-every and --steps-per-window must be >= 1")
+        splits = data.training_splits(args.seed, hold_out=hold_out, synthetic=args.synthetic)
+    except (ValueError, ImportError) as err:
+        print(f"hagfish controller train: {err}", file=sys.stderr)
+        return 2
+    task = make_task(splits, steps_per_window=args.steps_per_window, name="bank")
+    out = Path(args.out)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the tasks extra
+        tqdm = None
+    bar = None
+    if tqdm is not None and not args.quiet:
+        bar = tqdm(total=args.iterations, unit="it", desc="meta-training")
+
+    def progress(row: dict) -> None:
+        if bar is None:
+            return
+        if bar.n == 0 and row["iteration"] > 1:
+            bar.update(row["iteration"] - 1)  # resumed
+        bar.set_postfix(ret=f"{row['mean_return']:.3f}", val_loss=f"{row['final_val_loss']:.3f}")
+        bar.update(1)
+
+    try:
+        result = meta.meta_train(
+            task,
+            args.iterations,
+            config,
+            key=args.seed,
+            directory=out,
+            save_every=args.save_every,
+            callback=progress,
+        )
+    except ValueError as err:
+        print(f"hagfish controller train: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    hist = result.history
+    recent = [r["mean_return"] for r in hist[-10:]]
+    rate = result.inner_steps_per_second
+    print(
+        f"controller: {result.controller.iterations} iterations on {task.datasets} data sets "
+        f"({config.runs} runs of {config.windows + 1} windows each)"
+        + (f"; last {len(recent)} mean return {sum(recent) / len(recent):.3f}" if recent else "")
+        + (f"; {rate:.0f} inner steps/s" if rate else "")
+        + f"; saved in {out}"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import core
+    from ..control import controller as ctrl_lib
+    from ..control import suite
+    from ..control.tuner import learned
+
+    try:
+        controller = ctrl_lib.load(args.controller)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"hagfish controller eval: {err}", file=sys.stderr)
+        return 2
+    spec = controller.spec
+    steps = args.steps_per_window or spec.window_steps or 10
+    windows = args.windows or spec.horizon
+    if args.seeds < 1 or windows < 2:
+        print("hagfish controller eval: --seeds must be >= 1, --windows >= 2", file=sys.stderr)
+        return 2
+    task = suite.eval_task(args.task, args.seed, steps_per_window=steps)
+    methods = {
+        "fixed default": core.tuners.fixed(),
+        "learned": learned(controller, task.space),
+    }
+    rows = {}
+    for name, tuner in methods.items():
+        (res,) = suite.evaluate_tuner(task, tuner, windows, args.seeds, keys=(args.seed,))
+        rows[name] = res
+    print(f"{args.task}: {args.seeds} runs of {windows} windows x {steps} steps")
+    print(f"{'method':<14} {'test acc':>9} {'test F1':>8} {'val loss':>9} {'plateau':>8} {'s':>6}")
+    for name, r in rows.items():
+        print(
+            f"{name:<14} {np.mean(r['test_accuracy']):>9.4f} {np.mean(r['test_f1']):>8.4f} "
+            f"{np.mean(r['final_val_loss']):>9.4f} {np.mean(r['plateau']):>8.1f} "
+            f"{r['seconds']:>6.1f}"
+        )
+    if args.json:
+        plain = {
+            name: {
+                k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                for k, v in r.items()
+                if k != "hparams"
+            }
+            for name, r in rows.items()
+        }
+        Path(args.json).write_text(json.dumps(plain, indent=1))
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Add ``controller train`` and ``controller eval`` to the ``hagfish`` parser."""
+    from ..control.suite import EVAL_TASKS
+
+    ctl = sub.add_parser(
+        "controller",
+        help="meta-train a learned hyperparameter controller, or evaluate one",
+        description="A PPO controller that moves learning rate, batch size, dropout, "
+        "layers and units while models train, meta-trained over many vmapped inner runs.",
+    )
+    actions = ctl.add_subparsers(dest="action", required=True)
+    train = actions.add_parser("train", help="meta-train (resumes from --out)")
+    train.add_argument("--out", default="runs/controller", help="controller directory")
+    train.add_argument("--iterations", type=int, default=100, help="PPO iterations (total)")
+    train.add_argument("--runs", type=int, default=32, help="inner runs per iteration")
+    train.add_argument("--windows", type=int, default=10, help="decisions per inner run")
+    train.add_argument("--steps-per-window", type=int, default=10, help="inner Adam steps")
+    train.add_argument(
+        "--hold-out",
+        default="",
+        help="families to leave out, comma separated (synthetic, digits, breast_cancer, wine)",
+    )
+    train.add_argument("--synthetic", type=int, default=6, help="generated tasks in the bank")
+    train.add_argument("--cost-weight", type=float, default=0.01, help="reward's compute weight")
+    train.add_argument("--save-every", type=int, default=10, help="iterations between saves")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+    ev = actions.add_parser("eval", help="the controller against the fixed default")
+    ev.add_argument("--controller", default="runs/controller", help="controller directory")
+    ev.add_argument("--task", choices=EVAL_TASKS, default="image")
+    ev.add_argument("--windows", type=int, default=None, help="default: as meta-trained")
+    ev.add_argument("--steps-per-window", type=int, default=None, help="default: as trained")
+    ev.add_argument("--seeds", type=int, default=4, help="runs per method (vmapped)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", default=None, help="also write the numbers to this file")
+    ev.set_defaults(func=_eval)
