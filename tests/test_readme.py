@@ -62,3 +62,16 @@ def test_advisor_blocks_diagnose_and_talk_to_the_loopback_server(executed):
     for name in ns["llm_advice"].hparams:
         assert name in space
     assert ns["searched"].notes[0].source == "my notes"
+
+
+def test_learned_controller_block_trains_and_tunes(executed):
+    ns = executed[-1]
+    assert ns["trained"].controller.iterations == 2
+    assert ns["ctl_rows"]["score"].shape == (4,)
+    assert bool(jax_all_finite(ns["ctl_rows"]["learning_rate"]))
+
+
+def jax_all_finite(x):
+    import numpy as np
+
+    return np.all(np.isfinite(np.asarray(x)))
