@@ -1,5 +1,5 @@
 """A controller meta-trained briefly: it beats a random policy and the fixed default,
-saves and loads, resumes, and runs as a tuner in the program, the guard and the Loop."""
+saves and loads, and runs as a tuner in the program, the guard and the Loop."""
 
 from __future__ import annotations
 
@@ -68,25 +68,6 @@ def test_save_then_load_gives_identical_actions(trained, tmp_path):
     np.testing.assert_array_equal(jax.vmap(back.act)(obs), jax.vmap(c.act)(obs))
     with pytest.raises(FileNotFoundError, match="controller.json"):
         C.load(tmp_path / "nothing")
-
-
-def test_meta_training_resumes_where_it_stopped(tmp_path):
-    task = _bank(range(2))
-    config = meta.MetaConfig(runs=8, windows=3, num_minibatches=2)
-    whole = meta.meta_train(task, 3, config, key=5)
-    first = meta.meta_train(task, 2, config, key=5, directory=tmp_path, save_every=1)
-    assert [r["iteration"] for r in first.history] == [1, 2]
-    rest = meta.meta_train(task, 3, config, key=5, directory=tmp_path, save_every=1)
-    assert [r["iteration"] for r in rest.history] == [3]
-    for a, b in zip(
-        jax.tree.leaves(rest.controller.params), jax.tree.leaves(whole.controller.params)
-    ):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    # a different setting in the same directory is refused
-    with pytest.raises(ValueError, match="another setting"):
-        meta.meta_train(
-            task, 4, meta.MetaConfig(runs=8, windows=4, num_minibatches=2), directory=tmp_path
-        )
 
 
 def _count_traces(prog, windows):

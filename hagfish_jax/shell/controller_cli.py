@@ -22,6 +22,14 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _cache(args: argparse.Namespace) -> int | None:
+    """The persistent compilation cache, on by default as for ``hagfish demo``."""
+    from .cli import _compile_cache
+
+    got = _compile_cache(args)
+    return got if isinstance(got, int) else None
+
+
 def _train(args: argparse.Namespace) -> int:
     from ..control import data, meta
     from ..control.tasks import make_task
@@ -34,6 +42,8 @@ def _train(args: argparse.Namespace) -> int:
         splits = data.training_splits(args.seed, hold_out=hold_out, synthetic=args.synthetic)
     except (ValueError, ImportError) as err:
         print(f"hagfish controller train: {err}", file=sys.stderr)
+        return 2
+    if _cache(args) is not None:
         return 2
     task = make_task(splits, steps_per_window=args.steps_per_window, name="bank")
     out = Path(args.out)
@@ -94,6 +104,8 @@ def _eval(args: argparse.Namespace) -> int:
         controller = ctrl_lib.load(args.controller)
     except (FileNotFoundError, ValueError) as err:
         print(f"hagfish controller eval: {err}", file=sys.stderr)
+        return 2
+    if _cache(args) is not None:
         return 2
     spec = controller.spec
     steps = args.steps_per_window or spec.window_steps or 10
@@ -168,3 +180,7 @@ def add_parser(sub) -> None:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json", default=None, help="also write the numbers to this file")
     ev.set_defaults(func=_eval)
+    for p in (train, ev):
+        p.add_argument("--compile-cache", metavar="DIR", default=None,
+                       help="persistent compilation cache (default: the user's cache dir)")
+        p.add_argument("--no-compile-cache", action="store_true", help="compile afresh")
