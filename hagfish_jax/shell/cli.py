@@ -154,148 +154,13 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-_ROLES = ("consultant_a", "consultant_b", "supervisor", "analyst", "researcher")
-
-
-def _hpo(args: argparse.Namespace) -> int:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        print(f"hagfish hpo: {err}; pip install 'hagfish-jax[tasks]'", file=sys.stderr)
-        return 1
-    from .hpo import HpoConfig, run_hpo
-    from .lock import LockedError
-    from .records import DamagedRecordError
-
-    models = tuple(
-        (role, getattr(args, f"model_{role}"))
-        for role in _ROLES
-        if getattr(args, f"model_{role}") is not None
-    )
-    config = HpoConfig(
-        task=args.task,
-        model=args.model,
-        train_fraction=args.train_fraction,
-        rounds=args.rounds,
-        epochs=args.epochs,
-        patience=args.patience,
-        consult_turns=args.consult_turns,
-        seed=args.seed,
-        advisor=args.advisor,
-        search=args.search,
-        anonymize=args.anonymize,
-        names=tuple(n for n in (args.anonymize_names or "").split(",") if n.strip()),
-        llm_base_url=args.llm_base_url,
-        llm_model=args.llm_model,
-        models=models,
-        llm_timeout=args.llm_timeout,
-        llm_retries=args.llm_retries,
-    )
-    try:
-        config.check()
-        if config.advisor == "llm":  # the endpoint settings fail here, before training
-            from .advisors.llm import endpoints
-
-            endpoints(config.llm_base_url, config.llm_model, dict(config.models))
-    except (ValueError, ImportError) as err:
-        print(f"hagfish hpo: {err}", file=sys.stderr)
-        return 2
-
-    def progress(r: int, summary: dict) -> None:
-        if args.quiet:
-            return
-        if summary.get("status") == "failed":
-            print(f"round {r}: failed ({summary.get('error', '')[:120]})", flush=True)
-            return
-        hp = summary.get("effective_hparams", {})
-        shown = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items()
-        )
-        print(
-            f"round {r}: val acc {summary.get('best_val_accuracy', float('nan')):.4f}, "
-            f"test acc {summary.get('test_accuracy', float('nan')):.4f} ({shown})",
-            flush=True,
-        )
-
-    try:
-        result = run_hpo(config, args.out, progress=progress)
-    except (LockedError, DamagedRecordError, NotADirectoryError, ValueError) as err:
-        print(f"hagfish hpo: {err}", file=sys.stderr)
-        return 2
-    best = result.best or {}
-    print(
-        f"best: {best.get('trial')} val acc {best.get('best_val_accuracy')}, test acc "
-        f"{best.get('test_accuracy')}, test F1 {best.get('test_f1')}; records in {result.out}"
-    )
-    return 0
-
-
-def _add_hpo(sub) -> None:
-    hpo = sub.add_parser(
-        "hpo",
-        help="rounds of whole trials steered by advisors (offline by default)",
-        description="Rounds of whole training runs: after each, the curves are diagnosed, "
-        "remedies are looked up, two consultants and a supervisor propose the next "
-        "configuration (optimizer, learning rate, batch size, weight decay, label "
-        "smoothing) inside the space. Offline heuristics by default; --advisor llm asks "
-        "an OpenAI-compatible endpoint. API keys come from the environment only: "
-        "HAGFISH_LLM_API_KEY, or HAGFISH_LLM_API_KEY_<ROLE> per role (ROLE: CONSULTANT_A, "
-        "CONSULTANT_B, SUPERVISOR, ANALYST, RESEARCHER).",
-    )
-    hpo.add_argument("--task", choices=("digits", "breast_cancer"), default="digits")
-    hpo.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    hpo.add_argument(
-        "--train-fraction", type=float, default=1.0,
-        help="share of the digits train split kept (0.25: the harder variant; default 1)",
-    )
-    hpo.add_argument("--rounds", type=int, default=10, help="trials (default 10)")
-    hpo.add_argument("--epochs", type=int, default=20, help="most epochs a trial (default 20)")
-    hpo.add_argument(
-        "--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)"
-    )
-    hpo.add_argument(
-        "--consult-turns", type=int, default=2, help="consultant turns a round (default 2)"
-    )
-    hpo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    hpo.add_argument("--out", default="runs/hpo", help="run directory (default runs/hpo)")
-    hpo.add_argument("--advisor", choices=("heuristic", "llm"), default="heuristic")
-    hpo.add_argument(
-        "--search", choices=("offline", "none"), default="offline",
-        help="research: the shipped knowledge base (default) or none",
-    )
-    hpo.add_argument(
-        "--anonymize", action=argparse.BooleanOptionalAction, default=True,
-        help="keep dataset and model names out of every agent-facing text (default on)",
-    )
-    hpo.add_argument(
-        "--anonymize-names", metavar="NAMES", default=None,
-        help="more names to keep out, comma separated",
-    )
-    hpo.add_argument(
-        "--llm-base-url", metavar="URL", default=None,
-        help="OpenAI-compatible endpoint (default $HAGFISH_LLM_BASE_URL)",
-    )
-    hpo.add_argument(
-        "--llm-model", metavar="ID", default=None,
-        help="model id of every role (default $HAGFISH_LLM_MODEL)",
-    )
-    for role in _ROLES:
-        hpo.add_argument(
-            f"--model-{role.replace('_', '-')}", dest=f"model_{role}", metavar="ID",
-            default=None, help=f"model id of the {role.replace('_', ' ')}",
-        )
-    hpo.add_argument("--llm-timeout", type=float, default=60.0, help="seconds a request")
-    hpo.add_argument("--llm-retries", type=int, default=3, help="retries on 429/5xx/timeouts")
-    hpo.add_argument("--quiet", action="store_true", help="print only the result")
-    hpo.set_defaults(func=_hpo)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hagfish", description="JAX-native hyperparameter tuning while models train."
     )
     sub = parser.add_subparsers(dest="command")
     from .controller_cli import add_parser as add_controller
+    from .hpo_cli import add_parser as add_hpo
     demo = sub.add_parser(
         "demo",
         help="tune MLPs on the bundled digits data and write a run directory",
@@ -376,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", default=None, help="write the PNGs here (default: RUN_DIR)"
     )
     plot.set_defaults(func=_plot)
-    _add_hpo(sub)
+    add_hpo(sub)
     return parser
 
 
