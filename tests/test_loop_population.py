@@ -166,7 +166,16 @@ def test_population_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
 
     whole = make().run(members(), jax.random.key(3), max_windows=8)
     make(tmp_path).run(members(), jax.random.key(3), max_windows=5)  # "killed" after 5
+    from hagfish_jax.shell import compile_cache
+
+    before = compile_cache.stats()
+    make().run(members(), jax.random.key(3), max_windows=8)
+    fresh = (compile_cache.stats() - before).requested  # a new Loop's own small programs
+    before = compile_cache.stats()
     resumed = make(tmp_path).run(members(), jax.random.key(3), max_windows=8)
+    # the restored state is fresh arrays, not device-committed ones: the training
+    # program is not compiled again for them
+    assert (compile_cache.stats() - before).requested <= fresh
     assert resumed.windows == 8 and [h["window"] for h in resumed.history] == list(range(8))
     chex.assert_trees_all_close(resumed.carry.state, whole.carry.state, rtol=1e-6)
     chex.assert_trees_all_equal(resumed.carry.tuner_state.since, whole.carry.tuner_state.since)

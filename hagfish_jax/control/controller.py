@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..core.dimensions import IntUniform, LogUniform, Uniform
 from ..core.space import Space
@@ -161,14 +160,6 @@ def fresh_params(spec: Spec, key) -> Any:
     return net.init(key, jnp.zeros((spec.obs_dim,), jnp.float32))
 
 
-def _uncommitted(x):
-    """``x`` as a fresh array: orbax hands back arrays committed to a device, which a
-    jitted function compiled for uncommitted ones compiles again for."""
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(jnp.asarray(np.asarray(jax.random.key_data(x))))
-    return jnp.asarray(np.asarray(x))
-
-
 def load(directory: str | os.PathLike, like_state: Any = None) -> Controller:
     """The controller saved in ``directory`` (its latest checkpoint).
 
@@ -205,6 +196,6 @@ def load_state(directory: str | os.PathLike, like_state: Any = None):
         ckpt.close()
     if got is None:
         raise FileNotFoundError(f"no readable controller checkpoint in {directory}")
-    tree, entry = jax.tree.map(_uncommitted, got[0]), got[1]
+    tree, entry = got  # fresh (uncommitted) arrays: a resume compiles nothing
     controller = Controller(tree["params"], spec, int(entry["window"]))
     return controller, (tree if "opt_state" in tree else None)

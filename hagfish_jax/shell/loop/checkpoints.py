@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from ..records import write_atomic
 
@@ -51,10 +53,21 @@ def _plain(tree: Any) -> Any:
 
 
 def _typed(tree: Any, like: Any) -> Any:
-    """Undo :func:`_plain` where ``like`` holds a key array."""
+    """Undo :func:`_plain` where ``like`` holds a key array, and hand back fresh arrays.
+
+    orbax restores arrays committed to a device; a jitted function compiled for the
+    uncommitted arrays a run makes would compile again for them, so a resumed run
+    would pay its compile twice. Host copies put back on the default device are
+    uncommitted, like the originals.
+    """
 
     def back(x, ref):
-        return jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref)) if _is_key(ref) else x
+        fresh = jnp.asarray(np.asarray(x)) if isinstance(x, jax.Array) else x
+        return (
+            jax.random.wrap_key_data(fresh, impl=jax.random.key_impl(ref))
+            if _is_key(ref)
+            else fresh
+        )
 
     return jax.tree.map(back, tree, like)
 
