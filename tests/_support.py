@@ -56,3 +56,31 @@ HP = {"lr": 1e-3, "b1": 0.9, "bs": 64.0, "layers": 2.0, "opt": 1.0}
 
 def f32(x):
     return np.asarray(x, np.float32)
+
+
+# -- the learned controller's small setting ----------------------------------------------
+def control_space():
+    """Reference 003's five dimensions at test size (units 8..32, batch 8..32)."""
+    return hj.Space(
+        learning_rate=hj.LogUniform(1e-5, 1e-1),
+        batch_size=hj.IntUniform(8, 32, dynamic=True),
+        dropout_rate=hj.Uniform(0.1, 0.7),
+        num_layers=hj.IntUniform(1, 3, dynamic=True),
+        units=hj.IntUniform(8, 32, dynamic=True),
+    )
+
+
+CONTROL_START = {"batch_size": 16, "units": 16}
+
+
+def control_bank(seeds, n_samples=240, steps_per_window=4):
+    """A bank of generated 3-class tasks on :func:`control_space`."""
+    from hagfish_jax.control import data, tasks
+
+    splits = [
+        data.synthetic_split(s, n_features=8, n_classes=3, n_samples=n_samples) for s in seeds
+    ]
+    return tasks.make_task(
+        splits, hparam_space=control_space(), defaults=CONTROL_START,
+        steps_per_window=steps_per_window,
+    )

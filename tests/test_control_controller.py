@@ -7,29 +7,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _support import control_bank, control_space
 
 import hagfish_jax as hj
 from hagfish_jax.control import controller as C
-from hagfish_jax.control import data, meta, tasks
+from hagfish_jax.control import meta
 from hagfish_jax.control.env import HParamEnv
-from hagfish_jax.core.space import IntUniform, LogUniform, Space, Uniform
 
 pytestmark = pytest.mark.timeout(300)
 
-SMALL = Space(
-    learning_rate=LogUniform(1e-5, 1e-1),
-    batch_size=IntUniform(8, 32, dynamic=True),
-    dropout_rate=Uniform(0.1, 0.7),
-    num_layers=IntUniform(1, 3, dynamic=True),
-    units=IntUniform(8, 32, dynamic=True),
-)
-START = {"batch_size": 16, "units": 16}
+SMALL = control_space()
 CONFIG = meta.MetaConfig(runs=32, windows=6)
 
 
 def _bank(seeds):
-    splits = [data.synthetic_split(s, n_features=8, n_classes=3, n_samples=240) for s in seeds]
-    return tasks.make_task(splits, hparam_space=SMALL, defaults=START, steps_per_window=4)
+    return control_bank(seeds)
 
 
 @pytest.fixture(scope="module")

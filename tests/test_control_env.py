@@ -7,25 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _support import CONTROL_START, control_space
 
 from hagfish_jax.control import data, tasks
 from hagfish_jax.control import env as env_lib
 from hagfish_jax.control import features as F
 from hagfish_jax.control.masked import MaskedMLP, compute_fraction
 from hagfish_jax.core.hparams import get_hparams, set_hparams
-from hagfish_jax.core.space import IntUniform, LogUniform, Space, Uniform
+from hagfish_jax.core.space import IntUniform, Space
 from hagfish_jax.tasks.models import MLP
 
 pytestmark = pytest.mark.timeout(240)
 
-SMALL = Space(
-    learning_rate=LogUniform(1e-5, 1e-1),
-    batch_size=IntUniform(8, 32, dynamic=True),
-    dropout_rate=Uniform(0.1, 0.7),
-    num_layers=IntUniform(1, 3, dynamic=True),
-    units=IntUniform(8, 32, dynamic=True),
-)
-START = {"batch_size": 16, "units": 16}
+SMALL = control_space()
+START = CONTROL_START
 
 
 @pytest.fixture(scope="module")
