@@ -163,10 +163,8 @@ class HParamEnv(FuncEnv):
 
 
 def gym_env(env: HParamEnv, seed: int | None = None):
-    """``env`` behind gymnasium's standard ``reset`` / ``step`` API (jax arrays out).
-
-    >>> # gym = gym_env(HParamEnv(task)); obs, info = gym.reset(seed=0)
-    """
+    """``env`` behind gymnasium's standard ``reset`` / ``step`` API (jax arrays out):
+    ``gym_env(HParamEnv(task)).reset(seed=0)`` gives ``(obs, info)``."""
     from gymnasium.envs.functional_jax_env import FunctionalJaxEnv
 
     wrapped = FunctionalJaxEnv(env)

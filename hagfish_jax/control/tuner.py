@@ -73,8 +73,6 @@ def learned(
     Raises:
       ValueError: no name in common, a name unknown to the controller, or structural
         in ``space``.
-
-    >>> # tuner = hj.learned("runs/controller", task.space)
     """
     if not isinstance(controller, Controller):
         controller = load(controller)
