@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from hagfish_jax.control import controller as C
+from hagfish_jax.control import data, meta, tasks
 from hagfish_jax.shell.cli import main
 
 pytestmark = pytest.mark.timeout(400)
@@ -34,11 +35,17 @@ def _latest(directory) -> int:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("controller")
-    # the processes share a compile cache: only the first one compiles
-    env = {**os.environ, "HAGFISH_COMPILE_CACHE": "1", "HAGFISH_CACHE_DIR": str(root / "xla")}
+    # the training uninterrupted, in this process; the subprocesses then find its
+    # programs in the session's compilation cache (tests/conftest.py)
+    bank = tasks.make_task(
+        data.training_splits(0, hold_out=("digits", "breast_cancer", "wine"), synthetic=1),
+        steps_per_window=1, name="bank",
+    )
+    whole = meta.meta_train(bank, 4, meta.MetaConfig(runs=4, windows=2), key=0)
+    whole.controller.save(root / "whole")
+    env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0"}
     cmd = [sys.executable, "-m", "hagfish_jax.shell.cli", "controller", "train", *TINY]
-    whole, killed = root / "whole", root / "killed"
-    subprocess.run([*cmd, "--out", str(whole)], check=True, env=env, timeout=300)
+    killed = root / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env)
     deadline = time.monotonic() + 240
     while _latest(killed) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -47,20 +54,20 @@ def runs(tmp_path_factory):
     proc.wait()
     stopped_at = _latest(killed)
     subprocess.run([*cmd, "--out", str(killed)], check=True, env=env, timeout=300)
-    return whole, killed, stopped_at
+    return root / "whole", killed, stopped_at, whole.controller
 
 
 def test_a_killed_training_resumes_to_the_uninterrupted_controller(runs):
-    whole, killed, stopped_at = runs
+    _, killed, stopped_at, whole = runs
     assert 1 <= stopped_at < 4  # it really was stopped part way
-    a, b = C.load(whole), C.load(killed)
-    assert a.iterations == b.iterations == 4 and a.spec == b.spec
-    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    back = C.load(killed)
+    assert back.iterations == whole.iterations == 4 and back.spec == whole.spec
+    for x, y in zip(jax.tree.leaves(back.params), jax.tree.leaves(whole.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_eval_prints_the_comparison(runs, tmp_path, capsys):
-    whole, _, _ = runs
+    whole = runs[0]
     out = tmp_path / "eval.json"
     assert main(["controller", "eval", "--controller", str(whole), "--task", "synthetic",
                  "--seeds", "2", "--windows", "3", "--json", str(out), "--no-compile-cache"]) == 0
@@ -72,7 +79,7 @@ def test_eval_prints_the_comparison(runs, tmp_path, capsys):
 
 
 def test_bad_options_are_refused_before_any_work(runs, tmp_path, capsys):
-    whole, _, _ = runs
+    whole = runs[0]
     out = tmp_path / "never"
     assert main(["controller", "train", "--runs", "0", "--out", str(out)]) == 2
     assert "runs must be an integer >= 1" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from hagfish_jax.control.env import HParamEnv
 pytestmark = pytest.mark.timeout(300)
 
 SMALL = control_space()
-CONFIG = meta.MetaConfig(runs=32, windows=6)
+CONFIG = meta.MetaConfig(runs=16, windows=6)
 
 
 def _bank(seeds):
@@ -38,10 +38,14 @@ def test_a_briefly_trained_controller_beats_random_and_the_fixed_default(trained
     env = HParamEnv(held_out, windows=CONFIG.windows, random_start=0.0)
     d = len(env.space)
     c = trained.controller
-    key = jax.random.key(11)  # 32 held-out runs, each its own seed and data set
-    learned = meta.episode_returns(env, lambda o, k: c.act(o), key)
-    rand = meta.episode_returns(env, lambda o, k: jax.random.randint(k, (d,), 0, 3), key)
-    fixed = meta.episode_returns(env, lambda o, k: jnp.ones((d,), jnp.int32), key)
+    policies = [
+        lambda o, k: c.act(o),
+        lambda o, k: jax.random.randint(k, (d,), 0, 3),
+        lambda o, k: jnp.ones((d,), jnp.int32),
+    ]
+    # the same 32 held-out runs (seeds, data sets) for the three policies, one program
+    got = meta.episode_returns(env, policies, jax.random.key(11))
+    learned, rand, fixed = ({k: v[i] for k, v in got.items()} for i in range(3))
     # a real margin, not a tie: the learned policy removes far more of the loss
     assert learned["return"].mean() > rand["return"].mean() + 0.1
     assert learned["return"].mean() > fixed["return"].mean() + 0.1
@@ -81,13 +85,13 @@ def _count_traces(prog, windows):
 def test_the_learned_tuner_runs_in_guard_program_population_and_loop(trained, held_out):
     tuner = hj.learned(trained.controller, held_out.space)
     guarded = hj.guard(tuner, space=held_out.space)
-    for t, population in [(tuner, None), (guarded, None), (tuner, 3)]:
+    for t, population in [(guarded, None), (tuner, 3)]:
         prog = hj.program.build(held_out, t, population, windows=5)
         traces, rows = _count_traces(prog, 5)
         assert traces == 1
         assert all(np.all(np.isfinite(np.asarray(r["learning_rate"]))) for r in rows)
-        if t is tuner and population is None:  # it moves the hyperparameters
-            assert any(len({float(r[n]) for r in rows}) > 1 for n in SMALL.names)
+        moved = [len({np.asarray(r[n]).tobytes() for r in rows}) > 1 for n in SMALL.names]
+        assert any(moved)  # the controller moves the hyperparameters
     result = hj.Loop(task=held_out, tuner=tuner).run(key=jax.random.key(1), max_windows=4)
     assert np.isfinite(result.best_score)
 

@@ -76,7 +76,7 @@ def test_batch_mask_is_the_gradient_of_the_small_batch():
     # dropout off for the comparison (the mask draws are not reproduced here)
     state = set_hparams(state, {"dropout_rate": 0.0})
     key = jax.random.key(5)
-    new, _ = t.train_window(state, key)
+    new, _ = jax.jit(t.train_window)(state, key)
     k_idx, _ = jax.random.split(jax.random.split(key, 1)[0])
     idx = jax.random.randint(k_idx, (32,), 0, len(split.y_train))[:11]
     x, y = jnp.asarray(split.x_train)[idx], jnp.asarray(split.y_train)[idx]
@@ -131,18 +131,20 @@ def test_env_obeys_the_funcenv_contract(env):
 
 def test_rewards_on_a_scripted_episode(env, task):
     script = [[2, 1, 1, 2, 1], [2, 0, 1, 1, 0], [1, 1, 0, 0, 2], [0, 2, 2, 1, 1]]
-    state = env.initial(jax.random.key(7))
-    first = float(task.evaluate(state.run)["val_loss"])
+    initial, transition = jax.jit(env.initial), jax.jit(env.transition)
+    evaluate, reward = jax.jit(task.evaluate), jax.jit(env.reward, static_argnums=3)
+    state = initial(jax.random.key(7))
+    first = float(evaluate(state.run)["val_loss"])
     assert float(state.history.first) == pytest.approx(first, rel=1e-6)
     total, costs, losses = 0.0, 0.0, [first]
     for i, action in enumerate(script):
         assert not bool(env.terminal(state, None))
-        nxt = env.transition(state, jnp.asarray(action), jax.random.key(100 + i))
+        nxt = transition(state, jnp.asarray(action), jax.random.key(100 + i))
         hp = get_hparams(nxt.run)
         cost = (hp["batch_size"] / 32.0) * (hp["units"] / 32.0) ** 2 * hp["num_layers"] / 3.0
-        val = float(task.evaluate(nxt.run)["val_loss"])
+        val = float(evaluate(nxt.run)["val_loss"])
         want = (losses[-1] - val) / first - 0.05 * float(cost)
-        got = float(env.reward(state, jnp.asarray(action), nxt, None))
+        got = float(reward(state, jnp.asarray(action), nxt, None))
         assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
         total, costs = total + got, costs + float(cost)
         losses.append(val)

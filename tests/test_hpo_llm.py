@@ -126,8 +126,7 @@ def test_llm_rounds_resume_after_a_kill_with_the_same_records(tmp_path):
 
     from hagfish_jax.shell.advisors.scripted_server import DEFAULT_SCRIPT
 
-    env = {**os.environ, "HAGFISH_COMPILE_CACHE": "1", "HAGFISH_LLM_API_KEY": KEY,
-           "HAGFISH_CACHE_DIR": str(tmp_path / "xla")}  # one compile for the three runs
+    env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0", "HAGFISH_LLM_API_KEY": KEY}
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     with LLMServer(DEFAULT_SCRIPT, forbidden=[KEY, "breast_cancer", "mlp"]) as server:
         cmd = [sys.executable, "-m", "hagfish_jax.shell.cli", "hpo", "--task", "breast_cancer",

@@ -237,22 +237,28 @@ def returns_of(history: list[dict]) -> np.ndarray:
     return np.asarray([r["mean_return"] for r in history])
 
 
-def episode_returns(env: HParamEnv, act: Callable, key, runs: int = 32) -> dict:
+def episode_returns(env: HParamEnv, act, key, runs: int = 32) -> dict:
     """Play ``runs`` episodes of ``env`` at once with ``act(obs, key) -> action``.
+
+    ``act`` may be a list of policies: they play the same ``runs`` episodes (same
+    keys: same data sets, initial weights and batches; a paired comparison) in one
+    compiled program, and every array gains a leading policy axis.
 
     Returns numpy arrays per run: ``return`` (the episode's summed reward),
     ``final_val_loss`` (over the first window's), ``final_score`` and ``trajectory``
     (the unit coordinates after each decision, ``(runs, windows, d)``).
     """
+    acts = list(act) if isinstance(act, (list, tuple)) else [act]
 
-    def one(k):
+    def one(k, which):
         k0, k = jax.random.split(k)
         state = env.initial(k0)
 
         def step(carry, k):
             state, total = carry
             k_act, k_step = jax.random.split(k)
-            action = act(env.observation(state, None), k_act)
+            obs = env.observation(state, None)
+            action = jax.lax.switch(which, [lambda o, kk, a=a: a(o, kk) for a in acts], obs, k_act)
             nxt = env.transition(state, action, k_step)
             total = total + env.reward(state, action, nxt, None)
             return (nxt, total), nxt.unit
@@ -263,10 +269,16 @@ def episode_returns(env: HParamEnv, act: Callable, key, runs: int = 32) -> dict:
         h = state.history
         return total, h.val[-1] / h.first, state.score, units
 
-    total, final, score, units = jax.jit(jax.vmap(one))(jax.random.split(key, runs))
-    return {
+    keys = jax.random.split(key, runs)
+    keys = jnp.concatenate([keys] * len(acts)) if len(acts) > 1 else keys
+    which = jnp.repeat(jnp.arange(len(acts)), runs)
+    total, final, score, units = jax.jit(jax.vmap(one))(keys, which)
+    out = {
         "return": np.asarray(total),
         "final_val_loss": np.asarray(final),
         "final_score": np.asarray(score),
         "trajectory": np.asarray(units),
     }
+    if len(acts) > 1:
+        out = {k: v.reshape((len(acts), runs) + v.shape[1:]) for k, v in out.items()}
+    return out
