@@ -174,7 +174,6 @@ def _records(out: Path) -> dict:
     return found
 
 
-@pytest.mark.timeout(400)
 def kill_then_resume(cmd: list, env: dict, whole: Path, killed: Path) -> None:
     """Run ``cmd`` whole into ``whole``; into ``killed``, kill it once trial 1 has its
     proposal (before trial 2 ends), then run it again to the end."""
