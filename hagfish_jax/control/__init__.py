@@ -5,29 +5,48 @@
 * :mod:`.env`: hyperparameter control as a functional gymnasium environment;
 * :mod:`.meta`: PPO (:class:`hagfish_jax.rl.PPO`) over hundreds of vmapped inner runs;
 * :mod:`.controller`: the trained policy, saved with orbax and resumable;
-* :mod:`.tuner`: :func:`learned`, a trained controller as a tuner.
+* :mod:`.tuner`: :func:`learned`, a trained controller as a tuner;
+* :mod:`.suite`: held-out tasks per modality and a side-by-side evaluation.
+
+The names below load on first use, so the ``hagfish`` command starts without them.
 """
 
-from .controller import Controller, Spec, load
-from .env import EnvState, HParamEnv, gym_env
-from .meta import MetaConfig, MetaResult, meta_train
-from .tasks import ControlledTask, default_hparams, make_task, space
-from .tuner import LearnedState, learned
+from __future__ import annotations
 
-__all__ = [
-    "ControlledTask",
-    "Controller",
-    "EnvState",
-    "HParamEnv",
-    "LearnedState",
-    "MetaConfig",
-    "MetaResult",
-    "Spec",
-    "default_hparams",
-    "gym_env",
-    "learned",
-    "load",
-    "make_task",
-    "meta_train",
-    "space",
-]
+import importlib
+from typing import Any
+
+#: Held-out task names of :func:`hagfish_jax.control.suite.eval_task`.
+EVAL_TASKS = ("image", "text", "tabular", "wine", "digits", "synthetic")
+
+_LAZY = {
+    "ControlledTask": "tasks",
+    "Controller": "controller",
+    "EnvState": "env",
+    "HParamEnv": "env",
+    "LearnedState": "tuner",
+    "MetaConfig": "meta",
+    "MetaResult": "meta",
+    "Spec": "controller",
+    "default_hparams": "tasks",
+    "gym_env": "env",
+    "learned": "tuner",
+    "load": "controller",
+    "make_task": "tasks",
+    "meta_train": "meta",
+    "space": "tasks",
+}
+
+__all__ = ["EVAL_TASKS", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

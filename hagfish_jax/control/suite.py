@@ -28,12 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import program as program_lib
+from . import EVAL_TASKS
 from .data import synthetic_split, wine_split
 from .tasks import make_task
 
 __all__ = ["EVAL_TASKS", "evaluate_tuner", "eval_task", "plateau_window"]
-
-EVAL_TASKS = ("image", "text", "tabular", "wine", "digits", "synthetic")
 
 
 def eval_task(name: str, seed: int = 0, steps_per_window: int = 10, **options: Any):

@@ -145,7 +145,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     """Add ``controller train`` and ``controller eval`` to the ``hagfish`` parser."""
-    from ..control.suite import EVAL_TASKS
+    from ..control import EVAL_TASKS
 
     ctl = sub.add_parser(
         "controller",
