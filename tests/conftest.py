@@ -19,3 +19,13 @@ atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+# The suite compiles far more than it runs: hundreds of small programs, each run for a
+# few windows. LLVM at optimisation level 1 compiles them faster (the controller tests
+# took 42 s instead of 62 s; benchmarks/RESULTS.md, stop 21, has the trade-off: slower
+# steady-state code, which the tests barely run). Semantics are unchanged. Subprocesses
+# inherit it; a test that sets XLA_FLAGS for its own subprocess replaces it there.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1"
+    ).strip()
