@@ -19,7 +19,7 @@ from hagfish_jax.shell.cli import main
 
 pytestmark = pytest.mark.timeout(400)
 
-TINY = ["--iterations", "4", "--runs", "4", "--windows", "2", "--steps-per-window", "1",
+TINY = ["--iterations", "8", "--runs", "4", "--windows", "2", "--steps-per-window", "1",
         "--synthetic", "1", "--hold-out", "digits,breast_cancer,wine", "--save-every", "1",
         "--quiet"]
 
@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
         data.training_splits(0, hold_out=("digits", "breast_cancer", "wine"), synthetic=1),
         steps_per_window=1, name="bank",
     )
-    whole = meta.meta_train(bank, 4, meta.MetaConfig(runs=4, windows=2), key=0)
+    whole = meta.meta_train(bank, 8, meta.MetaConfig(runs=4, windows=2), key=0)
     whole.controller.save(root / "whole")
     env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0"}
     cmd = [sys.executable, "-m", "hagfish_jax.shell.cli", "controller", "train", *TINY]
@@ -59,9 +59,9 @@ def runs(tmp_path_factory):
 
 def test_a_killed_training_resumes_to_the_uninterrupted_controller(runs):
     _, killed, stopped_at, whole = runs
-    assert 1 <= stopped_at < 4  # it really was stopped part way
+    assert 1 <= stopped_at < 8  # it really was stopped part way
     back = C.load(killed)
-    assert back.iterations == whole.iterations == 4 and back.spec == whole.spec
+    assert back.iterations == whole.iterations == 8 and back.spec == whole.spec
     for x, y in zip(jax.tree.leaves(back.params), jax.tree.leaves(whole.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
