@@ -29,3 +29,15 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1"
     ).strip()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def server():
+    """A scripted OpenAI-compatible server on 127.0.0.1 (the LLM advisor tests)."""
+    from _llm_server import LLMServer
+
+    with LLMServer() as s:
+        yield s

@@ -1,12 +1,17 @@
-"""Offline advice: the diagnosis of learning curves (flags, features) and the heuristic
-consultant, supervisor and analyst that act on it. Plain Python, no compilation."""
+"""Offline advice, part two: the heuristic consultant, supervisor and analyst that act
+on the diagnosis. Plain Python, no compilation."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
+from _curves import (
+    CLEAN,
+    EXPLODING,
+    OVERFIT,
+    SLOW,
+)
 
 import hagfish_jax as hj
 from hagfish_jax.shell.advisors.context import (
@@ -25,9 +30,6 @@ from hagfish_jax.shell.advisors.diagnosis import (
     PLATEAU,
     SLOW_CONVERGENCE,
     UNDERFITTING,
-    Diagnosis,
-    Thresholds,
-    diagnose,
 )
 from hagfish_jax.shell.advisors.heuristic import (
     Heuristic,
@@ -37,229 +39,6 @@ from hagfish_jax.shell.advisors.heuristic import (
 )
 from hagfish_jax.shell.advisors.validate import validate
 
-
-# ------------------------------------------------------------------ synthetic curves
-def curve(n, train_loss=None, val_loss=None, train_acc=None, val_acc=None, start=0):
-    """``n`` rows; each metric is a function of the epoch (or ``None``: left out)."""
-    rows = []
-    for e in range(start, start + n):
-        row = {"epoch": e}
-        for key, f in (
-            ("train_loss", train_loss),
-            ("val_loss", val_loss),
-            ("train_accuracy", train_acc),
-            ("val_accuracy", val_acc),
-        ):
-            if f is not None:
-                row[key] = f(e)
-        rows.append(row)
-    return rows
-
-
-def decay(e, tau):
-    return math.exp(-e / tau)
-
-
-CLEAN = curve(  # converges, still improving a little at the end: nothing to fix
-    25,
-    lambda e: 0.20 + 2 * decay(e, 4),
-    lambda e: 0.25 + 2 * decay(e, 4),
-    lambda e: 0.95 - 0.5 * decay(e, 4),
-    lambda e: 0.90 - 0.5 * decay(e, 4),
-)
-OVERFIT = curve(  # train keeps falling, validation U-shaped (best at epoch 8)
-    20,
-    lambda e: 0.05 + 2 * decay(e, 4),
-    lambda e: 0.6 + 0.004 * (e - 8) ** 2,
-    lambda e: 1.0 - 0.5 * decay(e, 3),
-    lambda e: 0.85 - 0.4 * decay(e, 3),
-)
-UNDERFIT = curve(  # both losses high and flat, accuracy low, no gap
-    20,
-    lambda e: 2.00 + 0.3 * decay(e, 1),
-    lambda e: 2.05 + 0.3 * decay(e, 1),
-    lambda e: 0.30 - 0.1 * decay(e, 1),
-    lambda e: 0.29 - 0.1 * decay(e, 1),
-)
-PLATEAUED = curve(  # learned quickly, then flat at a good value
-    20,
-    lambda e: 0.3 + decay(e, 1),
-    lambda e: 0.4 + decay(e, 1),
-    lambda e: 0.95 - 0.5 * decay(e, 1),
-    lambda e: 0.90 - 0.5 * decay(e, 1),
-)
-OSCILLATING = curve(  # zig-zags by 20% around a flat level
-    20,
-    lambda e: 0.45 + 0.05 * (-1) ** e,
-    lambda e: 0.50 + 0.10 * (-1) ** e,
-    lambda e: 0.80,
-    lambda e: 0.78,
-)
-SLOW = curve(  # falling ~10% an epoch at the end
-    15,
-    lambda e: 2.0 * 0.9**e,
-    lambda e: 2.1 * 0.9**e + 0.02,
-    lambda e: 0.90 - 0.5 * 0.85**e,
-    lambda e: 0.88 - 0.5 * 0.85**e,
-)
-NAN = curve(10, lambda e: 1 / (e + 1) if e < 7 else float("nan"), lambda e: 1.1 / (e + 1))
-INF = curve(6, lambda e: 1 / (e + 1), lambda e: 1.1 / (e + 1) if e < 5 else float("inf"))
-EXPLODING = curve(8, lambda e: 2 * 1.6**e, lambda e: 2 * 1.6**e)
-REBOUND = curve(  # trains well, then the training loss climbs back far above its best
-    12,
-    lambda e: 2 * 0.6**e if e < 7 else 2 * 0.6**6 * 2.5 ** (e - 6),
-    lambda e: 0.1 + 2 * 0.6**e,
-)
-DIVERGED = {"nan": NAN, "inf": INF, "exploding": EXPLODING, "rebound": REBOUND}
-
-ALL = {
-    "clean": CLEAN,
-    "overfit": OVERFIT,
-    "underfit": UNDERFIT,
-    "plateau": PLATEAUED,
-    "oscillation": OSCILLATING,
-    "slow": SLOW,
-    **DIVERGED,
-}
-
-
-# ------------------------------------------------------------------ diagnosis: flags
-def test_flag_constants():
-    assert set(FLAGS) == {
-        "overfitting", "underfitting", "divergence", "plateau", "oscillation",
-        "slow_convergence",
-    }
-    assert len(FLAGS) == 6
-    for flag in FLAGS:
-        assert KEYWORDS[flag] and all(isinstance(k, str) and k for k in KEYWORDS[flag])
-
-
-def test_clean_run_has_no_flags():
-    assert diagnose(CLEAN).flags == ()
-
-
-@pytest.mark.parametrize(
-    "rows, wanted, absent",
-    [
-        (OVERFIT, OVERFITTING, {UNDERFITTING, DIVERGENCE, SLOW_CONVERGENCE, PLATEAU, OSCILLATION}),
-        (UNDERFIT, UNDERFITTING, {OVERFITTING, DIVERGENCE, SLOW_CONVERGENCE, OSCILLATION}),
-        (PLATEAUED, PLATEAU, {OVERFITTING, UNDERFITTING, DIVERGENCE, SLOW_CONVERGENCE,
-                              OSCILLATION}),
-        (OSCILLATING, OSCILLATION, {OVERFITTING, UNDERFITTING, DIVERGENCE, SLOW_CONVERGENCE}),
-        (SLOW, SLOW_CONVERGENCE, {OVERFITTING, UNDERFITTING, DIVERGENCE, PLATEAU, OSCILLATION}),
-    ],
-    ids=["overfitting", "underfitting", "plateau", "oscillation", "slow_convergence"],
-)
-def test_each_curve_gets_its_flag_and_not_the_others(rows, wanted, absent):
-    flags = diagnose(rows).flags
-    assert wanted in flags
-    assert not set(flags) & absent, flags
-
-
-@pytest.mark.parametrize("name", sorted(DIVERGED))
-def test_divergence_suppresses_everything_else(name):
-    assert diagnose(DIVERGED[name]).flags == (DIVERGENCE,)
-
-
-def test_flags_sorted_and_unique():
-    for rows in ALL.values():
-        flags = diagnose(rows).flags
-        assert list(flags) == sorted(set(flags))
-        assert set(flags) <= set(FLAGS)
-
-
-def test_overfitting_from_the_accuracy_gap_alone():
-    rows = curve(10, train_acc=lambda e: 0.6 + 0.04 * e, val_acc=lambda e: 0.6 + 0.005 * e)
-    assert OVERFITTING in diagnose(rows).flags
-    close = curve(10, train_acc=lambda e: 0.6 + 0.03 * e, val_acc=lambda e: 0.59 + 0.03 * e)
-    assert OVERFITTING not in diagnose(close).flags
-
-
-def test_underfitting_from_losses_alone():
-    rows = curve(10, lambda e: 2.0 - 0.001 * e, lambda e: 2.05 - 0.001 * e)
-    flags = diagnose(rows).flags
-    assert UNDERFITTING in flags and OVERFITTING not in flags
-
-
-def test_short_history_can_only_diverge():
-    # two rows that would look like overfitting or explosion in a longer run
-    assert diagnose([{"train_loss": 1.0, "val_loss": 1.0}, {"train_loss": 0.5,
-                                                            "val_loss": 2.0}]).flags == ()
-    assert diagnose([{"val_loss": 1.0}, {"val_loss": float("nan")}]).flags == (DIVERGENCE,)
-    assert diagnose([{"train_loss": 1.0}, {"train_loss": 5.0}]).flags == (DIVERGENCE,)
-    assert diagnose([]).flags == ()
-    assert diagnose([]).features["epochs"] == 0
-
-
-def test_missing_values_are_not_divergence():
-    rows = [dict(r) for r in PLATEAUED]
-    rows[0] = {"epoch": 0, "val_loss": rows[0]["val_loss"]}  # no train metrics
-    rows[3]["train_loss"] = None
-    rows[4]["val_accuracy"] = "n/a"
-    rows[5].pop("train_accuracy")
-    d = diagnose(rows)
-    assert DIVERGENCE not in d.flags and PLATEAU in d.flags
-    # a column of NaN beside real losses means "not measured"
-    only_val = [{**r, "train_loss": float("nan")} for r in PLATEAUED]
-    assert DIVERGENCE not in diagnose(only_val).flags
-    # but a NaN after finite values of the same column is a diverged run
-    late = [dict(r) for r in PLATEAUED]
-    late[-1]["val_loss"] = float("nan")
-    assert diagnose(late).flags == (DIVERGENCE,)
-
-
-def test_noise_at_a_tiny_loss_is_not_divergence():
-    rows = curve(12, lambda e: 1e-3 + 2 * decay(e, 1) + (2e-4 if e % 2 else 0.0),
-                 lambda e: 0.3 + 2 * decay(e, 1))
-    assert DIVERGENCE not in diagnose(rows).flags
-
-
-def test_thresholds():
-    with pytest.raises(ValueError, match="window"):
-        Thresholds(window=2)
-    # a stricter plateau tolerance calls the clean run a plateau
-    assert PLATEAU in diagnose(CLEAN, Thresholds(plateau_tol=0.1)).flags
-    assert diagnose(CLEAN, Thresholds()).flags == diagnose(CLEAN).flags
-
-
-# ------------------------------------------------------------------ diagnosis: features
-FEATURE_KEYS = {
-    "epochs", "best_epoch", "best_val_loss", "best_val_accuracy", "final_train_loss",
-    "final_val_loss", "final_train_accuracy", "final_val_accuracy", "gap", "gap_slope",
-    "val_loss_slope", "train_loss_slope", "val_loss_std", "sign_flips",
-}
-
-
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_features_are_json_safe(name):
-    d = diagnose(ALL[name])
-    assert isinstance(d, Diagnosis)
-    assert FEATURE_KEYS <= set(d.features)
-    json.dumps(d.features, allow_nan=False)
-    for v in d.features.values():
-        assert v is None or type(v) in (int, float)
-
-
-def test_feature_values():
-    f = diagnose(OVERFIT).features
-    assert f["epochs"] == 20
-    assert f["best_epoch"] == 8
-    assert f["best_val_loss"] == pytest.approx(0.6)
-    assert f["final_val_loss"] == pytest.approx(0.6 + 0.004 * 121)
-    assert f["gap"] == pytest.approx(f["final_val_loss"] - f["final_train_loss"])
-    assert f["gap_slope"] > 0 and f["val_loss_slope"] > 0 and f["train_loss_slope"] < 0
-    assert f["final_train_accuracy"] > f["final_val_accuracy"]
-    osc = diagnose(OSCILLATING).features
-    assert osc["sign_flips"] == 3 and osc["val_loss_std"] > 0.1
-    assert diagnose(SLOW).features["sign_flips"] == 0
-    # the best epoch is the row's epoch, by accuracy when there is no loss
-    rows = curve(6, val_acc=lambda e: [0.5, 0.7, 0.9, 0.8, 0.85, 0.8][e - 10], start=10)
-    g = diagnose(rows).features
-    assert g["best_epoch"] == 12 and g["best_val_accuracy"] == pytest.approx(0.9)
-    assert g["best_val_loss"] is None and g["gap"] is None and g["val_loss_slope"] is None
-
-
-# ------------------------------------------------------------------ consultant
 SPACE = hj.Space(
     optimizer=hj.Choice(["adam", "sgd"]),
     learning_rate=hj.LogUniform(1e-4, 1e-1),
