@@ -206,13 +206,6 @@ class PPO:
         ent = -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
         return ent if len(self.action_shape) == 1 else jnp.sum(ent, axis=-1)
 
-    def act(self, params, obs, key=None) -> jax.Array:
-        """The policy's action for ``obs``: sampled with ``key``, the mode without one."""
-        logits, _ = self._logits(params, obs)
-        if key is None:
-            return jnp.argmax(logits, axis=-1)
-        return jax.random.categorical(key, logits)
-
     def tx(self, learning_rate: float):
         return optax.chain(
             optax.clip_by_global_norm(self.max_grad_norm),
