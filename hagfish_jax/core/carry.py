@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from .base import HParams
 from .snapshot import Snapshot
 
-__all__ = ["Best", "Carry", "Program"]
+__all__ = ["Best", "Carry", "Program", "recent_only"]
 
 
 class Best(NamedTuple):
@@ -120,3 +121,27 @@ class Program(NamedTuple):
     population: int | None
     names: tuple[str, ...] | None
     windows: int | None = None
+
+
+def recent_only(carry: Carry) -> Carry:
+    """``carry`` with its past scores forgotten: the next ``tune`` takes that window's
+    best member as the best, and each member's state as its snapshot. For live data
+    (``hj.Stream``), where each window is scored on new data and an old score is no
+    measure of an old state today.
+
+    >>> import jax.numpy as jnp, hagfish_jax as hj
+    >>> task = hj.Task(init=lambda k, hp: {"w": jnp.ones(2)},
+    ...                train_window=lambda s, k: (s, {}),
+    ...                evaluate=lambda s: {"score": -jnp.sum(s["w"])},
+    ...                space=None, default_hparams={})
+    >>> carry = hj.program.build(task, hj.fixed()).init(jnp.zeros(2, jnp.uint32))
+    >>> carry = carry._replace(best=carry.best._replace(score=jnp.float32(3.0)))
+    >>> float(recent_only(carry).best.score)
+    -inf
+    """
+    best = carry.best._replace(
+        score=jnp.full_like(carry.best.score, -jnp.inf),
+        loss=jnp.full_like(carry.best.loss, jnp.inf),
+    )
+    snap = carry.snap._replace(score=jnp.full_like(carry.snap.score, -jnp.inf))
+    return carry._replace(best=best, snap=snap)

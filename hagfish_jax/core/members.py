@@ -19,7 +19,7 @@ __all__ = ["compiled", "members"]
 
 
 def members(
-    task: Any, n: int | None, vectorized: bool, shared_key: bool = False
+    task: Any, n: int | None, vectorized: bool, shared_key: bool = False, data: bool = False
 ) -> tuple[Callable, Callable]:
     """The task's training and evaluation over its members: vmapped for a population
     (masked members keep their state), as they are for one run or ``vectorized``.
@@ -31,23 +31,33 @@ def members(
     (``benchmarks/population_compile_time.py``). Initial weights still differ (``init``
     gets a key per member). The members lose the diversity of their data orders, and
     on ``benchmarks/population.py`` that cost PBT accuracy (README, "Populations").
-    No effect on a single run or a ``vectorized`` task."""
+    No effect on a single run or a ``vectorized`` task.
 
-    def train(state, key, alive):
+    ``data``: the task trains and evaluates on live data (``hj.Stream``):
+    ``train_window(state, key, batches)`` and ``evaluate(state, batches)``, every member
+    on the same batches, which are not vmapped."""
+    extra = (None,) if data else ()
+
+    def train(state, key, alive, *batches):
         if n is None or vectorized:
-            new, metrics = task.train_window(state, key)
+            new, metrics = task.train_window(state, key, *batches)
         elif shared_key:  # one key, not batched: its random numbers are drawn once
-            new, metrics = jax.vmap(task.train_window, in_axes=(0, None))(state, key)
+            new, metrics = jax.vmap(task.train_window, in_axes=(0, None, *extra))(
+                state, key, *batches
+            )
         else:
-            new, metrics = jax.vmap(task.train_window)(state, jax.random.split(key, n))
+            keys = jax.random.split(key, n)
+            new, metrics = jax.vmap(task.train_window, in_axes=(0, 0, *extra))(
+                state, keys, *batches
+            )
         if n is not None:
             new = snapshot_lib.where(alive, new, state)
         return new, metrics
 
-    def evaluate(state):
+    def evaluate(state, *batches):
         if n is None or vectorized:
-            return task.evaluate(state)
-        return jax.vmap(task.evaluate)(state)
+            return task.evaluate(state, *batches)
+        return jax.vmap(task.evaluate, in_axes=(0, *extra))(state, *batches)
 
     return train, evaluate
 
@@ -56,7 +66,11 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compiled(
-    task: Any, population: int | None = None, vectorized: bool = False, shared_key: bool = False
+    task: Any,
+    population: int | None = None,
+    vectorized: bool = False,
+    shared_key: bool = False,
+    data: bool = False,
 ) -> tuple:
     """Jitted ``(train_members, evaluate_members)`` of ``task``, made once per task,
     population size and key sharing, and shared by every program on it: changing the
@@ -70,7 +84,12 @@ def compiled(
     >>> compiled(task)[0] is compiled(task)[0]
     True
     """
-    slot = (None if population is None else int(population), bool(vectorized), bool(shared_key))
+    slot = (
+        None if population is None else int(population),
+        bool(vectorized),
+        bool(shared_key),
+        bool(data),
+    )
     try:
         cache = _COMPILED.setdefault(task, {})
     except TypeError:  # a task that cannot be weakly referenced is compiled each time

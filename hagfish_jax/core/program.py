@@ -61,7 +61,7 @@ from . import population as population_lib
 from . import snapshot as snapshot_lib
 from ._checks import integer
 from .base import HParams, Observation, Tuner
-from .carry import Best, Carry, Program
+from .carry import Best, Carry, Program, recent_only
 from .divergence import window_score
 from .hparams import get_hparams, set_hparams
 from .members import compiled, members
@@ -69,7 +69,17 @@ from .packing import Packed, Packer
 from .rollback import noised, scaled, shrink_factors
 from .task import check_task
 
-__all__ = ["Best", "Carry", "Packed", "Packer", "Program", "build", "compiled", "scan"]
+__all__ = [
+    "Best",
+    "Carry",
+    "Packed",
+    "Packer",
+    "Program",
+    "build",
+    "compiled",
+    "recent_only",
+    "scan",
+]
 
 
 def build(

@@ -12,6 +12,7 @@ your code), the returned state is the best one.
 
 from __future__ import annotations
 
+import itertools
 import math
 import traceback
 import warnings
@@ -22,16 +23,17 @@ import jax
 import numpy as np
 
 from ...core.base import Tuner
-from ...core.hparams import get_hparams
-from ...core.program import Carry, build, compiled
+from ...core.members import members
+from ...core.program import Carry, build, compiled, recent_only
 from ...core.space import Space
 from ...core.tuners import fixed
 from .backoff import Backoff, Phase
-from .callbacks import Advice, Callback, RecordRun, overrides
+from .callbacks import Advice, Callback, RecordRun
 from .checkpoints import Checkpoints
 from .control import MetaController, RegimeDetector
-from .result import LoopResult, Progress, population_ensemble, variants_ensemble
+from .result import LoopResult, Progress, finish
 from .steering import Steering, as_task, check_options, floats
+from .stream import windows_of
 
 __all__ = ["Advice", "Callback", "Loop", "LoopResult", "RecordRun"]
 
@@ -150,26 +152,31 @@ class Loop(Steering):
             vectorized=vectorized, max_repeats=max_repeats, select=select, shared_key=shared_key
         )
         self._jit = not vectorized if jit is None else bool(jit)
+        self._data = False  # training on live data (run(data=...)): batches as arguments
+        self._batches: tuple = ((), ())
         self.program = build(task, tuner or fixed(), population, **self._build)
-        self._compile(vectorized, self._jit)
+        self._compile()
 
-    def _plan(self, windows: int) -> None:
+    def _plan(self, windows: int | None, data: bool) -> None:
         """Tell the program the run's length (the tuners' ``Observation.horizon``); a
         new length builds the tuning part again, the compiled training is shared."""
-        if self.program.windows != windows:
+        if self.program.windows != windows or self._data != data:
+            self._data = data
             self.program = build(
                 self.task, self.tuner or fixed(), self.population, windows=windows, **self._build
             )
-            self._compile(self._build["vectorized"], self._jit)
+            self._compile()
 
-    def _compile(self, vectorized: bool, jit: bool) -> None:
-        p = self.program
-        if jit:  # one compiled copy of the task's training per task, whatever the tuner
+    def _compile(self) -> None:
+        p, b = self.program, self._build
+        if self._jit:  # one compiled copy of the task's training per task, whatever the tuner
             self._train_members, self._evaluate_members = compiled(
-                self.task, p.population, vectorized, self._build["shared_key"]
+                self.task, p.population, b["vectorized"], b["shared_key"], self._data
             )
         else:
-            self._train_members, self._evaluate_members = p.train_members, p.evaluate_members
+            self._train_members, self._evaluate_members = members(
+                self.task, p.population, b["vectorized"], b["shared_key"], self._data
+            )
         self._init_fn, self._start_fn = jax.jit(p.init), jax.jit(p.start)
         self._score_fn = jax.jit(p.score)
         self._tune_fn = jax.jit(p.tune)
@@ -187,34 +194,6 @@ class Loop(Steering):
             raise ValueError("Loop.prune: a single run has no members to prune")
         self._prune = int(k)
 
-    # -- helpers -------------------------------------------------------------------------
-    def _fire(self, name: str, *args) -> None:
-        for cb in self.callbacks:
-            fn = getattr(cb, name, None)
-            if fn is None:
-                continue
-            try:
-                fn(self, *args)
-            except Exception as err:  # noqa: BLE001 - a callback must not stop training
-                msg = f"{type(cb).__name__}.{name}: {type(err).__name__}: {err}"
-                self.callback_errors.append(msg)
-                warnings.warn(f"callback failed, training goes on: {msg}", stacklevel=3)
-
-    def _wants(self, name: str) -> bool:
-        return any(overrides(cb, name) for cb in self.callbacks)
-
-    def _save(self, r: Progress, window: int, carry: Carry, score: float | None) -> None:
-        if self.checkpoints is not None:
-            self.checkpoints.save(
-                window,
-                carry,
-                score,
-                backoff=self.backoff.state_dict(),
-                history=r.history,
-                rollbacks=r.rollbacks,
-                spawns=r.spawns,
-            )
-
     # -- the run -------------------------------------------------------------------------
     def run(
         self,
@@ -223,27 +202,48 @@ class Loop(Steering):
         max_windows: int | None = None,
         *,
         hparams: dict[str, Any] | None = None,
+        data: Any = None,
     ) -> LoopResult:
         """Train for up to ``max_windows`` windows; return a :class:`LoopResult`.
 
         ``state`` is where to start (a population's with a leading axis); ``None``
         builds it with the task's ``init`` from ``hparams`` (default: the task's
         defaults; for a population, ``(N,)`` arrays or scalars for every member).
+
+        ``data``: live data, a :class:`hagfish_jax.Stream` or any iterable of ``(train,
+        validation)`` windows. Each window the loop pulls the next one and calls
+        ``train_window(state, key, train)`` and ``evaluate(state, validation)`` (every
+        member on the same batches); it trains while the stream lasts (``reason``
+        ``"stream ended"``), or up to ``max_windows`` when given. A resumed run goes on
+        with whatever the stream yields next.
         """
         if key is None:
             raise TypeError("Loop.run: key is required")
-        if max_windows is None or int(max_windows) < 1:
-            raise ValueError(f"Loop.run: max_windows must be >= 1, got {max_windows!r}")
+        if data is None and max_windows is None:
+            raise ValueError("Loop.run: max_windows is required (unless data= is a stream)")
+        if max_windows is not None and (int(max_windows) < 1 or int(max_windows) != max_windows):
+            raise ValueError(f"Loop.run: max_windows must be an integer >= 1, got {max_windows!r}")
+        feed = None if data is None else windows_of(data)
         self._stop, self._prune, self.callback_errors = False, None, []
-        self._plan(int(max_windows))
-        self._max_windows = int(max_windows)
+        self._max_windows = None if max_windows is None else int(max_windows)
+        self._plan(self._max_windows, feed is not None)
         self.backoff.reset()  # a fresh schedule; a resumed run loads its own below
         r = Progress()
         carry = self._begin(state, key, hparams, r)
         self._fire("on_loop_start", carry.state)
         window = r.start - 1
+        stop = itertools.count() if self._max_windows is None else range(self._max_windows)
         try:
-            for window in range(r.start, int(max_windows)):
+            for window in itertools.islice(stop, r.start, None):
+                if feed is not None:
+                    try:
+                        self._batches = _next_window(feed)
+                    except Exception:
+                        window -= 1  # this window never started
+                        raise
+                    if self._batches is None:
+                        r.reason, window = "stream ended", window - 1
+                        break
                 carry = self._window(carry, window, r)
                 if r.reason != "budget":
                     break
@@ -254,6 +254,8 @@ class Loop(Steering):
                 + "".join(traceback.format_exception(err))[-2000:],
                 stacklevel=2,
             )
+        finally:
+            self._batches = ((), ())
         return self._finish(carry, window + 1, r)
 
     def _begin(self, state, key, hparams, r: Progress) -> Carry:
@@ -276,13 +278,13 @@ class Loop(Steering):
 
     def _train(self, carry: Carry) -> tuple[Carry, dict]:
         key, k = jax.random.split(carry.key)
-        state, metrics = self._train_members(carry.state, k, carry.alive)
+        state, metrics = self._train_members(carry.state, k, carry.alive, *self._batches[0])
         return carry._replace(state=state, window=carry.window + 1, key=key), metrics
 
     def _window(self, carry: Carry, window: int, r: Progress) -> Carry:
         carry, metrics = self._train(carry)
         self._fire("on_window_end", window, metrics)
-        if self.backoff.due(window):
+        if self._data or self.backoff.due(window):  # live data: a validation window each
             carry = self._evaluate(carry, metrics, window, r)
         if self._prune is not None and r.reason == "budget":
             carry = self._prune_members(carry, window, self._prune)
@@ -306,7 +308,7 @@ class Loop(Steering):
         return self._react(carry, headline, d, window, r)
 
     def _observe(self, carry: Carry, metrics: dict, window: int, r: Progress):
-        ev = self._evaluate_members(carry.state)
+        ev = self._evaluate_members(carry.state, *self._batches[1])
         score = np.asarray(jax.device_get(self._score_fn(carry, metrics, ev)))
         headline, member = self._headline(score)
         train = ev.get("train_score")
@@ -330,20 +332,31 @@ class Loop(Steering):
         self, carry: Carry, metrics, ev, headline: float, d, window: int, r: Progress
     ) -> Carry:
         """The program's tune on device (the backoff's degradation is a forced rollback),
-        then what the host needs: rollbacks, the best member, callbacks, checkpoints."""
-        carry, row = self._tune_fn(carry, metrics, ev, np.bool_(d.degraded))
+        then what the host needs: rollbacks, the best member, callbacks, checkpoints.
+
+        On live data, scores of different windows come from different data: the best
+        is this window's best member (the one returned, the rollback target on a
+        divergence), and a lower score than earlier is no reason to roll back."""
+        if self._data:
+            carry = recent_only(carry)
+        degraded = np.bool_(d.degraded and not self._data)
+        carry, row = self._tune_fn(carry, metrics, ev, degraded)
         rolled, best_score, best_window = jax.device_get(
             (row["rollback"], carry.best.score, carry.best.window)
         )
         if self._wants("on_row"):
             self._fire("on_row", window, jax.device_get(row))
-        if int(best_window) == window:  # a better score, or the same with a lower loss
+        if self._data:
+            r.best_score, r.best_window = float(best_score), int(best_window)
+            if self.save_every and window % self.save_every == 0:
+                self._save(r, window, carry, headline)
+        elif int(best_window) == window:  # a better score, or the same with a lower loss
             r.best_score, r.best_window = float(best_score), window
             self._save(r, window, carry, r.best_score)
             self._fire("on_improvement", window, r.best_score)
         elif self.save_every and window % self.save_every == 0:
             self._save(r, window, carry, headline)
-        if d.degraded:
+        if degraded:
             self._fire("on_degradation", window, headline)
         if np.any(rolled):
             r.rollbacks += int(np.sum(rolled))
@@ -363,7 +376,7 @@ class Loop(Steering):
                 carry = self._advise(carry, window, r)
         if d.transition and d.transition[1] in (Phase.DORMANT, Phase.WATCHDOG):
             self._fire("on_dormant", window, headline)
-            if d.transition[1] is Phase.DORMANT:
+            if d.transition[1] is Phase.DORMANT and not self._data:  # a stream goes on
                 carry = self._dormant(carry, window, r)
         if self.target is not None and math.isfinite(headline) and headline >= self.target:
             r.on_target += 1
@@ -373,49 +386,16 @@ class Loop(Steering):
             r.on_target = 0
         return carry
 
-    def _in_force(self, state) -> dict:
-        hp = get_hparams(state)
-        names = self.program.names
-        return hp if names is None else {k: hp[k] for k in names if k in hp}
-
     def _finish(self, carry: Carry, windows: int, r: Progress) -> LoopResult:
-        scored = r.best_window >= 0
-        member = int(jax.device_get(carry.best.member)) if scored else 0
-        if scored:
-            final, hp = carry.best.state, carry.best.hparams
-        else:
-            final = carry.state
-            if self.population is not None:
-                final = jax.tree.map(lambda x: x[0], final)
-            hp = self._in_force(final)
-        if self.checkpoints is not None and r.error is None and scored:
-            self._save(r, windows - 1, carry, None)
-        if self.population is None:
-            if scored:
-                r.members[r.best_window] = (r.best_score, final)
-            ensemble, states = variants_ensemble(r.members, self.max_ensemble_size)
-        else:
-            ensemble, states = population_ensemble(carry, self.max_ensemble_size)
-        result = LoopResult(
-            state=final,
-            reason=r.reason,
-            best_score=r.best_score,
-            best_window=r.best_window,
-            windows=windows,
-            evaluations=len(r.history),
-            rollbacks=r.rollbacks,
-            spawns=r.spawns,
-            phase=self.backoff.phase.value,
-            regime=self.regime.classify([h["score"] for h in r.history]).value,
-            hparams=floats(jax.device_get(hp)),
-            history=r.history,
-            error=r.error,
-            callback_errors=list(self.callback_errors),
-            ensemble=ensemble,
-            ensemble_states=states,
-            carry=carry,
-            population=self.population,
-            best_member=member,
-        )
+        result = finish(self, carry, windows, r)
         self._fire("on_loop_stop", result)
         return result
+
+
+def _next_window(feed) -> tuple | None:
+    """``((train,), (validation,))`` for the task's calls, or ``None`` at the end."""
+    try:
+        train, validation = next(feed)
+    except StopIteration:
+        return None
+    return (train,), (validation,)

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...core.ensemble import weights as ensemble_weights
+from .steering import floats
 
-__all__ = ["LoopResult", "Progress", "population_ensemble", "variants_ensemble"]
+__all__ = ["LoopResult", "Progress", "finish", "population_ensemble", "variants_ensemble"]
 
 
 @dataclasses.dataclass
@@ -23,7 +24,7 @@ class LoopResult:
       state: the best state (one member's, for a population); the current state
         when nothing finite was ever scored.
       reason: ``"budget"``, ``"target"``, ``"stopped"``, ``"dormant"``, ``"spawn budget
-        spent"`` or ``"error: ..."``.
+        spent"``, ``"stream ended"`` (live data ran out) or ``"error: ..."``.
       best_score, best_window: the best score and the window that reached it.
       windows, evaluations: windows trained and evaluated.
       rollbacks: rollbacks done (members rolled back, for a population).
@@ -142,3 +143,47 @@ class Progress:
     reason: str = "budget"
     error: BaseException | None = None
     on_target: int = 0
+
+
+def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:
+    """The :class:`LoopResult` of a run that trained ``windows`` windows: the best
+    state (or the current one if nothing finite was scored), saved one last time."""
+    scored = r.best_window >= 0
+    member = int(jax.device_get(carry.best.member)) if scored else 0
+    if scored:
+        final, hp = carry.best.state, carry.best.hparams
+    else:
+        final = carry.state
+        if loop.population is not None:
+            final = jax.tree.map(lambda x: x[0], final)
+        hp = loop._in_force(final)
+    if loop.checkpoints is not None and r.error is None and scored:
+        loop._save(r, windows - 1, carry, None)
+    if loop.population is None:
+        if scored:
+            r.members[r.best_window] = (r.best_score, final)
+        ensemble, states = variants_ensemble(r.members, loop.max_ensemble_size)
+    else:
+        ensemble, states = population_ensemble(carry, loop.max_ensemble_size)
+    result = LoopResult(
+        state=final,
+        reason=r.reason,
+        best_score=r.best_score,
+        best_window=r.best_window,
+        windows=windows,
+        evaluations=len(r.history),
+        rollbacks=r.rollbacks,
+        spawns=r.spawns,
+        phase=loop.backoff.phase.value,
+        regime=loop.regime.classify([h["score"] for h in r.history]).value,
+        hparams=floats(jax.device_get(hp)),
+        history=r.history,
+        error=r.error,
+        callback_errors=list(loop.callback_errors),
+        ensemble=ensemble,
+        ensemble_states=states,
+        carry=carry,
+        population=loop.population,
+        best_member=member,
+    )
+    return result

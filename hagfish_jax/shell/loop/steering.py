@@ -17,6 +17,7 @@ from ...core.hparams import get_hparams, set_hparams
 from ...core.program import Carry
 from ...core.space import Space
 from ...core.task import Task, check_task
+from .callbacks import overrides
 from .control import Action, spawn_noise
 
 __all__ = [
@@ -145,7 +146,40 @@ def floats(hp: dict) -> dict:
 
 class Steering:
     """The Loop's decisions on a plateau (ask the advisor) and on DORMANT (prune, spawn
-    or stop), as methods over the Loop's state and its compiled program."""
+    or stop), as methods over the Loop's state and its compiled program; and the
+    helpers they share with it (callbacks, checkpoints, the values in force)."""
+
+    def _fire(self, name: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, name, None)
+            if fn is None:
+                continue
+            try:
+                fn(self, *args)
+            except Exception as err:  # noqa: BLE001 - a callback must not stop training
+                msg = f"{type(cb).__name__}.{name}: {type(err).__name__}: {err}"
+                self.callback_errors.append(msg)
+                warnings.warn(f"callback failed, training goes on: {msg}", stacklevel=3)
+
+    def _wants(self, name: str) -> bool:
+        return any(overrides(cb, name) for cb in self.callbacks)
+
+    def _save(self, r, window: int, carry: Carry, score: float | None) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save(
+                window,
+                carry,
+                score,
+                backoff=self.backoff.state_dict(),
+                history=r.history,
+                rollbacks=r.rollbacks,
+                spawns=r.spawns,
+            )
+
+    def _in_force(self, state) -> dict:
+        hp = get_hparams(state)
+        names = self.program.names
+        return hp if names is None else {k: hp[k] for k in names if k in hp}
 
     def _advise(self, carry: Carry, window: int, r) -> Carry:
         from ..advisors.context import AdviceContext
