@@ -70,3 +70,9 @@ def test_learned_controller_block_trains_and_tunes(executed):
     assert ns["trained"].controller.iterations == 2
     assert ns["ctl_rows"]["score"].shape == (4,)
     assert np.all(np.isfinite(np.asarray(ns["ctl_rows"]["learning_rate"])))
+
+
+def test_stream_block_tunes_on_live_data(executed):
+    live = executed[-1]["live"]
+    assert live.reason == "stream ended" and live.windows == 20
+    assert live.hparams["learning_rate"] > 1e-3  # the drift needs larger steps than the default

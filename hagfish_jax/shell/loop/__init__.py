@@ -6,6 +6,7 @@ from .checkpoints import Checkpoints
 from .control import Action, MetaController, Regime, RegimeDetector, spawn_noise
 from .loop import Loop
 from .result import LoopResult
+from .stream import Stream
 
 __all__ = [
     "Action",
@@ -21,5 +22,6 @@ __all__ = [
     "RecordRun",
     "Regime",
     "RegimeDetector",
+    "Stream",
     "spawn_noise",
 ]
