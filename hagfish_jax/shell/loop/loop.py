@@ -33,7 +33,7 @@ from .checkpoints import Checkpoints
 from .control import MetaController, RegimeDetector
 from .result import LoopResult, Progress, finish
 from .steering import Steering, as_task, check_options, floats
-from .stream import windows_of
+from .stream import next_window, windows_of
 
 __all__ = ["Advice", "Callback", "Loop", "LoopResult", "RecordRun"]
 
@@ -60,7 +60,8 @@ class Loop(Steering):
     Args:
       step: ``(state, key) -> (state, metrics)``: one window of training, for the whole
         state (a population's too). Called as given: jit it yourself; it may also be
-        plain Python (a host-side environment).
+        plain Python (a host-side environment). On live data (``run(data=...)``):
+        ``step(state, key, train)`` and ``evaluate(state, validation)``.
       evaluate: ``state -> metrics`` with ``"score"`` (higher is better) and optionally
         ``"train_score"``.
       backoff: a :class:`Backoff` (its options decide the schedule and degradation).
@@ -237,7 +238,7 @@ class Loop(Steering):
             for window in itertools.islice(stop, r.start, None):
                 if feed is not None:
                     try:
-                        self._batches = _next_window(feed)
+                        self._batches = next_window(feed)
                     except Exception:
                         window -= 1  # this window never started
                         raise
@@ -390,12 +391,3 @@ class Loop(Steering):
         result = finish(self, carry, windows, r)
         self._fire("on_loop_stop", result)
         return result
-
-
-def _next_window(feed) -> tuple | None:
-    """``((train,), (validation,))`` for the task's calls, or ``None`` at the end."""
-    try:
-        train, validation = next(feed)
-    except StopIteration:
-        return None
-    return (train,), (validation,)

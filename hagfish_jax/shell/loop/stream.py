@@ -34,7 +34,7 @@ import numpy as np
 
 from ...core._checks import integer
 
-__all__ = ["Stream", "windows_of"]
+__all__ = ["Stream", "next_window", "windows_of"]
 
 _END = object()
 
@@ -232,3 +232,12 @@ def _pairs(it: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
                 "(train, validation) pair"
             )
         yield item
+
+
+def next_window(feed: Iterator) -> tuple | None:
+    """``((train,), (validation,))`` for the task's calls, or ``None`` at the end."""
+    try:
+        train, validation = next(feed)
+    except StopIteration:
+        return None
+    return (train,), (validation,)
