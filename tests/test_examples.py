@@ -21,10 +21,14 @@ def load_example(name):
 
 
 def test_every_example_is_tested_here():
+    # the others have modules of their own: test_nnx.py, test_stream.py (and the
+    # notebook, test_notebook.py)
     assert {p.stem for p in EXAMPLES.glob("*.py")} == {
         "quickstart",
         "pbt_digits",
         "bayes_in_training",
+        "nnx_digits",
+        "streaming_drift",
     }
 
 

@@ -15,10 +15,17 @@ Non-optimizer hyperparameters (dropout, label smoothing, loss weights) live in a
 :class:`ExtraHParams` node placed anywhere in the same state; they are read and
 written through the same dict, and the user's step function reads them with
 ``state.extra.hyperparams["dropout_rate"]`` (or :func:`get_hparams`).
+
+flax NNX: an ``nnx.Optimizer`` keeps its optax state with every array wrapped in an
+``nnx`` variable, and ``nnx.split``/``nnx.state`` turn the injected state into nested
+dicts of such variables. Both are found too: reads return the arrays, writes put each
+new value in a variable of the same type, so the tree keeps its structure and
+``nnx.merge``/``nnx.update`` take it back.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -62,8 +69,52 @@ _INJECT_TYPES: tuple[type, ...] = tuple(
 _NODE_TYPES = _INJECT_TYPES + (ExtraHParams,)
 
 
+def _variable_type() -> type | None:
+    """flax NNX's variable class, once ``flax.nnx`` is loaded (before that no tree can
+    hold one, and the core does not import it)."""
+    module = sys.modules.get("flax.nnx.variablelib")
+    return getattr(module, "Variable", None)
+
+
+def _unwrap(value: Any) -> Any:
+    """The array inside an NNX variable; anything else as it is."""
+    var = _variable_type()
+    return value.get_value() if var is not None and isinstance(value, var) else value
+
+
+def _rewrap(old: Any, new: jax.Array) -> Any:
+    """``new`` in a variable of ``old``'s type and metadata when ``old`` is one."""
+    var = _variable_type()
+    return old.replace(new) if var is not None and isinstance(old, var) else new
+
+
+# An injected state as NNX graph state holds it (``nnx.split(optimizer)``): a dict of
+# these fields (empty ones dropped) whose hyperparameters are NNX variables.
+_INJECT_FIELDS = frozenset({"count", "hyperparams", "hyperparams_states", "inner_state"})
+
+
+def _is_graph_node(x: Any) -> bool:
+    if not (type(x) is dict and "hyperparams" in x and x.keys() <= _INJECT_FIELDS):
+        return False
+    hps, var = x["hyperparams"], _variable_type()
+    return (
+        var is not None
+        and isinstance(hps, dict)
+        and bool(hps)
+        and all(isinstance(v, var) for v in hps.values())
+    )
+
+
 def _is_node(x: Any) -> bool:
-    return isinstance(x, _NODE_TYPES)
+    return isinstance(x, _NODE_TYPES) or _is_graph_node(x)
+
+
+def _field(node: Any, name: str) -> Any:
+    return node.get(name) if type(node) is dict else getattr(node, name, None)
+
+
+def _with(node: Any, **fields: Any) -> Any:
+    return {**node, **fields} if type(node) is dict else node._replace(**fields)
 
 
 def _path_parts(path) -> list[str]:
@@ -85,7 +136,7 @@ _OPTAX_FIELDS = frozenset({"inner_state", "inner_states", "hyperparams_states"})
 
 
 def _scheduled(node) -> frozenset[str]:
-    states = getattr(node, "hyperparams_states", None) or {}
+    states = _field(node, "hyperparams_states") or {}
     return frozenset(states)
 
 
@@ -100,7 +151,7 @@ def _nodes(tree, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
         if _is_node(leaf):
             full = prefix + tuple(path)
             out.append((full, leaf))
-            inner = getattr(leaf, "inner_state", None)
+            inner = _field(leaf, "inner_state")
             if inner is not None:
                 out.extend(_nodes(inner, full))
     return out
@@ -111,12 +162,12 @@ def _index(tree) -> tuple[list, dict[str, list[tuple[int, str]]]]:
     nodes = _nodes(tree)
     counts: dict[str, int] = {}
     for _, node in nodes:
-        for name in node.hyperparams:
+        for name in _field(node, "hyperparams"):
             counts[name] = counts.get(name, 0) + 1
     names: dict[str, list[tuple[int, str]]] = {}
     for i, (path, node) in enumerate(nodes):
         prefix = "/".join(_path_parts(path)) or jax.tree_util.keystr(path)
-        for name in node.hyperparams:
+        for name in _field(node, "hyperparams"):
             full = name if counts[name] == 1 else f"{prefix}/{name}"
             if full in names:  # two nodes with the same printable path
                 full = f"{jax.tree_util.keystr(path)}/{name}"
@@ -128,18 +179,21 @@ def _index(tree) -> tuple[list, dict[str, list[tuple[int, str]]]]:
 
 
 def _rebuild(tree, new_hps: dict[int, dict], counter: list[int]):
-    """``tree`` with node ``i`` (pre-order, as :func:`_nodes`) given ``new_hps[i]``."""
+    """``tree`` with node ``i`` (pre-order, as :func:`_nodes`) given the values ``new_hps[i]``."""
     flat, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_node)
     leaves = []
     for leaf in flat:
         if _is_node(leaf):
             i = counter[0]
             counter[0] += 1
+            if _variable_type() is not None:
+                # NNX variables are mutable: the new tree gets its own, never the input's
+                leaf = jax.tree_util.tree_map(lambda x: x, leaf)
             if i in new_hps:
-                leaf = leaf._replace(hyperparams=new_hps[i])
-            inner = getattr(leaf, "inner_state", None)
+                leaf = _with(leaf, hyperparams={**_field(leaf, "hyperparams"), **new_hps[i]})
+            inner = _field(leaf, "inner_state")
             if inner is not None:
-                leaf = leaf._replace(inner_state=_rebuild(inner, new_hps, counter))
+                leaf = _with(leaf, inner_state=_rebuild(inner, new_hps, counter))
         leaves.append(leaf)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -165,7 +219,7 @@ def get_hparams(tree: Any) -> dict[str, jax.Array]:
     for full, places in names.items():
         if len(places) == 1 or "/" in full:
             i, key = places[0]
-            out[full] = nodes[i][1].hyperparams[key]
+            out[full] = _unwrap(_field(nodes[i][1], "hyperparams")[key])
     return out
 
 
@@ -245,10 +299,10 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
             updates.setdefault(i, {})[key] = value
     new_hps: dict[int, dict] = {}
     for i, new in updates.items():
-        node = nodes[i][1]
-        hps = dict(node.hyperparams)
+        hps = _field(nodes[i][1], "hyperparams")
+        new_hps[i] = {}
         for key, value in new.items():
-            old = hps[key]
+            old = _unwrap(hps[key])
             _check_value(key, value, old.dtype)
             arr = lax.convert_element_type(jnp.asarray(value), old.dtype)
             try:
@@ -257,6 +311,5 @@ def set_hparams(tree: Any, hp: Mapping[str, Any]) -> Any:
                 raise ValueError(
                     f"set_hparams: {key!r} has shape {old.shape}; got a value of shape {arr.shape}"
                 ) from None
-            hps[key] = arr
-        new_hps[i] = hps
+            new_hps[i][key] = _rewrap(hps[key], arr)
     return _rebuild(tree, new_hps, [0])

@@ -51,21 +51,34 @@ def _demo(args: argparse.Namespace) -> int:
     from .lock import LockedError
     from .records import DamagedRecordError
 
+    if args.tensorboard:
+        from .tensorboard import _tensorboardx
+
+        try:
+            _tensorboardx()
+        except ImportError as err:
+            print(f"hagfish demo: {err}", file=sys.stderr)
+            return 1
     cache = _compile_cache(args)
     if isinstance(cache, int):
         return cache
-    skip = ("func", "quiet", "compile_cache", "no_compile_cache")
+    skip = ("func", "quiet", "compile_cache", "no_compile_cache", "tensorboard")
     config = {k: getattr(args, k) for k in sorted(vars(args)) if k not in skip}
-    # Rerunning into a directory that holds another run replaces it; the same run
-    # again adds no duplicate rows.
-    try:
-        records = RunRecords(args.out, meta={"config": config}, on_mismatch="replace")
-    except (LockedError, DamagedRecordError, NotADirectoryError) as err:
-        print(f"hagfish demo: {err}", file=sys.stderr)
-        return 2
     options = {}
     if "model" in entry.options:
         options = dict(model=args.model, hidden=args.hidden, steps_per_window=args.steps_per_window)
+    meta = {"config": config}
+    if args.tensorboard:  # TensorBoard tags hyperparameters by name from the first row on
+        meta["hparams"] = list(tasks.make(args.task, seed=args.seed, **options).space.names)
+    # Rerunning into a directory that holds another run replaces it; the same run
+    # again adds no duplicate rows.
+    try:
+        records = RunRecords(
+            args.out, meta=meta, on_mismatch="replace", tensorboard=args.tensorboard
+        )
+    except (LockedError, DamagedRecordError, NotADirectoryError) as err:
+        print(f"hagfish demo: {err}", file=sys.stderr)
+        return 2
     with tqdm(total=args.windows, unit="window", desc="compiling", disable=args.quiet) as bar:
         started: list[bool] = []
 
@@ -95,6 +108,9 @@ def _demo(args: argparse.Namespace) -> int:
     out = demo.write_run(args.out, run, records)
     records.close()
     run.summary.report(out)
+    if args.tensorboard:
+        logdir = out / "tensorboard" if args.tensorboard is True else args.tensorboard
+        print(f"TensorBoard: tensorboard --logdir {logdir}")
     if cache is not None:
         from . import compile_cache
 
@@ -226,6 +242,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--no-compile-cache", action="store_true", help="compile everything afresh"
+    )
+    demo.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        nargs="?",
+        const=True,
+        default=None,
+        help="also write TensorBoard event files as the run goes, into DIR (default "
+        "OUT/tensorboard); needs pip install 'hagfish-jax[tensorboard]'",
     )
     demo.set_defaults(func=_demo)
     add_controller(sub)

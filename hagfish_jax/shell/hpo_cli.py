@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["add_parser"]
 
@@ -55,8 +56,14 @@ def _hpo(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as err:
         print(f"hagfish hpo: {err}", file=sys.stderr)
         return 2
+    tensorboard = _tensorboard(args)
+    if isinstance(tensorboard, int):
+        return tensorboard
+    writer, mirror = tensorboard or (None, None)
 
     def progress(r: int, summary: dict) -> None:
+        if mirror is not None:  # a trial's rows are recorded when it ends
+            mirror()
         if args.quiet:
             return
         if summary.get("status") == "failed":
@@ -74,15 +81,47 @@ def _hpo(args: argparse.Namespace) -> int:
 
     try:
         result = run_hpo(config, args.out, progress=progress)
+        if mirror is not None:
+            mirror()
     except (LockedError, DamagedRecordError, NotADirectoryError, ValueError) as err:
         print(f"hagfish hpo: {err}", file=sys.stderr)
         return 2
+    finally:
+        if writer is not None:
+            writer.close()
     best = result.best or {}
     print(
         f"best: {best.get('trial')} val acc {best.get('best_val_accuracy')}, test acc "
         f"{best.get('test_accuracy')}, test F1 {best.get('test_f1')}; records in {result.out}"
     )
     return 0
+
+
+def _tensorboard(args: argparse.Namespace):
+    """With ``--tensorboard``: ``(writer, mirror)``, ``mirror()`` writing the run
+    directory's new records as TensorBoard event files (its first call leaves alone
+    what an earlier run mirrored), else ``None``; exit status 1 without the extra, 2
+    for a DIR that is a file."""
+    if not args.tensorboard:
+        return None
+    from .records import read_run
+    from .tensorboard import TensorBoardWriter
+
+    logdir = Path(args.out) / "tensorboard" if args.tensorboard is True else args.tensorboard
+    try:
+        writer = TensorBoardWriter(logdir)
+    except (ImportError, NotADirectoryError) as err:
+        print(f"hagfish hpo: {err}", file=sys.stderr)
+        return 1 if isinstance(err, ImportError) else 2
+    resume = True
+
+    def mirror() -> None:
+        nonlocal resume
+        run = read_run(args.out)
+        writer.sync(run["rows"], run["events"], run["meta"].get("hparams") or (), resume=resume)
+        resume = False
+
+    return writer, mirror
 
 
 def add_parser(sub) -> None:
@@ -143,4 +182,9 @@ def add_parser(sub) -> None:
     hpo.add_argument("--llm-timeout", type=float, default=60.0, help="seconds a request")
     hpo.add_argument("--llm-retries", type=int, default=3, help="retries on 429/5xx/timeouts")
     hpo.add_argument("--quiet", action="store_true", help="print only the result")
+    hpo.add_argument(
+        "--tensorboard", metavar="DIR", nargs="?", const=True, default=None,
+        help="also write TensorBoard event files, each trial as it ends, into DIR "
+        "(default OUT/tensorboard); needs pip install 'hagfish-jax[tensorboard]'",
+    )
     hpo.set_defaults(func=_hpo)

@@ -109,5 +109,7 @@ class DirectoryLock:
         self.release()
 
     def __del__(self):
-        with contextlib.suppress(Exception):
+        try:  # at interpreter exit module globals may already be gone
             self.release()
+        except Exception:  # noqa: BLE001
+            pass

@@ -11,6 +11,8 @@ A run directory looks like this::
       trials/<name>/summary.json   that member's or trial's summary
       trials_summary.csv       one row per finished trial (its summary, flattened)
       best_overall.json        the finished trial with the best selection score
+      tensorboard/             TensorBoard event files, with ``tensorboard=True``
+                               (see :mod:`hagfish_jax.shell.tensorboard`)
 
 Every file is written whole to a temporary name in the same folder and renamed over
 the old one (``os.replace`` is atomic on POSIX and Windows), so a run killed at any
@@ -61,8 +63,9 @@ from ._files import (
     _whole_lines,
     write_atomic,
 )
+from .tensorboard import TensorBoardWriter, _tensorboardx, to_tensorboard
 
-__all__ = ["DamagedRecordError", "RunRecords", "read_run", "write_atomic"]
+__all__ = ["DamagedRecordError", "RunRecords", "read_run", "to_tensorboard", "write_atomic"]
 
 #: the names a trial's per-window metrics file may have: ``metrics.csv`` (the Loop,
 #: the demo, the budget trials) or ``metrics_epoch.csv`` (``hagfish hpo``'s trials)
@@ -85,6 +88,10 @@ class RunRecords:
         ``meta`` recorded there with a different value): ``"error"`` (default: a
         ``ValueError`` naming the keys, so two runs never mix) or ``"replace"``
         (clear the old records first).
+      tensorboard: also write TensorBoard event files as rows and events are
+        recorded (:class:`~hagfish_jax.shell.tensorboard.TensorBoardWriter`): a log
+        directory, or ``True`` for ``path/tensorboard``. Needs the ``tensorboard``
+        extra (an ``ImportError`` saying so, before anything is written).
 
     Rows and events are appended (one write and one ``fsync`` per call, whatever the
     size of the file), and a half-written last line left by a killed process is cut
@@ -101,7 +108,15 @@ class RunRecords:
         select: str = "best_val_score",
         on_mismatch: str = "error",
         metrics_name: str = "metrics.csv",
+        tensorboard: str | os.PathLike | bool | None = None,
     ) -> None:
+        self._tb: TensorBoardWriter | None = None
+        if tensorboard is True:
+            tensorboard = Path(path) / "tensorboard"
+        if tensorboard not in (None, False) and not isinstance(tensorboard, (str, os.PathLike)):
+            raise TypeError(f"records: tensorboard is a directory or True, got {tensorboard!r}")
+        if tensorboard:
+            _tensorboardx()  # the missing extra is reported before anything is written
         if on_mismatch not in ("error", "replace"):
             raise ValueError(
                 f"records: on_mismatch must be 'error' or 'replace', got {on_mismatch!r}"
@@ -141,13 +156,24 @@ class RunRecords:
             self.meta.update(_plain(dict(meta)))
             self.write_meta()
         self._event_set = set(self._events)
+        if tensorboard:  # what is recorded and not yet in the log directory goes there
+            self._tb = TensorBoardWriter(tensorboard)
+            events = [json.loads(line) for line in self._events]
+            self._tb.sync(self._rows, events, self._hparams(), resume=True)
+
+    def _hparams(self) -> list[str]:
+        names = self.meta.get("hparams")
+        return list(names) if isinstance(names, (list, tuple)) else []
 
     def write_meta(self) -> None:
         """Write :attr:`meta` to ``run.json``."""
         write_atomic(self.path / "run.json", json.dumps(_plain(self.meta), indent=2) + "\n")
 
     def close(self) -> None:
-        """Release the directory's lock (the records stay readable)."""
+        """Release the directory's lock (the records stay readable); TensorBoard files
+        are flushed and closed."""
+        if self._tb is not None:
+            self._tb.close()
         self._lock.release()
 
     def __enter__(self) -> RunRecords:
@@ -157,9 +183,14 @@ class RunRecords:
         self.close()
 
     def clear(self) -> None:
-        """Remove every record of this directory (other files are left alone); the
-        directory stays open, empty, with this object's ``meta``."""
+        """Remove every record of this directory, ``tensorboard/`` included (other files
+        are left alone, a log directory elsewhere too); the directory stays open,
+        empty, with this object's ``meta``."""
+        tb = self._tb
+        if tb is not None:
+            tb.close()
         shutil.rmtree(self.path / "trials", ignore_errors=True)
+        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
         for name in (
             "run.json",
             "summary.json",
@@ -174,6 +205,8 @@ class RunRecords:
             self._rows, self._fields, self._events = {}, {}, []
             self._event_set, self._seen = set(), {}
             self.write_meta()
+        if tb is not None:  # what is written from now on starts afresh
+            self._tb = TensorBoardWriter(tb.logdir, tb.flush_secs)
 
     # -- metrics ------------------------------------------------------------------------
 
@@ -222,6 +255,8 @@ class RunRecords:
         seen.update(int(r["window"]) for r in new)
         self._rows.setdefault(trial, []).extend(new)
         self._fields[trial] = fields
+        if self._tb is not None:
+            self._tb.log(trial, new, self._hparams())
         return len(new)
 
     def last_window(self, trial: str) -> int:
@@ -246,6 +281,8 @@ class RunRecords:
         _append(self.path / "events.jsonl", line + "\n")
         self._events.append(line)
         self._event_set.add(line)
+        if self._tb is not None:
+            self._tb.event(json.loads(line), len(self._events) - 1)
         return True
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:

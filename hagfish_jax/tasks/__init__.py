@@ -88,10 +88,12 @@ def make(name: str, **options: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:  # the task modules load when first used
-    if name in ("breast_cancer", "cartpole", "classification", "digits", "text"):
+    if name in ("breast_cancer", "cartpole", "classification", "digits", "nnx_task", "text"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> Sequence[str]:
-    return sorted([*__all__, "breast_cancer", "cartpole", "classification", "digits", "text"])
+    return sorted(
+        [*__all__, "breast_cancer", "cartpole", "classification", "digits", "nnx_task", "text"]
+    )

@@ -5,6 +5,7 @@ from .callbacks import Advice, Callback, RecordRun
 from .checkpoints import Checkpoints
 from .control import Action, MetaController, Regime, RegimeDetector, spawn_noise
 from .loop import Loop
+from .progress import ProgressBar
 from .result import LoopResult
 from .stream import Stream
 
@@ -19,6 +20,7 @@ __all__ = [
     "LoopResult",
     "MetaController",
     "Phase",
+    "ProgressBar",
     "RecordRun",
     "Regime",
     "RegimeDetector",

@@ -59,13 +59,15 @@ class RecordRun(Callback):
     """Write a loop's run to a :class:`hagfish_jax.shell.records.RunRecords`.
 
     Each evaluated window becomes a row of ``trials/<trial>/metrics.csv`` (the
-    window's training metrics, every evaluation metric, the backoff phase) as soon as
-    it is evaluated; for a population, one row per member in
-    ``trials/<trial>_<member>/``. ``events.jsonl`` gets the backoff's state
-    transitions, improvements, degradations, rollbacks, advice (with its rationale),
-    prunes, spawns and every hyperparameter change with its source; the trial's
-    ``summary.json`` is the :class:`LoopResult` summary. Metrics are logged as the
-    step and ``evaluate`` name them; columns are fixed by the first row.
+    window's training metrics, every evaluation metric, the hyperparameters it trained
+    with, the backoff phase) as soon as it is tuned; for a population, one row per
+    member in ``trials/<trial>_<member>/``. ``events.jsonl`` gets the backoff's state
+    transitions, improvements, degradations, rollbacks, PBT exploits (``member``
+    copied ``parent``), advice (with its rationale), prunes, spawns and every
+    hyperparameter change with its source; ``run.json`` lists the tuned names under
+    ``"hparams"`` (what :mod:`hagfish_jax.plots` draws); the trial's ``summary.json``
+    is the :class:`LoopResult` summary. Metrics are logged as the step and
+    ``evaluate`` name them; columns are fixed by the first row.
     """
 
     def __init__(self, records: Any, trial: str = "run") -> None:
@@ -73,28 +75,49 @@ class RecordRun(Callback):
         self.trial = trial
         self._train: dict[str, Any] = {}
 
+    def on_loop_start(self, loop, state):
+        names = loop.program.names
+        if names and "hparams" not in self.records.meta:
+            self.records.meta["hparams"] = list(names)
+            self.records.write_meta()
+
     def on_window_end(self, loop, window, metrics):
         self._train = dict(metrics or {})
 
     def on_evaluation(self, loop, window, evaluation, transition):
-        n = loop.population
-        phase = loop.backoff.phase.value
-        if n is None:
-            row = {"window": int(window), **{k: _number(v) for k, v in self._train.items()}}
-            row.update({k: _number(v) for k, v in evaluation.items()})
-            row["phase"] = phase
-            self.records.log(self.trial, [row])
-        else:
-            for i in range(n):
-                row = {"window": int(window)}
-                row.update({k: _member(v, i) for k, v in self._train.items()})
-                row.update({k: _member(v, i) for k, v in evaluation.items()})
-                row["phase"] = phase
-                self.records.log(f"{self.trial}_{i:02d}", [row])
         if transition:
             self.records.event(
                 "transition", window=int(window), old=transition[0], new=transition[1]
             )
+
+    def on_row(self, loop, window, row):
+        n = loop.population
+        phase = loop.backoff.phase.value
+        names = [k for k in (loop.program.names or ()) if k in row]
+        skip = ("window", "parent", "alive")
+        shown = {k: v for k, v in row.items() if not k.startswith("window_") and k not in skip}
+        if n is None:
+            out = {"window": int(window), **{k: _number(v) for k, v in self._train.items()}}
+            out.update({k: _number(v) for k, v in shown.items()})
+            out["phase"] = phase
+            self.records.log(self.trial, [out])
+            return
+        for i in range(n):
+            out = {"window": int(window)}
+            out.update({k: _member(v, i) for k, v in self._train.items()})
+            out.update({k: _member(v, i) for k, v in shown.items()})
+            out["phase"] = phase
+            self.records.log(f"{self.trial}_{i:02d}", [out])
+        parents = np.asarray(row["parent"]).reshape(-1)
+        for i, parent in enumerate(parents.tolist()):
+            if parent != i:  # member i carries a copy of parent from the next window on
+                self.records.event(
+                    "exploit",
+                    window=int(window),
+                    member=i,
+                    parent=int(parent),
+                    hparams={k: _member(row[k], int(parent)) for k in names},
+                )
 
     def on_improvement(self, loop, window, score):
         self.records.event("improvement", window=int(window), score=float(score))

@@ -148,6 +148,7 @@ class Loop(Steering):
         self.max_ensemble_size = int(max_ensemble_size)
         self._stop = False
         self._prune: int | None = None
+        self.max_windows: int | None = None  # the current run's (None: while a stream lasts)
         self.callback_errors: list[str] = []
         self._build = dict(
             vectorized=vectorized, max_repeats=max_repeats, select=select, shared_key=shared_key
@@ -226,14 +227,14 @@ class Loop(Steering):
             raise ValueError(f"Loop.run: max_windows must be an integer >= 1, got {max_windows!r}")
         feed = None if data is None else windows_of(data)
         self._stop, self._prune, self.callback_errors = False, None, []
-        self._max_windows = None if max_windows is None else int(max_windows)
-        self._plan(self._max_windows, feed is not None)
+        self.max_windows = None if max_windows is None else int(max_windows)
+        self._plan(self.max_windows, feed is not None)
         self.backoff.reset()  # a fresh schedule; a resumed run loads its own below
         r = Progress()
         carry = self._begin(state, key, hparams, r)
         self._fire("on_loop_start", carry.state)
         window = r.start - 1
-        stop = itertools.count() if self._max_windows is None else range(self._max_windows)
+        stop = itertools.count() if self.max_windows is None else range(self.max_windows)
         try:
             for window in itertools.islice(stop, r.start, None):
                 if feed is not None:

@@ -190,7 +190,7 @@ class Steering:
             row = {"epoch": h["window"], "score": h["score"], "train_score": h["train_score"]}
             row.update({k: h[k] for k in ("val_loss", "train_loss") if k in h})
             history.append(row)
-        max_windows = getattr(self, "_max_windows", None)
+        max_windows = self.max_windows
         context = AdviceContext(
             space=self.space,
             hparams=python_values(floats(hp), self.space),
