@@ -76,3 +76,9 @@ def test_stream_block_tunes_on_live_data(executed):
     live = executed[-1]["live"]
     assert live.reason == "stream ended" and live.windows == 20
     assert live.hparams["learning_rate"] > 1e-3  # the drift needs larger steps than the default
+
+
+def test_distributed_block_runs_the_sharded_population(executed):
+    ns = executed[-1]
+    assert ns["dist_rows"]["score"].shape == (20, 8)
+    assert ns["here"].processes == 1 and 0 <= int(ns["dist_best"].member) < 8
