@@ -1,5 +1,8 @@
 """hj.distributed: one population over two processes (gloo on 127.0.0.1) equals the
-same population trained by one process on one device, bit for bit, with the same key.
+same population trained by one process on one device, bit for bit, with the same key;
+and so does ``hj.Loop(..., mesh=...)`` driving it: over the two devices of one process,
+and over two processes, stopped by a callback on process 0 and resumed from the
+checkpoints both processes wrote.
 
 Two worker processes (``tests/_distributed_worker.py``) with two CPU devices each (four
 devices, two members apiece) train a PBT population of 8 while this process trains it
@@ -22,13 +25,14 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from _distributed_worker import KEY, WINDOWS, hparams, program, result, task
+from _distributed_worker import KEY, WINDOWS, hparams, loop, loop_result, program, result, task
 
 import hagfish_jax as hj
 from hagfish_jax.core.sharding import carry_shardings, sharded, shardings
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 WAIT = 120  # seconds for all the workers together
+LR = float(np.float32(0.05))  # the advisor's learning rate as the state holds it
 
 
 def _free_port() -> int:
@@ -37,7 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(address: str, processes: int, pid: int, devices: int, out: Path) -> subprocess.Popen:
+def _start(
+    address: str, processes: int, pid: int, devices: int, out: Path, *extra: str
+) -> subprocess.Popen:
     flags = os.environ.get("XLA_FLAGS", "")
     env = dict(
         os.environ,
@@ -47,7 +53,7 @@ def _start(address: str, processes: int, pid: int, devices: int, out: Path) -> s
         JAX_COORDINATOR_BIND_ADDRESS=address,
     )
     log = open(out.with_suffix(".log"), "w")  # noqa: SIM115 - closed with the process
-    cmd = [sys.executable, str(WORKER), address, str(processes), str(pid), str(out)]
+    cmd = [sys.executable, str(WORKER), address, str(processes), str(pid), str(out), *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log = log
     return proc
@@ -82,15 +88,18 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distributed")
     address = f"127.0.0.1:{_free_port()}"
     outs = [tmp / "p0.json", tmp / "p1.json"]
+    checkpoints = str(tmp / "checkpoints")  # one directory that both processes write
     procs = []
     try:
-        procs.append(_start(address, 2, 0, 2, outs[0]))
-        procs.append(_start(address, 2, 1, 2, outs[1]))
-        # meanwhile, the ordinary one-device run in this process
+        procs.append(_start(address, 2, 0, 2, outs[0], checkpoints))
+        procs.append(_start(address, 2, 1, 2, outs[1], checkpoints))
+        # meanwhile, the ordinary one-device runs in this process
         prog = program()
         carry = jax.jit(prog.init)(jax.random.key(KEY), hparams())
         carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, WINDOWS))(carry)
         one = result(*jax.device_get((rows, carry.best, carry.state)))
+        r = loop(task()).run(key=jax.random.key(KEY), hparams=hparams(), max_windows=WINDOWS)
+        one["loop"] = loop_result(r)
     except BaseException:
         _kill(procs)
         raise
@@ -122,6 +131,68 @@ def test_two_processes_equal_the_one_device_run_bit_for_bit(runs):
         assert p0[k] == one[k], k  # and they are the one-device run's, exactly
         assert p0["placed"][k] == p1["placed"][k] == one[k], k  # from a placed carry too
     assert np.isfinite(one["score"]).all() and one["best"]["window"] >= 0
+
+
+@pytest.mark.timeout(WAIT + 60)
+def test_a_loop_over_two_processes_equals_the_one_process_loop(runs):
+    one = runs["one"]["loop"]
+    assert one["ended"] == ["budget", WINDOWS, WINDOWS, 0] and one["best"][1] >= 0
+    assert len(one["ensemble"]) == 3 and one["best_w"] != one["final_w"][0]
+    assert one["history"][-1]["phase"] == "COOLING" and one["rates"] == [LR] * 8  # advised
+    # a callback on process 0 stopped both processes after window 2; the same Loop
+    # resumed from the checkpoints both wrote and ended where one process ends: the
+    # history, the best score, window, member and hyperparameters, every member's
+    # weights, the ensemble
+    for pid in (0, 1):
+        assert runs[f"p{pid}"]["stopped"] == ["stopped", 3]
+        assert runs[f"p{pid}"]["loop"] == one
+    assert runs["p0"]["checkpoints"] == [
+        ".lock",
+        "manifest.json",
+        "window_00000002",
+        "window_00000003",
+    ]
+    # and on process 0 alone, over its two devices
+    assert runs["p0"]["local"] == one and "local" not in runs["p1"]
+    # process 0 asked the advisor; process 1 applied its reply without asking
+    assert runs["p0"]["asked"] == 1 and runs["p1"]["asked"] == 0
+    assert runs["p0"]["advised"] == [[WINDOWS - 1, {"learning_rate": LR}]]
+
+
+@pytest.mark.timeout(WAIT + 60)
+def test_process_0_decides_for_every_process_of_a_loop(runs):
+    for pid in (0, 1):  # process 1 asked to stop and to prune; process 0 asked neither
+        got = runs[f"p{pid}"]["plumbing"]
+        assert got["agreed"] == [False, None]
+        assert got["shared"] == {"from": 0, "text": "é" * 5000}
+        assert got["consulted"] == [1 - pid, {"learning_rate": LR}, None]  # asked on 0 only
+        assert got["failed"] == [{}, "advisor: RuntimeError: down"]
+        assert got["written"] == [[LR] * 8, ["pop"]]  # written in place on the mesh
+    assert runs["p0"]["plumbing"]["written"] == runs["p1"]["plumbing"]["written"]
+
+
+@pytest.mark.timeout(WAIT + 60)
+def test_a_loop_on_a_mesh_compiles_nothing_after_its_first_window(runs):
+    local, stopped = runs["p0"]["local_seen"], runs["p0"]["seen"]  # at each window's end
+    assert len(local) == WINDOWS and local[0] > 0 and local[1:] == [local[1]] * (WINDOWS - 1)
+    assert len(stopped) == 4 and stopped[0] > 0 and stopped[2] == stopped[1]
+    assert runs["p1"]["seen"] == []  # callbacks run on process 0 only
+
+
+@pytest.mark.timeout(WAIT + 60)
+def test_a_loop_refuses_a_mesh_it_cannot_use_before_any_work(runs):
+    uneven, elsewhere = runs["p0"]["refused"]
+    assert "population=3 is not a multiple of the 2 devices on the mesh's 'pop'" in uneven
+    assert "the mesh holds another process's devices only" in elsewhere
+    mesh = hj.distributed.make_mesh()
+    with pytest.raises(ValueError, match="give population=N"):
+        hj.Loop(task=task(), mesh=mesh)
+    with pytest.raises(ValueError, match="cannot be used with jit=False"):
+        loop(task(), mesh, jit=False)
+    with pytest.raises(ValueError, match="not 'pop'"):
+        loop(task(), jax.sharding.Mesh(np.asarray(jax.devices()), ("x",)))
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        loop(task(), "mesh")
 
 
 # -- in one process: the layout rules and bad input -------------------------------------

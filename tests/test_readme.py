@@ -82,3 +82,8 @@ def test_distributed_block_runs_the_sharded_population(executed):
     ns = executed[-1]
     assert ns["dist_rows"]["score"].shape == (20, 8)
     assert ns["here"].processes == 1 and 0 <= int(ns["dist_best"].member) < 8
+
+
+def test_mesh_loop_block_runs_over_the_mesh(executed):
+    ns = executed[-1]
+    assert ns["mesh_result"].reason == "budget" and ns["mesh_result"].windows == 10

@@ -10,6 +10,13 @@ checkpoints on disk (with a warning) instead of starting over. Restoring
 tries the requested checkpoint and, if it is truncated or corrupt, falls back to
 the next good one (best score first) with a warning. Retention never deletes the
 best checkpoint.
+
+One checkpoint can also hold a population split over several processes (``shared=True``,
+as ``hj.Loop(..., mesh=...)`` over several processes makes it): every process calls
+every method in the same order, orbax writes each process's shards into the same
+directory (which all processes must see: one machine's disk, NFS, a bucket), and
+process 0 alone holds the lock, renames, prunes and writes the manifest, with a
+barrier after each step that the others rely on.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding as NS
 
 from ..records import write_atomic
 
@@ -58,11 +66,14 @@ def _typed(tree: Any, like: Any) -> Any:
     orbax restores arrays committed to a device; a jitted function compiled for the
     uncommitted arrays a run makes would compile again for them, so a resumed run
     would pay its compile twice. Host copies put back on the default device are
-    uncommitted, like the originals.
+    uncommitted, like the originals. Arrays laid out on a mesh (``like``'s are) come
+    back laid out the same, and stay as orbax restored them.
     """
 
     def back(x, ref):
-        fresh = jnp.asarray(np.asarray(x)) if isinstance(x, jax.Array) else x
+        fresh = x
+        if isinstance(x, jax.Array) and not isinstance(getattr(ref, "sharding", None), NS):
+            fresh = jnp.asarray(np.asarray(x))
         return (
             jax.random.wrap_key_data(fresh, impl=jax.random.key_impl(ref))
             if _is_key(ref)
@@ -82,6 +93,8 @@ class Checkpoints:
     Args:
       directory: where checkpoints live (created if missing).
       keep_last: how many most recent checkpoints to keep besides the best (>= 1).
+      shared: every process of a ``jax.distributed`` run writes this directory
+        together (see the module's docstring); ``False``: this process alone.
 
     >>> import tempfile, jax.numpy as jnp
     >>> from hagfish_jax.shell.loop import Checkpoints
@@ -92,23 +105,36 @@ class Checkpoints:
     (3, [1.0, 1.0])
     """
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int = 2):
+    def __init__(self, directory: str | os.PathLike, keep_last: int = 2, *, shared: bool = False):
         if isinstance(keep_last, bool) or int(keep_last) != keep_last or keep_last < 1:
             raise ValueError(f"Checkpoints: keep_last must be an integer >= 1, got {keep_last!r}")
         import orbax.checkpoint as ocp
 
         from ..lock import DirectoryLock
 
+        self.shared = bool(shared) and jax.process_count() > 1
+        self._lead = not self.shared or jax.process_index() == 0  # writes the manifest
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = DirectoryLock(self.directory, "checkpoint directory").acquire()
+        self._lock = None
+        if self._lead:
+            self._lock = DirectoryLock(self.directory, "checkpoint directory").acquire()
         self.keep_last = int(keep_last)
         self._checkpointer = ocp.StandardCheckpointer()
         self.entries = self._read_manifest()
+        self._sync("opened")  # process 0 has rebuilt a damaged manifest
 
     def close(self) -> None:
         """Release the directory's lock (held from construction on)."""
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
+
+    def _sync(self, step: str) -> None:
+        """With ``shared``: wait until every process got here."""
+        if self.shared:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"hagfish checkpoints: {step}")
 
     def _read_manifest(self) -> list[dict[str, Any]]:
         """The manifest's entries; a missing, garbled or malformed manifest is rebuilt
@@ -125,7 +151,7 @@ class Checkpoints:
             entries, problem = [], f"unreadable: {err}"
         found = {e["window"]: e for e in self._scan()}
         entries = [e for e in entries if (self.directory / e["name"]).is_dir()]
-        if problem is not None and found:
+        if problem is not None and found and self._lead:
             warnings.warn(
                 f"Checkpoints: manifest {problem}; rebuilt from {len(found)} checkpoint(s) "
                 f"in {self.directory}",
@@ -133,6 +159,8 @@ class Checkpoints:
             )
             entries = sorted(found.values(), key=lambda e: e["window"])
             _write_json_atomic(manifest, {"entries": entries})
+        elif problem is not None and found:
+            entries = sorted(found.values(), key=lambda e: e["window"])
         return entries
 
     def _scan(self) -> list[dict[str, Any]]:
@@ -164,29 +192,35 @@ class Checkpoints:
         name = f"window_{int(window):08d}"
         final = self.directory / name
         tmp = self.directory / f".tmp_{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self._checkpointer.save(tmp.resolve(), _plain(state))
+        if self._lead:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._sync("cleared")
+        self._checkpointer.save(tmp.resolve(), _plain(state))  # every process: its shards
         self._checkpointer.wait_until_finished()
+        self._sync("written")
         score = None if score is None or not math.isfinite(float(score)) else float(score)
         old = next((e for e in self.entries if e["window"] == int(window)), None)
         if score is None and old is not None and old["score"] is not None:
             score = old["score"]  # a later unscored save never demotes a scored window
         entry = {"window": int(window), "name": name, "score": score, **meta}
-        (tmp / _ENTRY).write_text(json.dumps(entry))  # travels with the checkpoint
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        if self._lead:
+            (tmp / _ENTRY).write_text(json.dumps(entry))  # travels with the checkpoint
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
         self.entries = [e for e in self.entries if e["window"] != int(window)]
         self.entries.append(entry)
         self.entries.sort(key=lambda e: e["window"])
         self._retain()
-        _write_json_atomic(self.directory / _MANIFEST, {"entries": self.entries})
+        if self._lead:
+            _write_json_atomic(self.directory / _MANIFEST, {"entries": self.entries})
+        self._sync("saved")
 
     def _retain(self) -> None:
         best = self.best
         recent = self.entries[-self.keep_last :]
         keep = {e["window"] for e in recent} | ({best["window"]} if best else set())
         for e in self.entries:
-            if e["window"] not in keep:
+            if e["window"] not in keep and self._lead:
                 shutil.rmtree(self.directory / e["name"], ignore_errors=True)
         self.entries = [e for e in self.entries if e["window"] in keep]
 
@@ -214,12 +248,27 @@ class Checkpoints:
         for entry in ([first] if first else []) + rest:
             try:
                 path = (self.directory / entry["name"]).resolve()
-                state = self._checkpointer.restore(path, _plain(like))
-                return _typed(state, like), entry
+                state, problem = self._checkpointer.restore(path, _plain(like)), None
             except Exception as err:  # noqa: BLE001 - any read failure means "skip it"
-                warnings.warn(
-                    f"Checkpoints: {entry['name']} could not be read ({type(err).__name__}); "
-                    "trying the previous good one",
-                    stacklevel=2,
-                )
+                problem = type(err).__name__
+            if self.shared:  # every process reads its own shards: all of them, or none
+                problem = _first_problem(problem)
+            if problem is None:
+                return _typed(state, like), entry
+            warnings.warn(
+                f"Checkpoints: {entry['name']} could not be read ({problem}); "
+                "trying the previous good one",
+                stacklevel=2,
+            )
         return None
+
+
+def _first_problem(problem: str | None) -> str | None:
+    """``problem`` of the first process that had one (on every process), or ``None``."""
+    from jax.experimental import multihost_utils
+
+    failed = multihost_utils.process_allgather(np.int32(problem is not None))
+    first = np.flatnonzero(np.asarray(failed))
+    if first.size == 0:
+        return None
+    return problem or f"failed on process {int(first[0])}"

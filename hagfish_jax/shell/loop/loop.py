@@ -27,10 +27,11 @@ from ...core.members import members
 from ...core.program import Carry, build, compiled, recent_only
 from ...core.space import Space
 from ...core.tuners import fixed
-from .backoff import Backoff, Phase
+from .backoff import Backoff
 from .callbacks import Advice, Callback, RecordRun
 from .checkpoints import Checkpoints
 from .control import MetaController, RegimeDetector
+from .multihost import on_mesh
 from .result import LoopResult, Progress, finish
 from .steering import Steering, as_task, check_options, floats
 from .stream import next_window, windows_of
@@ -87,8 +88,8 @@ class Loop(Steering):
         single run: one per variant; a population: its best alive members).
       task: a :class:`hagfish_jax.Task` instead of ``step``/``evaluate``.
       population: N members (leading axis), or ``None`` for one run.
-      jit: compile the task's functions (default: yes for ``task=``, no for
-        ``step``/``evaluate``, which are called as given).
+      jit: compile the task's functions (default: yes for ``task=`` or a ``mesh``, no
+        for ``step``/``evaluate``, which are called as given).
       restore: ``(current, best) -> state``: what a rollback brings back (default the
         whole best state; see :class:`hagfish_jax.Task`). A state that carries its own
         clock or data cursor keeps it from ``current``, or a rollback replays the same
@@ -100,6 +101,12 @@ class Loop(Steering):
         (the lowest validation loss) for a small validation set.
       shared_key: a population's members train each window with the same key (the
         same data order and dropout masks; see :func:`hagfish_jax.program.build`).
+      mesh: a ``jax.sharding.Mesh`` with a ``"pop"`` axis (``hj.distributed.make_mesh()``)
+        to split the population over (N a multiple of its size): this process's devices,
+        or every process's. Over several processes every process runs the same script;
+        process 0 runs the callbacks, asks the advisor and decides ``stop()``/``prune()``
+        for all; checkpoints go to a directory all of them see (README, "One population
+        over many processes").
     """
 
     def __init__(
@@ -127,15 +134,20 @@ class Loop(Steering):
         max_repeats: int = 3,
         select: str = "score",
         shared_key: bool = False,
+        mesh: Any = None,
     ):
         task, space, vectorized = as_task(step, evaluate, task, space)
+        self._mesh = on_mesh(mesh, population, jit)
         if restore is not None:
             task = task.replace(restore=restore)
         check_options(save_every, target_patience, max_ensemble_size, advisor)
         self.task = task
         self.population = population
         self.backoff = backoff or Backoff()
-        self.checkpoints = Checkpoints(checkpoint_dir, keep_last) if checkpoint_dir else None
+        self.checkpoints = None
+        if checkpoint_dir:  # with a mesh over several processes, each writes its shards
+            shared = self._mesh is not None and self._mesh.many
+            self.checkpoints = Checkpoints(checkpoint_dir, keep_last, shared=shared)
         self.save_every = save_every
         self.tuner = tuner
         self.space = space
@@ -171,19 +183,23 @@ class Loop(Steering):
 
     def _compile(self) -> None:
         p, b = self.program, self._build
-        if self._jit:  # one compiled copy of the task's training per task, whatever the tuner
-            self._train_members, self._evaluate_members = compiled(
-                self.task, p.population, b["vectorized"], b["shared_key"], self._data
-            )
-        else:
-            self._train_members, self._evaluate_members = members(
-                self.task, p.population, b["vectorized"], b["shared_key"], self._data
-            )
-        self._init_fn, self._start_fn = jax.jit(p.init), jax.jit(p.start)
-        self._score_fn = jax.jit(p.score)
-        self._tune_fn = jax.jit(p.tune)
-        self._spawn_fn = jax.jit(p.spawn)
-        self._prune_fn = jax.jit(p.prune) if p.population else None
+        options = (self.task, p.population, b["vectorized"], b["shared_key"], self._data)
+        if self._mesh is not None:  # the same calls, keeping the members split over the mesh
+            fns = self._mesh.compile(p, *options)
+        else:  # one compiled copy of the task's training per task, whatever the tuner
+            train = (compiled if self._jit else members)(*options)
+            prune = jax.jit(p.prune) if p.population else None
+            fns = (*train, *map(jax.jit, (p.init, p.start, p.score, p.tune, p.spawn)), prune)
+        (
+            self._train_members,
+            self._evaluate_members,
+            self._init_fn,
+            self._start_fn,
+            self._score_fn,
+            self._tune_fn,
+            self._spawn_fn,
+            self._prune_fn,
+        ) = fns
 
     # -- requests from callbacks --------------------------------------------------------
     def stop(self) -> None:
@@ -239,7 +255,7 @@ class Loop(Steering):
             for window in itertools.islice(stop, r.start, None):
                 if feed is not None:
                     try:
-                        self._batches = next_window(feed)
+                        self._batches = self._placed(next_window(feed))
                     except Exception:
                         window -= 1  # this window never started
                         raise
@@ -261,6 +277,9 @@ class Loop(Steering):
         return self._finish(carry, window + 1, r)
 
     def _begin(self, state, key, hparams, r: Progress) -> Carry:
+        if self._mesh is not None:  # the same host values on every process, laid out
+            key, hparams = self._mesh.inputs(key), self._mesh.inputs(hparams)
+            state = None if state is None else self._mesh.place(state)
         if state is None:  # compiled: an eager vmapped init dispatches op by op
             carry = self._init_fn(key, hparams)
         else:
@@ -274,11 +293,13 @@ class Loop(Steering):
                     self.backoff.load_state_dict(entry["backoff"])
                 r.history = list(entry.get("history", []))
                 r.rollbacks, r.spawns = entry.get("rollbacks", 0), entry.get("spawns", 0)
-                score, window = jax.device_get((carry.best.score, carry.best.window))
+                score, window = self._get((carry.best.score, carry.best.window))
                 r.best_score, r.best_window = float(score), int(window)
         return carry
 
     def _train(self, carry: Carry) -> tuple[Carry, dict]:
+        if self._mesh is not None:  # one compiled call splits the key and counts the window
+            return self._mesh.train(self._train_members, carry, self._batches[0])
         key, k = jax.random.split(carry.key)
         state, metrics = self._train_members(carry.state, k, carry.alive, *self._batches[0])
         return carry._replace(state=state, window=carry.window + 1, key=key), metrics
@@ -288,20 +309,14 @@ class Loop(Steering):
         self._fire("on_window_end", window, metrics)
         if self._data or self.backoff.due(window):  # live data: a validation window each
             carry = self._evaluate(carry, metrics, window, r)
+        if self._mesh is not None:  # process 0's requests hold for every process
+            self._stop, self._prune = self._mesh.agree(self._stop, self._prune)
         if self._prune is not None and r.reason == "budget":
             carry = self._prune_members(carry, window, self._prune)
             self._prune = None
         if self._stop:
             r.reason = "stopped"
         return carry
-
-    def _headline(self, score: np.ndarray) -> tuple[float, int]:
-        """The run's score (a population's: its best member's) and that member."""
-        if self.population is None:
-            return float(score), 0
-        finite = np.where(np.isfinite(score), score, -np.inf)
-        member = int(np.argmax(finite))
-        return float(score[member]), member
 
     def _evaluate(self, carry: Carry, metrics: dict, window: int, r: Progress) -> Carry:
         """Score the window, let the backoff judge it, tune, then react to the phase."""
@@ -311,22 +326,20 @@ class Loop(Steering):
 
     def _observe(self, carry: Carry, metrics: dict, window: int, r: Progress):
         ev = self._evaluate_members(carry.state, *self._batches[1])
-        score = np.asarray(jax.device_get(self._score_fn(carry, metrics, ev)))
-        headline, member = self._headline(score)
-        train = ev.get("train_score")
-        if train is not None:
-            train = float(np.asarray(jax.device_get(train)).reshape(-1)[member])
-        explore = bool(np.asarray(jax.device_get(carry.exploring)).reshape(-1)[member])
-        d = self.backoff.observe(window, headline, explore)
+        read = {k: ev[k] for k in ("train_score", "val_loss", "train_loss") if k in ev}
+        score, read = self._get((self._score_fn(carry, metrics, ev), {**read, "": carry.exploring}))
+        headline, member = self._headline(np.asarray(score))
+        read = {k: np.asarray(v).reshape(-1)[member] for k, v in read.items()}
+        train = float(read["train_score"]) if "train_score" in read else None
+        d = self.backoff.observe(window, headline, bool(read[""]))
         transition = None if not d.transition else tuple(p.value for p in d.transition)
         self._fire("on_evaluation", window, dict(ev), transition)
         entry = {"window": window, "score": headline, "train_score": train, "phase": d.phase.value}
         if self.population is not None:
             entry["member"] = member
         for k in ("val_loss", "train_loss"):  # what an advisor's diagnosis reads
-            if k in ev:
-                v = float(np.asarray(jax.device_get(ev[k])).reshape(-1)[member])
-                entry[k] = v if math.isfinite(v) else None
+            if k in read:
+                entry[k] = float(read[k]) if math.isfinite(read[k]) else None
         r.history.append(entry)
         return ev, headline, d
 
@@ -343,11 +356,11 @@ class Loop(Steering):
             carry = recent_only(carry)
         degraded = np.bool_(d.degraded and not self._data)
         carry, row = self._tune_fn(carry, metrics, ev, degraded)
-        rolled, best_score, best_window = jax.device_get(
+        rolled, best_score, best_window = self._get(
             (row["rollback"], carry.best.score, carry.best.window)
         )
         if self._wants("on_row"):
-            self._fire("on_row", window, jax.device_get(row))
+            self._fire("on_row", window, self._get(row))
         if self._data:
             r.best_score, r.best_window = float(best_score), int(best_window)
             if self.save_every and window % self.save_every == 0:
@@ -365,27 +378,9 @@ class Loop(Steering):
             self.backoff.reactivate(window)  # restarted from the best: evaluate often again
             self._fire("on_rollback", window, r.best_window)
         if self.tuner is not None and self._wants("on_hparams_update"):
-            hp = jax.device_get(self._in_force(carry.state))
+            hp = self._get(self._in_force(carry.state))
             hp = floats(hp) if not self.population else hp
             self._fire("on_hparams_update", window, hp, "tuner")
-        return carry
-
-    def _react(self, carry: Carry, headline: float, d, window: int, r: Progress) -> Carry:
-        """Plateau: ask the advisor. DORMANT: the controller. Then the target."""
-        if d.transition and d.transition[1] is Phase.COOLING:
-            self._fire("on_plateau", window, headline)
-            if self.advisor is not None:
-                carry = self._advise(carry, window, r)
-        if d.transition and d.transition[1] in (Phase.DORMANT, Phase.WATCHDOG):
-            self._fire("on_dormant", window, headline)
-            if d.transition[1] is Phase.DORMANT and not self._data:  # a stream goes on
-                carry = self._dormant(carry, window, r)
-        if self.target is not None and math.isfinite(headline) and headline >= self.target:
-            r.on_target += 1
-            if r.on_target >= self.target_patience:
-                r.reason = "target"
-        else:
-            r.on_target = 0
         return carry
 
     def _finish(self, carry: Carry, windows: int, r: Progress) -> LoopResult:

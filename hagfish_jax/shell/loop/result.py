@@ -115,9 +115,12 @@ def variants_ensemble(members: dict[int, tuple[float, Any]], size: int) -> tuple
     return ensemble, [st for _, (_, st) in kept]
 
 
-def population_ensemble(carry: Any, size: int) -> tuple[list, list]:
-    """A population's ensemble: its best ``size`` alive members by their last scores."""
-    score, alive = (np.asarray(a) for a in jax.device_get((carry.score, carry.alive)))
+def population_ensemble(carry: Any, size: int, loop: Any = None) -> tuple[list, list]:
+    """A population's ensemble: its best ``size`` alive members by their last scores
+    (``loop``: the Loop whose mesh holds them, if it has one)."""
+    mesh = getattr(loop, "_mesh", None)
+    get = jax.device_get if mesh is None else mesh.get
+    score, alive = (np.asarray(a) for a in get((carry.score, carry.alive)))
     finite = np.where(alive & np.isfinite(score), score, -np.inf)
     order = [int(i) for i in np.argsort(-finite, kind="stable") if np.isfinite(finite[i])]
     order = order[:size]
@@ -126,6 +129,8 @@ def population_ensemble(carry: Any, size: int) -> tuple[list, list]:
         {"member": i, "score": float(score[i]), "weight": float(wt)}
         for i, wt in zip(order, weights)
     ]
+    if mesh is not None:  # one compiled gather, replicated: every process holds them
+        return ensemble, mesh.members(carry.state, order)
     return ensemble, [jax.tree.map(lambda x, i=i: x[i], carry.state) for i in order]
 
 
@@ -149,12 +154,14 @@ def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:
     """The :class:`LoopResult` of a run that trained ``windows`` windows: the best
     state (or the current one if nothing finite was scored), saved one last time."""
     scored = r.best_window >= 0
-    member = int(jax.device_get(carry.best.member)) if scored else 0
+    member = int(loop._get(carry.best.member)) if scored else 0
     if scored:
         final, hp = carry.best.state, carry.best.hparams
     else:
         final = carry.state
-        if loop.population is not None:
+        if loop._mesh is not None:
+            final = loop._mesh.members(final, [0])[0]
+        elif loop.population is not None:
             final = jax.tree.map(lambda x: x[0], final)
         hp = loop._in_force(final)
     if loop.checkpoints is not None and r.error is None and scored:
@@ -164,7 +171,7 @@ def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:
             r.members[r.best_window] = (r.best_score, final)
         ensemble, states = variants_ensemble(r.members, loop.max_ensemble_size)
     else:
-        ensemble, states = population_ensemble(carry, loop.max_ensemble_size)
+        ensemble, states = population_ensemble(carry, loop.max_ensemble_size, loop)
     result = LoopResult(
         state=final,
         reason=r.reason,
@@ -176,7 +183,7 @@ def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:
         spawns=r.spawns,
         phase=loop.backoff.phase.value,
         regime=loop.regime.classify([h["score"] for h in r.history]).value,
-        hparams=floats(jax.device_get(hp)),
+        hparams=floats(loop._get(hp)),
         history=r.history,
         error=r.error,
         callback_errors=list(loop.callback_errors),

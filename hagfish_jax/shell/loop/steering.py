@@ -17,6 +17,7 @@ from ...core.hparams import get_hparams, set_hparams
 from ...core.program import Carry
 from ...core.space import Space
 from ...core.task import Task, check_task
+from .backoff import Phase
 from .callbacks import overrides
 from .control import Action, spawn_noise
 
@@ -147,9 +148,14 @@ def floats(hp: dict) -> dict:
 class Steering:
     """The Loop's decisions on a plateau (ask the advisor) and on DORMANT (prune, spawn
     or stop), as methods over the Loop's state and its compiled program; and the
-    helpers they share with it (callbacks, checkpoints, the values in force)."""
+    helpers they share with it (callbacks, checkpoints, the values in force, host
+    copies). With a mesh over several processes, callbacks run on process 0 only."""
+
+    _mesh: Any = None  # a MeshLayout (see multihost.py), or None
 
     def _fire(self, name: str, *args) -> None:
+        if self._mesh is not None and not self._mesh.lead:
+            return  # process 0 writes the files, prints, and asks for stop()/prune()
         for cb in self.callbacks:
             fn = getattr(cb, name, None)
             if fn is None:
@@ -161,8 +167,16 @@ class Steering:
                 self.callback_errors.append(msg)
                 warnings.warn(f"callback failed, training goes on: {msg}", stacklevel=3)
 
-    def _wants(self, name: str) -> bool:
+    def _wants(self, name: str) -> bool:  # the same on every process: a host read may follow
         return any(overrides(cb, name) for cb in self.callbacks)
+
+    def _get(self, tree: Any) -> Any:
+        """Host copies (with a mesh over several processes: on every process)."""
+        return jax.device_get(tree) if self._mesh is None else self._mesh.get(tree)
+
+    def _placed(self, batches: tuple | None) -> tuple | None:
+        """A window of live data for the compiled calls (on the mesh, with one)."""
+        return batches if self._mesh is None else self._mesh.inputs(batches)
 
     def _save(self, r, window: int, carry: Carry, score: float | None) -> None:
         if self.checkpoints is not None:
@@ -176,15 +190,41 @@ class Steering:
                 spawns=r.spawns,
             )
 
+    def _headline(self, score: np.ndarray) -> tuple[float, int]:
+        """The run's score (a population's: its best member's) and that member."""
+        if self.population is None:
+            return float(score), 0
+        finite = np.where(np.isfinite(score), score, -np.inf)
+        member = int(np.argmax(finite))
+        return float(score[member]), member
+
     def _in_force(self, state) -> dict:
         hp = get_hparams(state)
         names = self.program.names
         return hp if names is None else {k: hp[k] for k in names if k in hp}
 
+    def _react(self, carry: Carry, headline: float, d, window: int, r) -> Carry:
+        """Plateau: ask the advisor. DORMANT: the controller. Then the target."""
+        if d.transition and d.transition[1] is Phase.COOLING:
+            self._fire("on_plateau", window, headline)
+            if self.advisor is not None:
+                carry = self._advise(carry, window, r)
+        if d.transition and d.transition[1] in (Phase.DORMANT, Phase.WATCHDOG):
+            self._fire("on_dormant", window, headline)
+            if d.transition[1] is Phase.DORMANT and not self._data:  # a stream goes on
+                carry = self._dormant(carry, window, r)
+        if self.target is not None and math.isfinite(headline) and headline >= self.target:
+            r.on_target += 1
+            if r.on_target >= self.target_patience:
+                r.reason = "target"
+        else:
+            r.on_target = 0
+        return carry
+
     def _advise(self, carry: Carry, window: int, r) -> Carry:
         from ..advisors.context import AdviceContext
 
-        hp = jax.device_get(self._in_force(carry.best.state if r.best_window >= 0 else carry.state))
+        hp = self._get(self._in_force(carry.best.state if r.best_window >= 0 else carry.state))
         history = []
         for h in r.history[-20:]:
             row = {"epoch": h["window"], "score": h["score"], "train_score": h["train_score"]}
@@ -198,11 +238,17 @@ class Steering:
             budget_left=None if max_windows is None else max(max_windows - window - 1, 0),
             round=window,
         )
-        try:
-            advice = self.advisor.advise(context)
-            proposed = dict(advice.hparams)
-        except Exception as err:  # noqa: BLE001 - a failing advisor must not stop training
-            msg = f"advisor: {type(err).__name__}: {err}"
+
+        def ask() -> tuple[Any, dict, str | None]:
+            try:
+                advice = self.advisor.advise(context)
+                return advice, dict(advice.hparams), None
+            except Exception as err:  # noqa: BLE001 - a failing advisor must not stop training
+                return None, {}, f"advisor: {type(err).__name__}: {err}"
+
+        # several processes: process 0 asks, every process applies its reply
+        advice, proposed, msg = ask() if self._mesh is None else self._mesh.consult(ask)
+        if msg is not None:
             self.callback_errors.append(msg)
             warnings.warn(f"advisor failed, training goes on: {msg}", stacklevel=2)
             return carry
@@ -211,15 +257,18 @@ class Steering:
 
     def _apply(self, carry: Carry, hp: dict, window: int, source: str) -> Carry:
         hp = clamp(hp, get_hparams(carry.state), self.space)
-        if hp:
+        if hp and self._mesh is not None:  # written in place on the mesh
+            carry = self._mesh.set_hparams(carry, hp)
+        elif hp:
             carry = carry._replace(state=set_hparams(carry.state, hp))
+        if hp:
             self._fire("on_hparams_update", window, hp, source)
         return carry
 
     def _prune_members(self, carry: Carry, window: int, k: int) -> Carry:
-        before = np.asarray(jax.device_get(carry.alive))
+        before = np.asarray(self._get(carry.alive))
         carry = self._prune_fn(carry, np.int32(k))
-        after = np.asarray(jax.device_get(carry.alive))
+        after = np.asarray(self._get(carry.alive))
         gone = np.flatnonzero(before & ~after).tolist()
         if gone:
             self._fire("on_prune", window, gone)
@@ -233,13 +282,13 @@ class Steering:
             r.spawns,
         )
         key = jax.random.fold_in(carry.key, window)
-        alive = int(np.sum(jax.device_get(carry.alive))) if self.population else 1
+        alive = int(np.sum(self._get(carry.alive))) if self.population else 1
         if self.population is not None and action in (Action.SPAWN, Action.PRUNE) and alive > 1:
             carry = self._prune_members(carry, window, alive // 2)
             if action is Action.SPAWN:
                 carry, parents = self._spawn_fn(carry, key, None, noise_scale(r.history))
                 r.spawns += 1
-                self._fire("on_spawn", window, np.asarray(jax.device_get(parents)).tolist())
+                self._fire("on_spawn", window, np.asarray(self._get(parents)).tolist())
         elif self.population is None and action is Action.SPAWN and r.best_window >= 0:
             r.members[r.best_window] = (r.best_score, carry.best.state)
             carry, _ = self._spawn_fn(carry, key, None, noise_scale(r.history))
@@ -247,7 +296,7 @@ class Steering:
             self._fire(
                 "on_hparams_update",
                 window,
-                floats(jax.device_get(self._in_force(carry.state))),
+                floats(self._get(self._in_force(carry.state))),
                 "spawn",
             )
         else:
