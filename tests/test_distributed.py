@@ -182,7 +182,7 @@ def test_a_loop_on_a_mesh_compiles_nothing_after_its_first_window(runs):
 @pytest.mark.timeout(WAIT + 60)
 def test_a_loop_refuses_a_mesh_it_cannot_use_before_any_work(runs):
     uneven, elsewhere = runs["p0"]["refused"]
-    assert "population=3 is not a multiple of the 2 devices on the mesh's 'pop'" in uneven
+    assert "Loop: population size 3 is not a multiple of the 2 devices on 'pop'" in uneven
     assert "the mesh holds another process's devices only" in elsewhere
     mesh = hj.distributed.make_mesh()
     with pytest.raises(ValueError, match="give population=N"):

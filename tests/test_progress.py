@@ -9,13 +9,11 @@ from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 
 import hagfish_jax as hj
 from hagfish_jax.shell.loop import Backoff, Callback, Loop
-from hagfish_jax.shell.loop.progress import _member_with
 
 TARGET = jnp.array([1.0, -2.0, 0.5])
 SPACE = hj.Space(learning_rate=hj.LogUniform(1e-3, 0.5))
@@ -192,14 +190,6 @@ def test_a_resumed_run_starts_its_bar_where_the_checkpoint_left_off():
     assert progress.n == WINDOWS and progress.total == WINDOWS
     assert {n for n, _ in counts(text)} == {0, 4, 5, 6, 7, 8}  # 0: while compiling
     progress.close()
-
-
-def test_ties_on_the_best_score_go_to_the_lower_loss():
-    scores = np.array([0.5, 0.9, 0.9, np.nan])
-    assert _member_with(0.9, scores, np.array([1.0, 2.0, 1.5, 0.1])) == 2
-    assert _member_with(0.9, scores, np.array([1.0, np.nan, 1.5, 0.1])) == 2
-    assert _member_with(0.9, scores, None) == 1
-    assert _member_with(0.7, scores, None) is None
 
 
 def test_bad_options_and_a_missing_tqdm_fail_clearly(monkeypatch):

@@ -15,7 +15,7 @@ import jax
 
 from . import snapshot as snapshot_lib
 
-__all__ = ["compiled", "members"]
+__all__ = ["compiled", "members", "per_task"]
 
 
 def members(
@@ -65,6 +65,15 @@ def members(
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def per_task(task: Any) -> dict:
+    """The dictionary of compiled functions kept for ``task`` (one per task, dropped
+    with it; a fresh one each call for a task that cannot be weakly referenced)."""
+    try:
+        return _COMPILED.setdefault(task, {})
+    except TypeError:
+        return {}
+
+
 def compiled(
     task: Any,
     population: int | None = None,
@@ -90,10 +99,7 @@ def compiled(
         bool(shared_key),
         bool(data),
     )
-    try:
-        cache = _COMPILED.setdefault(task, {})
-    except TypeError:  # a task that cannot be weakly referenced is compiled each time
-        cache = {}
+    cache = per_task(task)
     if slot not in cache:
         train, evaluate = members(task, *slot)
         cache[slot] = (jax.jit(train), jax.jit(evaluate))

@@ -300,14 +300,10 @@ def shard(members: Any, mesh: Mesh, axis: str = "pop") -> Any:
     >>> tuple(placed["w"].sharding.spec), tuple(placed["step"].sharding.spec)
     (('pop',), ())
     """
-    if axis not in mesh.axis_names:
-        raise ValueError(f"shard: mesh has axes {mesh.axis_names}, not {axis!r}")
-    devices = mesh.shape[axis]
-    for n in {int(np.shape(x)[0]) for x in jax.tree.leaves(members) if np.ndim(x)}:
-        if n % devices:
-            raise ValueError(
-                f"shard: population size {n} is not a multiple of the {devices} devices on {axis!r}"
-            )
+    from .sharding import check_split  # it builds on this module
+
+    for n in {int(np.shape(x)[0]) for x in jax.tree.leaves(members) if np.ndim(x)} or {1}:
+        check_split(mesh, axis, n, "shard")
     split = NamedSharding(mesh, PartitionSpec(axis))
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(lambda x: jax.device_put(x, split if np.ndim(x) else replicated), members)

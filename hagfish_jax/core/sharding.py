@@ -33,11 +33,22 @@ from ._checks import integer
 from .carry import Carry, Program
 from .population import make_mesh
 
-__all__ = ["Sharded", "carry_shardings", "sharded", "shardings"]
+__all__ = [
+    "Sharded",
+    "carry_shardings",
+    "check_split",
+    "everywhere",
+    "is_key",
+    "laid_out",
+    "put",
+    "sharded",
+    "shardings",
+]
 
 
-def _check_split(mesh: Any, axis: str, n: Any, where: str) -> int:
-    """``n`` members can be split over ``mesh``'s axis ``axis``: returns ``n``."""
+def check_split(mesh: Any, axis: str, n: Any, where: str) -> int:
+    """``n`` members can be split over ``mesh``'s axis ``axis``: returns ``n``; else a
+    ``TypeError``/``ValueError`` that starts with ``where``."""
     if not isinstance(mesh, Mesh):
         raise TypeError(f"{where}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis not in mesh.axis_names:
@@ -79,7 +90,7 @@ def shardings(tree: Any, mesh: Mesh, n: int, axis: str = "pop") -> Any:
     >>> tuple(s["w"].spec), tuple(s["t"].spec), tuple(s["b"].spec)
     (('pop',), (), ())
     """
-    n = _check_split(mesh, axis, n, "shardings")
+    n = check_split(mesh, axis, n, "shardings")
     split = NamedSharding(mesh, PartitionSpec(axis))
     replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -116,18 +127,31 @@ def carry_shardings(carry: Carry, mesh: Mesh, axis: str = "pop") -> Carry:
     return out._replace(best=jax.tree.map(lambda _: replicated, carry.best))
 
 
-def _is_key(x: Any) -> bool:
+def is_key(x: Any) -> bool:
+    """``x`` is an array of typed PRNG keys."""
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _put(x: Any, sharding: NamedSharding) -> jax.Array:
+def laid_out(carry: Carry, mesh: Mesh, axis: str = "pop") -> Carry:
+    """A population's carry held in its layout on ``mesh`` (inside ``jit``)."""
+    return jax.lax.with_sharding_constraint(carry, carry_shardings(carry, mesh, axis))
+
+
+def everywhere(tree: Any, mesh: Mesh) -> Any:
+    """``tree`` replicated on every device of ``mesh`` (inside ``jit``): what the host
+    reads, whole on every process."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: replicated, tree))
+
+
+def put(x: Any, sharding: NamedSharding) -> jax.Array:
     """``x`` laid out as ``sharding``: a global array is resharded among its devices;
     a value this process holds whole (every process the same) gives each local device
     its part, with no transfer between processes."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         return jax.device_put(x, sharding)
-    if _is_key(x):
-        data = _put(jax.random.key_data(x), sharding)
+    if is_key(x):
+        data = put(jax.random.key_data(x), sharding)
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
@@ -206,22 +230,19 @@ def sharded(program: Program, mesh: Mesh | None = None, axis: str = "pop") -> Sh
     if n is None:
         raise ValueError("sharded: a single-run program has no members to spread over devices")
     mesh = make_mesh(axis=axis) if mesh is None else mesh
-    _check_split(mesh, axis, n, "sharded")  # before anything compiles
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def laid_out(carry: Carry) -> Carry:
-        return jax.lax.with_sharding_constraint(carry, carry_shardings(carry, mesh, axis))
+    check_split(mesh, axis, n, "sharded")  # before anything compiles
 
     def _init(key, hparams):
-        return laid_out(program.init(key, hparams))
+        return laid_out(program.init(key, hparams), mesh, axis)
 
     def _start(key, state):
-        return laid_out(program.start(key, state))
+        return laid_out(program.start(key, state), mesh, axis)
 
     def _scan(carry, windows):
-        carry, rows = jax.lax.scan(program.window, laid_out(carry), None, length=windows)
-        rows = jax.lax.with_sharding_constraint(rows, jax.tree.map(lambda _: replicated, rows))
-        return laid_out(carry), rows
+        carry, rows = jax.lax.scan(
+            program.window, laid_out(carry, mesh, axis), None, length=windows
+        )
+        return laid_out(carry, mesh, axis), everywhere(rows, mesh)
 
     init_fn, start_fn = jax.jit(_init), jax.jit(_start)
     scan_fn = jax.jit(_scan, static_argnums=1)
@@ -233,6 +254,6 @@ def sharded(program: Program, mesh: Mesh | None = None, axis: str = "pop") -> Sh
         return scan_fn(carry, integer("sharded.scan: windows", windows, 1))
 
     def place(carry: Carry) -> Carry:
-        return jax.tree.map(_put, carry, carry_shardings(carry, mesh, axis))
+        return jax.tree.map(put, carry, carry_shardings(carry, mesh, axis))
 
     return Sharded(init, start_fn, scan, place, mesh, axis)

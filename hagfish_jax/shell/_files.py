@@ -17,6 +17,8 @@ from typing import Any
 __all__ = ["write_atomic"]
 
 _TMP_PREFIX = ".tmp-"
+#: what a trial (a member, a run) may be called: it names a folder
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:

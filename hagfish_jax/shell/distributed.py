@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core._checks import integer
 from ..core.population import make_mesh
-from ..core.sharding import Sharded, carry_shardings, sharded, shardings
+from ..core.sharding import Sharded, carry_shardings, is_key, sharded, shardings
 
 __all__ = [
     "Cluster",
@@ -207,7 +207,7 @@ def fetch(tree: Any) -> Any:
     from jax.experimental import multihost_utils
 
     leaves, treedef = jax.tree.flatten(tree)
-    leaves = [jax.random.key_data(x) if _is_key(x) else x for x in leaves]
+    leaves = [jax.random.key_data(x) if is_key(x) else x for x in leaves]
     host = [_host(x) for x in leaves]
     split = [i for i, h in enumerate(host) if h is None]
     if split:
@@ -215,7 +215,3 @@ def fetch(tree: Any) -> Any:
         for i, value in zip(split, gathered, strict=True):
             host[i] = np.asarray(value)
     return jax.tree.unflatten(treedef, host)
-
-
-def _is_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)

@@ -45,13 +45,13 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._files import (
+    _NAME,
     _TMP_PREFIX,
     _append,
     _csv_text,
@@ -71,7 +71,6 @@ __all__ = ["DamagedRecordError", "RunRecords", "read_run", "to_tensorboard", "wr
 #: the demo, the budget trials) or ``metrics_epoch.csv`` (``hagfish hpo``'s trials)
 METRICS_NAMES = ("metrics.csv", "metrics_epoch.csv")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class RunRecords:

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import _json
+from ._files import _NAME, _json
 
 __all__ = ["EVENTS_RUN", "INSTALL", "TensorBoardWriter", "to_tensorboard"]
 
@@ -58,7 +58,6 @@ INSTALL = 'pip install "hagfish-jax[tensorboard]"'
 #: The run of the events that belong to no single trial (no trial can be named so).
 EVENTS_RUN = "_events"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a trial name, as RunRecords has it
 _MEMBER = re.compile(r"^(.+)_(\d+)$")
 
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding as NS
 
+from ...core.sharding import is_key
 from ..records import write_atomic
 
 __all__ = ["Checkpoints"]
@@ -51,13 +52,9 @@ def _valid(entry: Any) -> bool:
     )
 
 
-def _is_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
 def _plain(tree: Any) -> Any:
     """PRNG key arrays as their raw ``uint32`` data (orbax stores plain arrays)."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, tree)
 
 
 def _typed(tree: Any, like: Any) -> Any:
@@ -75,9 +72,7 @@ def _typed(tree: Any, like: Any) -> Any:
         if isinstance(x, jax.Array) and not isinstance(getattr(ref, "sharding", None), NS):
             fresh = jnp.asarray(np.asarray(x))
         return (
-            jax.random.wrap_key_data(fresh, impl=jax.random.key_impl(ref))
-            if _is_key(ref)
-            else fresh
+            jax.random.wrap_key_data(fresh, impl=jax.random.key_impl(ref)) if is_key(ref) else fresh
         )
 
     return jax.tree.map(back, tree, like)

@@ -161,6 +161,7 @@ class Loop(Steering):
         self._stop = False
         self._prune: int | None = None
         self.max_windows: int | None = None  # the current run's (None: while a stream lasts)
+        self.best_member: int | None = None  # the member that holds the best score so far
         self.callback_errors: list[str] = []
         self._build = dict(
             vectorized=vectorized, max_repeats=max_repeats, select=select, shared_key=shared_key
@@ -183,6 +184,8 @@ class Loop(Steering):
 
     def _compile(self) -> None:
         p, b = self.program, self._build
+        if self._data:  # live data: the past's scores were on other data (see _tune)
+            p = p._replace(tune=lambda carry, *args, tune=p.tune: tune(recent_only(carry), *args))
         options = (self.task, p.population, b["vectorized"], b["shared_key"], self._data)
         if self._mesh is not None:  # the same calls, keeping the members split over the mesh
             fns = self._mesh.compile(p, *options)
@@ -243,6 +246,7 @@ class Loop(Steering):
             raise ValueError(f"Loop.run: max_windows must be an integer >= 1, got {max_windows!r}")
         feed = None if data is None else windows_of(data)
         self._stop, self._prune, self.callback_errors = False, None, []
+        self.best_member = None
         self.max_windows = None if max_windows is None else int(max_windows)
         self._plan(self.max_windows, feed is not None)
         self.backoff.reset()  # a fresh schedule; a resumed run loads its own below
@@ -293,8 +297,11 @@ class Loop(Steering):
                     self.backoff.load_state_dict(entry["backoff"])
                 r.history = list(entry.get("history", []))
                 r.rollbacks, r.spawns = entry.get("rollbacks", 0), entry.get("spawns", 0)
-                score, window = self._get((carry.best.score, carry.best.window))
+                score, window, member = self._get(
+                    (carry.best.score, carry.best.window, carry.best.member)
+                )
                 r.best_score, r.best_window = float(score), int(window)
+                self.best_member = int(member)
         return carry
 
     def _train(self, carry: Carry) -> tuple[Carry, dict]:
@@ -327,11 +334,13 @@ class Loop(Steering):
     def _observe(self, carry: Carry, metrics: dict, window: int, r: Progress):
         ev = self._evaluate_members(carry.state, *self._batches[1])
         read = {k: ev[k] for k in ("train_score", "val_loss", "train_loss") if k in ev}
-        score, read = self._get((self._score_fn(carry, metrics, ev), {**read, "": carry.exploring}))
+        score, read, explore = self._get(
+            (self._score_fn(carry, metrics, ev), read, carry.exploring)
+        )
         headline, member = self._headline(np.asarray(score))
         read = {k: np.asarray(v).reshape(-1)[member] for k, v in read.items()}
         train = float(read["train_score"]) if "train_score" in read else None
-        d = self.backoff.observe(window, headline, bool(read[""]))
+        d = self.backoff.observe(window, headline, bool(np.asarray(explore).reshape(-1)[member]))
         transition = None if not d.transition else tuple(p.value for p in d.transition)
         self._fire("on_evaluation", window, dict(ev), transition)
         entry = {"window": window, "score": headline, "train_score": train, "phase": d.phase.value}
@@ -352,13 +361,12 @@ class Loop(Steering):
         On live data, scores of different windows come from different data: the best
         is this window's best member (the one returned, the rollback target on a
         divergence), and a lower score than earlier is no reason to roll back."""
-        if self._data:
-            carry = recent_only(carry)
         degraded = np.bool_(d.degraded and not self._data)
         carry, row = self._tune_fn(carry, metrics, ev, degraded)
-        rolled, best_score, best_window = self._get(
-            (row["rollback"], carry.best.score, carry.best.window)
+        rolled, best_score, best_window, member = self._get(
+            (row["rollback"], carry.best.score, carry.best.window, carry.best.member)
         )
+        self.best_member = int(member) if int(best_window) >= 0 else None
         if self._wants("on_row"):
             self._fire("on_row", window, self._get(row))
         if self._data:

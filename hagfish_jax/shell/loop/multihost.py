@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,14 +26,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ...core._checks import integer
 from ...core.hparams import set_hparams
-from ...core.members import members
-from ...core.sharding import _put as put
-from ...core.sharding import carry_shardings, shardings
+from ...core.members import members, per_task
+from ...core.sharding import check_split, everywhere, laid_out, put, shardings
 from ..distributed import fetch
 
 __all__ = ["MeshLayout", "on_mesh"]
-
-_TRAINING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def on_mesh(mesh: Any, population: int | None, jit: bool | None) -> MeshLayout | None:
@@ -64,16 +60,7 @@ def on_mesh(mesh: Any, population: int | None, jit: bool | None) -> MeshLayout |
         raise ValueError(
             "Loop: mesh= compiles the training over the mesh; it cannot be used with jit=False"
         )
-    if "pop" not in mesh.axis_names:
-        raise ValueError(
-            f"Loop: the mesh has axes {mesh.axis_names}, not 'pop' "
-            "(make it with hj.distributed.make_mesh())"
-        )
-    if population % mesh.shape["pop"]:
-        raise ValueError(
-            f"Loop: population={population} is not a multiple of the "
-            f"{mesh.shape['pop']} devices on the mesh's 'pop' axis"
-        )
+    check_split(mesh, "pop", population, "Loop")  # hj.distributed.make_mesh() makes one
     procs = {d.process_index for d in mesh.devices.flat}
     if len(procs) > 1 and procs != set(range(jax.process_count())):
         raise ValueError(
@@ -106,13 +93,12 @@ class MeshLayout:
         self.lead = jax.process_index() == 0 or not self.many
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self._devices = set(mesh.devices.flat)
-        rep = self.replicated
 
         def take(state, order):  # one state per member of `order`
-            return [_everywhere(jax.tree.map(lambda x, i=i: x[i], state), rep) for i in order]
+            return [everywhere(jax.tree.map(lambda x, i=i: x[i], state), mesh) for i in order]
 
         def write(carry, hp):
-            return _laid(carry._replace(state=set_hparams(carry.state, hp)), mesh)
+            return laid_out(carry._replace(state=set_hparams(carry.state, hp)), mesh)
 
         self._take, self._set = jax.jit(take), jax.jit(write)
 
@@ -125,23 +111,20 @@ class MeshLayout:
         and options, and shared by every tuner and Loop on them (as
         :func:`hagfish_jax.program.compiled` is without a mesh)."""
         slot = (self.n, bool(vectorized), bool(shared_key), bool(data), self.mesh)
-        try:
-            cache = _TRAINING.setdefault(task, {})
-        except TypeError:  # a task that cannot be weakly referenced is compiled each time
-            cache = {}
+        cache = per_task(task)
         if slot not in cache:
             train, evaluate = members(task, *slot[:4])
-            mesh, n, rep = self.mesh, self.n, self.replicated
+            mesh, n = self.mesh, self.n
 
             def train_on_mesh(key, window, state, alive, *batches):
                 key, k = jax.random.split(key)
                 state, metrics = train(state, k, alive, *batches)
                 state = jax.lax.with_sharding_constraint(state, shardings(state, mesh, n))
-                return state, _everywhere((metrics, key, window + 1), rep)
+                return state, everywhere((metrics, key, window + 1), mesh)
 
             cache[slot] = (
                 jax.jit(train_on_mesh),
-                jax.jit(lambda state, *batches: _everywhere(evaluate(state, *batches), rep)),
+                jax.jit(lambda state, *batches: everywhere(evaluate(state, *batches), mesh)),
             )
         return cache[slot]
 
@@ -150,24 +133,24 @@ class MeshLayout:
         score, tune, spawn, prune)``: the carry keeps its layout (``n``: the program's
         population, checked by :func:`on_mesh`), what the host reads comes back
         replicated."""
-        p, mesh, rep = program, self.mesh, self.replicated
+        p, mesh = program, self.mesh
 
         def tune(carry, metrics, evaluation, rollback):
             carry, row = p.tune(carry, metrics, evaluation, rollback)
-            return _laid(carry, mesh), _everywhere(row, rep)
+            return laid_out(carry, mesh), everywhere(row, mesh)
 
         def spawn(carry, key, count, scale):
             carry, parents = p.spawn(carry, key, count, scale)
-            return _laid(carry, mesh), _everywhere(parents, rep)
+            return laid_out(carry, mesh), everywhere(parents, mesh)
 
         return (
             *self.training(task, vectorized, shared_key, data),
-            jax.jit(lambda key, hp: _laid(p.init(key, hp), mesh)),
-            jax.jit(lambda key, state: _laid(p.start(key, state), mesh)),
-            jax.jit(lambda carry, m, ev: _everywhere(p.score(carry, m, ev), rep)),
+            jax.jit(lambda key, hp: laid_out(p.init(key, hp), mesh)),
+            jax.jit(lambda key, state: laid_out(p.start(key, state), mesh)),
+            jax.jit(lambda carry, m, ev: everywhere(p.score(carry, m, ev), mesh)),
             jax.jit(tune),
             jax.jit(spawn),
-            jax.jit(lambda carry, k: _laid(p.prune(carry, k), mesh)),
+            jax.jit(lambda carry, k: laid_out(p.prune(carry, k), mesh)),
         )
 
     # -- values in and out -------------------------------------------------------------
@@ -244,16 +227,6 @@ class MeshLayout:
             return advice, hp, error
         reply = self.share({"hparams": {k: _plain(v) for k, v in hp.items()}, "error": error})
         return advice, reply["hparams"], reply["error"]
-
-
-def _laid(carry: Any, mesh: Mesh) -> Any:
-    """A population's carry in its layout on ``mesh`` (inside jit)."""
-    return jax.lax.with_sharding_constraint(carry, carry_shardings(carry, mesh))
-
-
-def _everywhere(tree: Any, replicated: NamedSharding) -> Any:
-    """``tree`` replicated on every device of the mesh (inside jit)."""
-    return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: replicated, tree))
 
 
 def _plain(v: Any) -> Any:

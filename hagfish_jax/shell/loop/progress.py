@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from .callbacks import Callback
 
 __all__ = ["ProgressBar"]
@@ -42,7 +40,7 @@ class ProgressBar(Callback):
     next run closes it.
     The postfix shows ``best`` (the best score so far), ``phase`` (the backoff's,
     in lower case) and for a population ``member`` (the member that reached the
-    best score; ties go to the lower validation loss, as the program's own choice).
+    best score: the Loop's ``best_member``, the program's own choice).
 
     Args:
       desc: the bar's description once training runs.
@@ -89,7 +87,6 @@ class ProgressBar(Callback):
         self.best_member: int | None = None
         self._population: int | None = None
         self._started, self._closed = False, False
-        self._evaluation: tuple[np.ndarray, np.ndarray | None] | None = None
         self._postfix: dict[str, Any] = {}
 
     # -- what the bar shows -------------------------------------------------------------
@@ -125,7 +122,7 @@ class ProgressBar(Callback):
         total = getattr(loop, "max_windows", None)
         self._population = loop.population
         self.best_score, self.best_member = None, None
-        self._started, self._closed, self._evaluation = False, False, None
+        self._started, self._closed = False, False
         self._postfix = {}
         self.bar = self._tqdm(total=total, desc="compiling", unit="window", **self.options)
 
@@ -139,17 +136,11 @@ class ProgressBar(Callback):
         self.bar.update(int(window) + 1 - self.bar.n)
 
     def on_evaluation(self, loop, window, evaluation, transition):
-        if self._population is not None and "score" in evaluation:
-            loss = evaluation.get("tie_break", evaluation.get("val_loss"))
-            scores = np.asarray(evaluation["score"], np.float64).reshape(-1)
-            loss = None if loss is None else np.asarray(loss, np.float64).reshape(-1)
-            self._evaluation = (scores, loss)
         self._show(loop)
 
     def on_improvement(self, loop, window, score):
         self.best_score = float(score)
-        if self._evaluation is not None:
-            self.best_member = _member_with(float(score), *self._evaluation)
+        self.best_member = getattr(loop, "best_member", None)
         self._show(loop)
 
     def on_rollback(self, loop, window, best_window):
@@ -194,14 +185,3 @@ def _complete(bar: Any) -> None:
 
 def _short(x: float, digits: int) -> str:
     return f"{x:.{digits}g}" if math.isfinite(x) else str(x)
-
-
-def _member_with(score: float, scores: np.ndarray, loss: np.ndarray | None) -> int | None:
-    """The member whose score is ``score``; among several, the lowest finite loss."""
-    match = np.flatnonzero(np.asarray(scores, np.float32) == np.float32(score))
-    if match.size == 0:
-        return None
-    if loss is not None and match.size > 1:
-        tie = np.where(np.isfinite(loss[match]), loss[match], np.inf)
-        return int(match[int(np.argmin(tie))])
-    return int(match[0])
