@@ -177,12 +177,12 @@ def run_population(
         )
 
         @jax.jit
-        def start(seed, values=None):
+        def run(seed, values=None):  # one program: start and all windows, like (b)'s
             k_hp, k_run = jax.random.split(jax.random.key(seed))
-            return program.init(k_run, hparams(k_hp, n) if values is None else values)
+            carry = program.init(k_run, hparams(k_hp, n) if values is None else values)
+            return hj.program.scan(program, carry, windows)
 
-        run = jax.jit(lambda carry: hj.program.scan(program, carry, windows))
-        carry, rows = run(start(seed, given))
+        carry, rows = run(seed, given)
         rows = jax.device_get({k: rows[k] for k in ("score", "test", "val_loss")})
         for g in range(windows):
             score = np.where(np.isfinite(rows["score"][g]), rows["score"][g], -np.inf)
@@ -196,7 +196,7 @@ def run_population(
     warm_s = math.nan
     if warm:
         t0 = time.perf_counter()
-        jax.device_get(run(start(seed, given))[1]["score"])
+        jax.device_get(run(seed, given)[1]["score"])
         warm_s = time.perf_counter() - t0
     return Result(
         sel.test, sel.val, n * windows * spw, m.wall, m.compiles, m.compile_s, sel.curve, n, warm_s

@@ -92,7 +92,7 @@ def test_population_runs_through_the_program_and_selects_on_validation(bench, ti
     result = bench["_common"].run_population(task, setup, 0, hj.pbt(task.space), warm=True)
     assert result.steps == 3 * 2 * 2 and result.trials == 3
     assert len(result.curve) == 2 and 0.0 <= result.test <= 1.0
-    assert result.compiles >= 2 and math.isfinite(result.warm)
+    assert result.compiles == 1 and math.isfinite(result.warm)  # one program: start + windows
 
 
 def test_toy_program_runs_a_population_and_fixed_members(bench):

@@ -38,7 +38,7 @@ def check_select(where: str, select: str) -> str:
 
 def member(tree: Any, i: jax.Array) -> Any:
     """Member ``i`` of a population pytree (every leaf indexed on its leading axis)."""
-    return jax.tree.map(lambda x: x[i], tree)
+    return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, 0, keepdims=False), tree)
 
 
 def rank(select: str, score: jax.Array, loss: jax.Array) -> tuple[jax.Array, jax.Array]:

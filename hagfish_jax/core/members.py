@@ -14,6 +14,7 @@ from typing import Any
 import jax
 
 from . import snapshot as snapshot_lib
+from ._trace import quiet_gc
 
 __all__ = ["compiled", "members", "per_task"]
 
@@ -38,6 +39,7 @@ def members(
     on the same batches, which are not vmapped."""
     extra = (None,) if data else ()
 
+    @quiet_gc
     def train(state, key, alive, *batches):
         if n is None or vectorized:
             new, metrics = task.train_window(state, key, *batches)
@@ -54,6 +56,7 @@ def members(
             new = snapshot_lib.where(alive, new, state)
         return new, metrics
 
+    @quiet_gc
     def evaluate(state, *batches):
         if n is None or vectorized:
             return task.evaluate(state, *batches)

@@ -117,7 +117,8 @@ def exploit(members: Any, parents: jax.Array) -> Any:
     """
     n = size(members)
     idx = resolve(parents, n)
-    return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), members)
+    # resolved indices are in range: 'clip' compiles no out-of-bounds fill
+    return jax.tree.map(lambda x: jnp.take(x, idx, axis=0, mode="clip"), members)
 
 
 def select(members: Any, indices: Any) -> Any:

@@ -60,6 +60,7 @@ from . import best as best_lib
 from . import population as population_lib
 from . import snapshot as snapshot_lib
 from ._checks import integer
+from ._trace import quiet_gc
 from .base import HParams, Observation, Tuner
 from .carry import Best, Carry, Program, recent_only
 from .divergence import window_score
@@ -299,13 +300,16 @@ def build(
             new_state = jax.lax.cond(back, lambda: target, lambda: state)
             parents, shrink = jnp.asarray(-1, jnp.int32), carry.shrink
         else:
-            restored = snapshot_lib.where(back, target, state)
+            new_state = snapshot_lib.where(back, target, state)
             parents = population_lib.resolve(proposal.parents, n)
-            new_state = _copied(restored, parents)
-            snap = population_lib.exploit(snap, parents)
-            own = parents == jnp.arange(n)  # a copy starts afresh (its values are the parent's)
-            repeats = jnp.where(own, repeats, 0)
-            shrink = {k: jnp.where(own, v, 1.0) for k, v in carry.shrink.items()}
+            shrink = carry.shrink
+            if jnp.ndim(proposal.parents):  # a tuner that copies members (a single-run
+                # tuner's scalar "keep" copies nothing: no gathers are compiled for it)
+                new_state = _copied(new_state, parents)
+                snap = population_lib.exploit(snap, parents)
+                own = parents == jnp.arange(n)  # a copy starts afresh (the parent's values)
+                repeats = jnp.where(own, repeats, 0)
+                shrink = {k: jnp.where(own, v, 1.0) for k, v in shrink.items()}
         # restored from the same divergence too often: this member's steps stay smaller
         again = back & broken & capped
         shrink = {k: jnp.where(again, v * factors[k], v) for k, v in shrink.items()}
@@ -391,24 +395,25 @@ def build(
         )
         return carry, parents
 
-    return Program(
-        init=init,
-        start=start,
-        train=train,
-        evaluate=evaluate,
+    return Program(  # traced with the garbage collector paused (core._trace)
+        init=quiet_gc(init),
+        start=quiet_gc(start),
+        train=quiet_gc(train),
+        evaluate=quiet_gc(evaluate),
         train_members=_train,
         evaluate_members=_evaluate,
         score=score_of,
-        tune=tune,
-        window=window,
-        prune=prune,
-        spawn=spawn,
+        tune=quiet_gc(tune),
+        window=quiet_gc(window),
+        prune=quiet_gc(prune),
+        spawn=quiet_gc(spawn),
         population=n,
         names=None if space is None else tuple(space.names),
         windows=windows,
     )
 
 
+@quiet_gc
 def scan(program: Program, carry: Carry, windows: int) -> tuple[Carry, dict]:
     """``windows`` tuned windows in one ``lax.scan`` (jit it, or call it inside jit);
     the rows come back stacked with a leading ``windows`` axis."""

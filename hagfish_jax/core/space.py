@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _draws as draws
 from ._checks import integer
 from .dimensions import Choice, Dimension, IntUniform, LogUniform, Uniform, _Interval
 
@@ -129,7 +130,7 @@ class Space:
     def sample(self, key: jax.Array, n: int | None = None) -> HParams:
         """Uniform samples in unit space, mapped back: scalars, or ``(n,)`` arrays (n >= 1)."""
         shape = () if n is None else (integer("Space.sample: n", n, 1),)
-        u = jax.random.uniform(key, shape + (len(self),), jnp.float32)
+        u = draws.uniform(key, shape + (len(self),))
         return self.from_unit(u)
 
     def to_unit(self, hp: Mapping[str, jax.Array]) -> jax.Array:
@@ -180,7 +181,7 @@ class Space:
         names = [n for n in self.names if n in hp]
         shape = jnp.broadcast_shapes(*(jnp.shape(hp[n]) for n in names)) if names else ()
         # one draw for every dimension: each random call site is a kernel to compile
-        u = jax.random.uniform(key, shape + (len(names),), jnp.float32)
+        u = draws.uniform(key, shape + (len(names),))
         return self.perturb_with(hp, {n: u[..., i] < 0.5 for i, n in enumerate(names)}, factors)
 
     def perturb_with(

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _draws as draws
 from .. import gp
 from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner, keep_parents
@@ -214,9 +215,9 @@ def bayes(
         k_local, k_global, k_pick = jax.random.split(key, 3)
         lo_box = jnp.clip(centre - radius, 0.0, 1.0)
         hi_box = jnp.clip(centre + radius, 0.0, 1.0)
-        local = centre + local_scale * jax.random.normal(k_local, (n_local, d))
+        local = centre + local_scale * draws.normal(k_local, (n_local, d))
         local = jnp.clip(local, lo_box, hi_box)
-        uniform = lo_box + (hi_box - lo_box) * jax.random.uniform(k_global, (n_global, d))
+        uniform = lo_box + (hi_box - lo_box) * draws.uniform(k_global, (n_global, d))
         cands = jnp.concatenate([centre[None], local, uniform], axis=0)
         xq = jnp.concatenate([cands, jnp.full((candidates, 1), t_next)], axis=1)
         post = gp.posterior(buf, params)

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _draws as draws
 from .. import gp
 from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner
@@ -189,8 +190,8 @@ def pb2(
             i = todo[j]
             k = jax.random.fold_in(k_cands, i)
             k_l, k_g = jax.random.split(k)
-            local = jnp.clip(parent_u[i] + 0.1 * jax.random.normal(k_l, (n_local, d)), 0.0, 1.0)
-            uniform = jax.random.uniform(k_g, (candidates - n_local, d))
+            local = jnp.clip(parent_u[i] + 0.1 * draws.normal(k_l, (n_local, d)), 0.0, 1.0)
+            uniform = draws.uniform(k_g, (candidates - n_local, d))
             cands = jnp.concatenate([local, uniform], axis=0)
             xq = jnp.concatenate([cands, jnp.full((candidates, 1), t_next)], axis=1)
             post = gp.posterior(b, params)

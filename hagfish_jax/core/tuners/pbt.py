@@ -10,6 +10,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _draws as draws
 from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner, as_hparams
 from ..population import rank
@@ -257,7 +258,7 @@ def pbt(
         d = len(sub.names)
         # every random number of the update in one draw (each call site of jax.random
         # is a kernel of its own to compile): parent, coin, d directions, d fresh values
-        u = jax.random.uniform(k_draw, (n, 2 + 2 * d), jnp.float32)
+        u = draws.uniform(k_draw, (n, 2 + 2 * d))
         interval = ready_windows(ready, horizon, obs, "pbt")
         parents, bottom, since = truncation_select(
             None, obs, state.since, fraction, interval, u=u[:, 0]
