@@ -296,3 +296,38 @@ def test_a_population_copy_takes_the_model_and_keeps_the_members_own_clock():
     assert src != dead
     np.testing.assert_array_equal(carry.state["w"][dead], after["w"][src])
     assert float(carry.state["seen"][dead]) == float(after["seen"][dead])
+
+
+def test_tracing_pauses_the_garbage_collector_and_always_resumes_it():
+    import gc
+
+    seen = []
+
+    def watched(state, key):
+        seen.append(gc.isenabled())
+        return train_window(state, key)
+
+    def broken(state, key):
+        raise RuntimeError("the task failed while tracing")
+
+    for body in (watched, broken):
+        task = hj.Task(init=init, train_window=body, evaluate=evaluate, space=SPACE,
+                       default_hparams={"learning_rate": 0.1})
+        prog = hj.program.build(task, hj.fixed(), population=2)
+        carry = prog.init(jax.random.key(0))
+        try:
+            jax.jit(lambda c: hj.program.scan(prog, c, 2))(carry)
+        except RuntimeError as err:
+            assert "while tracing" in str(err)
+        assert gc.isenabled()
+    assert seen == [False]  # traced once, with the collector paused
+
+
+def test_only_a_tuner_that_copies_members_compiles_member_copies():
+    def primitives(tuner):
+        prog = hj.program.build(TASK, tuner, population=4)
+        carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+        return str(jax.make_jaxpr(prog.window)(carry))
+
+    assert "gather" not in primitives(hj.fixed())  # a single-run tuner's "keep"
+    assert "gather" in primitives(hj.pbt(SPACE))

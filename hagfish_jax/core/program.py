@@ -303,8 +303,8 @@ def build(
             new_state = snapshot_lib.where(back, target, state)
             parents = population_lib.resolve(proposal.parents, n)
             shrink = carry.shrink
-            if jnp.ndim(proposal.parents):  # a tuner that copies members (a single-run
-                # tuner's scalar "keep" copies nothing: no gathers are compiled for it)
+            if not per_member and jnp.ndim(proposal.parents):  # a population tuner's
+                # copies (a single-run tuner's "keep" copies nothing: no gathers compiled)
                 new_state = _copied(new_state, parents)
                 snap = population_lib.exploit(snap, parents)
                 own = parents == jnp.arange(n)  # a copy starts afresh (the parent's values)
