@@ -117,9 +117,11 @@ def main(argv=None) -> dict:
     from _common import ok
 
     print(f"jax {jax.__version__} backend={jax.default_backend()} cpus={os.cpu_count()}")
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown or "a" not in args.methods:
+        parser.error(f"--methods: letters of {''.join(METHODS)}, with a (the ratios are "
+                     f"read against it); got {args.methods!r}")
     chosen = [m for m in METHODS if m in args.methods]
-    if "a" not in chosen:
-        parser.error("--methods must include a: the ratios are read against it")
     runs: dict[str, list[tuple[dict, dict]]] = {m: [] for m in chosen}
     for r in range(args.repeats):
         order = chosen if r % 2 == 0 else chosen[::-1]

@@ -58,6 +58,15 @@ def test_the_entry_script_offers_every_part(bench):
         bench["population"].main(["--part", "nope"])
 
 
+@pytest.mark.parametrize("methods", ["bc", "az"])
+def test_the_warm_part_refuses_a_method_subset_without_a_or_with_unknown_letters(
+    bench, methods, capsys
+):
+    with pytest.raises(SystemExit):  # before any process is started
+        bench["population_warm"].main(["--methods", methods])
+    assert "--methods" in capsys.readouterr().err
+
+
 def test_selection_keeps_the_first_best_finite_validation_score(bench):
     sel = bench["_common"].Selection()
     sel.add(10, math.nan, 0.1)

@@ -18,15 +18,14 @@ import jax.numpy as jnp
 __all__ = ["normal", "uniform"]
 
 
-def uniform(key: jax.Array, shape: tuple[int, ...], minval=0.0, maxval=1.0) -> jax.Array:
+def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """``jax.random.uniform(key, shape)`` in float32, drawn flat.
 
     >>> import jax
     >>> uniform(jax.random.key(0), (2, 3)).shape
     (2, 3)
     """
-    flat = jax.random.uniform(key, (math.prod(shape),), jnp.float32, minval, maxval)
-    return flat.reshape(shape)
+    return jax.random.uniform(key, (math.prod(shape),), jnp.float32).reshape(shape)
 
 
 def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:

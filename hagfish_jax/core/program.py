@@ -398,8 +398,8 @@ def build(
     return Program(  # traced with the garbage collector paused (core._trace)
         init=quiet_gc(init),
         start=quiet_gc(start),
-        train=quiet_gc(train),
-        evaluate=quiet_gc(evaluate),
+        train=train,  # the members' training and evaluation are quiet already
+        evaluate=evaluate,
         train_members=_train,
         evaluate_members=_evaluate,
         score=score_of,
