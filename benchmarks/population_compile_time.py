@@ -9,7 +9,14 @@ before it but the few eager ops of building the task): the digits MLP (64,) task
 * ``pop32 fixed``: 32 members, ``hj.fixed()`` (random search's program);
 * ``pop32 pbt``: 32 members, ``hj.pbt(task.space)`` (the population benchmarks');
 * ``pop32 fixed shared``, ``pop32 pbt shared``: the same with ``shared_key=True``
-  (every member trains a window with the same key: one set of random numbers).
+  (every member trains a window with the same key: one set of random numbers);
+* ``pop1 fixed``: a population of one member, ``hj.fixed()`` (not a target: it shows
+  how much of a population program's compile time its structure costs, whatever the
+  number of members).
+
+``--threefry`` chooses the lowering of JAX's random numbers: ``jax`` (JAX's CPU loop),
+``unrolled`` (``hj.unroll_threefry()``, the same bits) or ``both`` (the default; each
+lowering's ratios are read against its own single run).
 
 The table gives the seconds of XLA's compile of the scan program (``lower(...).compile()``,
 tracing and lowering apart), median over repeats; the processes of one repeat run one
@@ -17,7 +24,7 @@ after another, in alternating order. ``--tree DIR`` runs the same children again
 another checkout of the package (a before/after comparison in one run: its
 ``hagfish_jax`` is imported instead of the installed one).
 
-    python benchmarks/population_compile_time.py [--repeats 3]
+    python benchmarks/population_compile_time.py [--repeats 3] [--threefry both]
     python benchmarks/population_compile_time.py --tree /tmp/before --repeats 3
 """
 
@@ -33,15 +40,23 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PROGRAMS = ("single", "pop32 fixed", "pop32 pbt", "pop32 fixed shared", "pop32 pbt shared")
+PROGRAMS = (
+    "single", "pop32 fixed", "pop32 pbt", "pop32 fixed shared", "pop32 pbt shared", "pop1 fixed"
+)
+LOWERINGS = ("jax", "unrolled")
 WINDOWS = 10
 
 
-def child(program: str) -> dict:
+def child(program: str, threefry: str) -> dict:
     import jax
 
     import hagfish_jax as hj
     from hagfish_jax.tasks import digits
+
+    if threefry == "unrolled":
+        if not hasattr(hj, "unroll_threefry"):
+            raise SystemExit("this hagfish_jax has no unroll_threefry: use --threefry jax")
+        hj.unroll_threefry()
 
     task = digits.make_task(digits.load_digits_split(0), hidden=(64,))
     if program == "single":
@@ -50,8 +65,9 @@ def child(program: str) -> dict:
     else:
         tuner = hj.pbt(task.space) if "pbt" in program else hj.fixed()
         shared = program.endswith("shared")
-        prog = hj.program.build(task, tuner, population=32, windows=WINDOWS, shared_key=shared)
-        carry = prog.init(jax.random.key(0), task.space.sample(jax.random.key(1), 32))
+        n = 1 if program.startswith("pop1 ") else 32
+        prog = hj.program.build(task, tuner, population=n, windows=WINDOWS, shared_key=shared)
+        carry = prog.init(jax.random.key(0), task.space.sample(jax.random.key(1), n))
     t0 = time.perf_counter()
     lowered = jax.jit(lambda c: hj.program.scan(prog, c, WINDOWS)).lower(carry)
     t1 = time.perf_counter()
@@ -60,9 +76,10 @@ def child(program: str) -> dict:
     return {"trace_lower": t1 - t0, "compile": t2 - t1}
 
 
-def spawn(program: str, tree: str | None) -> dict:
+def spawn(program: str, tree: str | None, threefry: str) -> dict:
     env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0", "JAX_COMPILATION_CACHE_DIR": ""}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", program]
+    cmd += ["--threefry", threefry]
     if tree:
         cmd += ["--tree", tree]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
@@ -81,37 +98,41 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tree", default=None, help="another checkout to measure")
+    parser.add_argument("--threefry", choices=(*LOWERINGS, "both"), default="both")
     parser.add_argument("--child", choices=PROGRAMS)
     args = parser.parse_args(argv)
     if args.child:
         if args.tree:
             use_tree(args.tree)
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.threefry)))
         return {}
     trees = [None] + ([args.tree] if args.tree else [])
-    runs = {(t, p): [] for t in trees for p in PROGRAMS}
+    lowerings = LOWERINGS if args.threefry == "both" else (args.threefry,)
+    variants = [(t, lo) for t in trees for lo in lowerings]
+    runs = {(v, p): [] for v in variants for p in PROGRAMS}
     for r in range(args.repeats):
-        order = [(t, p) for t in trees for p in PROGRAMS]
-        for t, p in order if r % 2 == 0 else order[::-1]:
-            runs[(t, p)].append(spawn(p, t))
+        order = [(v, p) for v in variants for p in PROGRAMS]
+        for v, p in order if r % 2 == 0 else order[::-1]:
+            runs[(v, p)].append(spawn(p, v[0], v[1]))
     print(
         f"\n== compile time of the digits MLP program, a scan of {WINDOWS} windows, fresh "
         f"process each, no cache; median of {args.repeats} (XLA compile seconds; trace+lower "
         f"apart)"
     )
-    print(f"{'package':<22} {'program':<18} {'compile s':>9} {'trace+lower s':>13} "
-          f"{'x single':>8} {'target':>11}")
+    print(f"{'package':<16} {'threefry':<9} {'program':<18} {'compile s':>9} "
+          f"{'trace+lower s':>13} {'x single':>8} {'target':>11}")
     out = {}
-    for t in trees:
-        single = statistics.median(x["compile"] for x in runs[(t, "single")])
+    for v in variants:
+        single = statistics.median(x["compile"] for x in runs[(v, "single")])
         for p in PROGRAMS:
-            c = statistics.median(x["compile"] for x in runs[(t, p)])
-            lo = statistics.median(x["trace_lower"] for x in runs[(t, p)])
+            c = statistics.median(x["compile"] for x in runs[(v, p)])
+            lo = statistics.median(x["trace_lower"] for x in runs[(v, p)])
             ratio = c / single
-            mark = "" if p == "single" else f"<=1.5 {'ok' if ratio <= 1.5 else 'MISSED'}"
-            name = "installed" if t is None else Path(t).name
-            print(f"{name:<22} {p:<18} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11}")
-            out[(name, p)] = {"compile": c, "ratio": ratio}
+            target = p.startswith("pop32")
+            mark = f"<=1.5 {'ok' if ratio <= 1.5 else 'MISSED'}" if target else ""
+            name = "installed" if v[0] is None else Path(v[0]).name
+            print(f"{name:<16} {v[1]:<9} {p:<18} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11}")
+            out[(name, v[1], p)] = {"compile": c, "ratio": ratio}
     return out
 
 

@@ -75,6 +75,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "cli": ("shell.cli", None),
     "compile_cache": ("shell.compile_cache", None),
     "enable_compilation_cache": ("shell.compile_cache", "enable"),
+    "unroll_threefry": ("shell.threefry", "unroll"),
     "one_cpu": ("shell._affinity", "one_cpu"),
     "config": ("shell.config", None),
     "demo": ("shell.demo", None),
@@ -186,4 +187,5 @@ __all__ = [
     "spsa",
     "tasks",
     "tuners",
+    "unroll_threefry",
 ]

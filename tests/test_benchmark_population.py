@@ -128,7 +128,7 @@ def test_toy_members_share_their_target_and_pbt_copies_the_best(bench):
 
 
 def test_compile_time_child_measures_the_program(bench):
-    out = bench["population_compile_time"].child("pop32 pbt shared")
+    out = bench["population_compile_time"].child("pop32 pbt shared", "jax")
     assert out["compile"] > 0 and out["trace_lower"] > 0
 
 

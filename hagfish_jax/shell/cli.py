@@ -122,10 +122,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _off(variable: str) -> bool:
+    return os.environ.get(variable, "1").strip().lower() in ("0", "false", "no")
+
+
 def _compile_cache(args: argparse.Namespace):
-    """Turn the persistent compilation cache on (the default) before any jax work:
-    ``(directory, stats before)``, ``None`` when it is off, or exit status 2."""
-    off = os.environ.get("HAGFISH_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "no")
+    """Before any jax work: Threefry lowered without a loop (the same random numbers,
+    compiled faster; ``HAGFISH_UNROLL_THREEFRY=0`` keeps JAX's loop), and the
+    persistent compilation cache on (the default): ``(directory, stats before)``,
+    ``None`` when it is off, or exit status 2."""
+    if not _off("HAGFISH_UNROLL_THREEFRY"):
+        from . import threefry
+
+        threefry.unroll()
+    off = _off("HAGFISH_COMPILE_CACHE")
     if args.no_compile_cache or (off and args.compile_cache is None):
         return None
     from . import compile_cache
