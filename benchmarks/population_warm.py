@@ -19,11 +19,13 @@ hyperparameters as arrays, so the second search finds every program in the cache
 trial compile a new program for each new set of values, warm cache or not.
 Wall time runs from building the programs to the selected model's test accuracy,
 compilation (or loading) included; process start and imports are outside it.
-Targets (issue 12): with a warm cache, (b)/(a) >= 1.0 and (c)/(a) >= 10. Row (s) is
+Every process lowers Threefry without a loop (``hj.unroll_threefry()``, as ``hagfish
+demo`` does; ``--threefry jax`` keeps JAX's CPU loop). Targets (issue 12): with a warm
+cache, (b)/(a) >= 1.0 and (c)/(a) >= 10. Row (s) is
 (a) with ``shared_key=True`` (every member trains a window with the same key), and the
 last line reads the targets off it.
 
-    python benchmarks/population_warm.py [--repeats 3] [--quick] [--methods ab]
+    python benchmarks/population_warm.py [--repeats 3] [--quick] [--methods ab] [--threefry jax]
     python benchmarks/population_warm.py --child a --seed 1 --cache DIR   # one process
 """
 
@@ -49,11 +51,15 @@ METHODS = {
 TARGETS = {"b": 1.0, "c": 10.0}
 
 
-def child(method: str, seed: int, cache: str, members: int, windows: int) -> dict:
+def child(
+    method: str, seed: int, cache: str, members: int, windows: int, threefry: str = "unrolled"
+) -> dict:
     """One search in this process, with the persistent cache in ``cache``."""
     import hagfish_jax as hj
 
     hj.enable_compilation_cache(cache)
+    if threefry == "unrolled":  # as `hagfish demo` does
+        hj.unroll_threefry()
     import numpy as np
 
     from _common import Setup, make_task, run_population, run_sequential, sampled_hparams
@@ -88,6 +94,7 @@ def spawn(method: str, seed: int, cache: str, args) -> dict:
     cmd = [
         sys.executable, str(HERE / "population_warm.py"), "--child", method, "--seed", str(seed),
         "--cache", cache, "--members", str(args.members), "--windows", str(args.windows),
+        "--threefry", args.threefry,
     ]
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
@@ -103,12 +110,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--members", type=int, default=32)
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--methods", default="".join(METHODS), help="a subset, e.g. ab")
+    parser.add_argument(
+        "--threefry", choices=("unrolled", "jax"), default="unrolled",
+        help="unrolled: hj.unroll_threefry(), as hagfish demo does; jax: JAX's CPU loop",
+    )
     parser.add_argument("--child", choices=tuple(METHODS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache")
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.seed, args.cache, args.members, args.windows)))
+        print(json.dumps(
+            child(args.child, args.seed, args.cache, args.members, args.windows, args.threefry)
+        ))
         return {}
     if args.quick:
         args.members, args.windows, args.repeats = 4, 2, 1
@@ -116,7 +129,10 @@ def main(argv=None) -> dict:
 
     from _common import ok
 
-    print(f"jax {jax.__version__} backend={jax.default_backend()} cpus={os.cpu_count()}")
+    print(
+        f"jax {jax.__version__} backend={jax.default_backend()} cpus={os.cpu_count()} "
+        f"threefry={args.threefry}"
+    )
     unknown = sorted(set(args.methods) - set(METHODS))
     if unknown or "a" not in args.methods:
         parser.error(f"--methods: letters of {''.join(METHODS)}, with a (the ratios are "
