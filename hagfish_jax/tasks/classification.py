@@ -233,7 +233,6 @@ def make_task(
     else:
         raise ValueError(f"make_task: model must be 'mlp' or 'cnn', got {model!r}")
     n_train = len(data.y_train)
-    padded = -(-n_train // 32) * 32  # the shuffle keys drawn per epoch
     if not 1 <= batch_size <= n_train:
         raise ValueError(f"make_task: batch_size must be in [1, {n_train}], got {batch_size!r}")
     batches_per_epoch = n_train // batch_size
@@ -273,10 +272,7 @@ def make_task(
         # and one sort, where jax.random.permutation sorts in rounds; faster to compile
         # alone under vmap, within noise in a whole population program, see
         # benchmarks/RESULTS.md). Equal keys keep index order: always a permutation.
-        # The keys are drawn flat, a multiple of 32 per epoch: XLA's CPU backend
-        # compiles that draw faster under a population's vmap (RESULTS, "Stop 25").
-        bits = jax.random.bits(shuffle_key, (epochs * padded,), jnp.uint32)
-        perms = jnp.argsort(bits.reshape(epochs, padded)[:, :n_train], axis=1)
+        perms = jnp.argsort(jax.random.bits(shuffle_key, (epochs, n_train), jnp.uint32), axis=1)
         batches = perms[:, : batches_per_epoch * batch_size].reshape(-1, batch_size)[:steps]
         step_keys = jax.random.split(dropout_key, steps)
         hp = state.extra.hyperparams
