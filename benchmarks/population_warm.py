@@ -19,13 +19,13 @@ hyperparameters as arrays, so the second search finds every program in the cache
 trial compile a new program for each new set of values, warm cache or not.
 Wall time runs from building the programs to the selected model's test accuracy,
 compilation (or loading) included; process start and imports are outside it.
-Every process lowers Threefry without a loop (``hj.unroll_threefry()``, as ``hagfish
-demo`` does; ``--threefry jax`` keeps JAX's CPU loop). Targets (issue 12): with a warm
-cache, (b)/(a) >= 1.0 and (c)/(a) >= 10. Row (s) is
+``--threefry unrolled`` has every process call ``hj.unroll_threefry()`` first. Targets
+(issue 12): with a warm cache, (b)/(a) >= 1.0 and (c)/(a) >= 10. Row (s) is
 (a) with ``shared_key=True`` (every member trains a window with the same key), and the
 last line reads the targets off it.
 
-    python benchmarks/population_warm.py [--repeats 3] [--quick] [--methods ab] [--threefry jax]
+    python benchmarks/population_warm.py [--repeats 3] [--quick] [--methods ab]
+    python benchmarks/population_warm.py --threefry unrolled   # hj.unroll_threefry() first
     python benchmarks/population_warm.py --child a --seed 1 --cache DIR   # one process
 """
 
@@ -52,13 +52,13 @@ TARGETS = {"b": 1.0, "c": 10.0}
 
 
 def child(
-    method: str, seed: int, cache: str, members: int, windows: int, threefry: str = "unrolled"
+    method: str, seed: int, cache: str, members: int, windows: int, threefry: str = "jax"
 ) -> dict:
     """One search in this process, with the persistent cache in ``cache``."""
     import hagfish_jax as hj
 
     hj.enable_compilation_cache(cache)
-    if threefry == "unrolled":  # as `hagfish demo` does
+    if threefry == "unrolled":
         hj.unroll_threefry()
     import numpy as np
 
@@ -111,8 +111,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--methods", default="".join(METHODS), help="a subset, e.g. ab")
     parser.add_argument(
-        "--threefry", choices=("unrolled", "jax"), default="unrolled",
-        help="unrolled: hj.unroll_threefry(), as hagfish demo does; jax: JAX's CPU loop",
+        "--threefry", choices=("jax", "unrolled"), default="jax",
+        help="jax: JAX's CPU loop (the default); unrolled: hj.unroll_threefry() first",
     )
     parser.add_argument("--child", choices=tuple(METHODS))
     parser.add_argument("--seed", type=int, default=0)

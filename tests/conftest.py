@@ -33,13 +33,6 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import pytest  # noqa: E402
 
-# Threefry lowered without a loop, in every worker from the start (``hagfish demo``
-# does the same, and tests call its CLI in-process): the same random numbers, compiled
-# faster. tests/test_threefry.py checks both lowerings in subprocesses of their own.
-from hagfish_jax.shell import threefry  # noqa: E402
-
-threefry.unroll()
-
 
 @pytest.fixture
 def server():

@@ -380,3 +380,16 @@ def test_a_divergent_start_is_detected_and_restarted(data):
     for lr in (1e-3, 1e-6):
         state = task.init(jax.random.key(0), {"learning_rate": lr})
         assert not bool(window(state, jax.random.key(1))[1]["diverged"])
+
+
+def test_flat_draws_are_the_shaped_draws():
+    """The task draws its dropout masks and shuffle keys flat (faster to compile under a
+    population's vmap); with JAX's default threefry they are the values a shaped draw
+    gives, so recorded results do not move."""
+    from hagfish_jax.core import _draws
+
+    key = jax.random.key(3)
+    mask = _draws.uniform(key, (16, 8)) < 0.7
+    assert bool((mask == jax.random.bernoulli(key, 0.7, (16, 8))).all())
+    flat = jax.random.bits(key, (128,), jnp.uint32)[: 2 * 50].reshape(2, 50)  # padded
+    assert bool((flat == jax.random.bits(key, (2, 50), jnp.uint32)).all())

@@ -1,12 +1,11 @@
 """``hj.unroll_threefry()``: JAX's random numbers lowered without a loop on the CPU give
-the same bits, in plain draws, under vmap and through a tuned population program; the
-CLI turns it on unless ``HAGFISH_UNROLL_THREEFRY=0``. Each check runs in a fresh
-process, since the lowering is process-wide (this session's workers have it on)."""
+the same bits, in plain draws, under vmap and through a tuned population program, and
+``hj.unroll_threefry(False)`` puts the loop back. The check runs in a fresh process,
+since the lowering is process-wide; ``hagfish demo`` leaves JAX's loop."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -49,27 +48,19 @@ SCRIPT = textwrap.dedent(
                 "best": float(carry.best.score), "looped": "while" in text,
                 "unrolled": threefry.unrolled()}
 
-    if sys.argv[1] == "switch":
-        before = sample()
-        assert hj.unroll_threefry() is True
-        after = sample()
-        assert threefry.unroll(False) is False
-        back = sample()
-        print(json.dumps([before, after, back]))
-    else:  # the CLI's switch, as `hagfish demo` meets it
-        from hagfish_jax.shell import cli
-        args = cli._parser().parse_args(["demo", "--no-compile-cache"])
-        assert cli._compile_cache(args) is None
-        print(json.dumps([sample()]))
+    before = sample()
+    assert hj.unroll_threefry() is True
+    after = sample()
+    assert threefry.unroll(False) is False
+    back = sample()
+    print(json.dumps([before, after, back]))
     """
 )
 
 
-def run(mode: str, **env) -> list[dict]:
-    environ = {k: v for k, v in os.environ.items() if k != "HAGFISH_UNROLL_THREEFRY"}
+def run() -> list[dict]:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode], env={**environ, **env},
-        capture_output=True, text=True, timeout=240,
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=240
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -77,18 +68,9 @@ def run(mode: str, **env) -> list[dict]:
 
 @pytest.mark.timeout(300)
 def test_unrolled_threefry_gives_the_same_bits_and_results():
-    before, after, back = run("switch")
+    before, after, back = run()
     assert before["looped"] and not before["unrolled"]  # JAX's loop, until asked
     assert not after["looped"] and after["unrolled"]
     assert back["looped"] and not back["unrolled"]
     for key in ("draws", "scores", "best"):
         assert before[key] == after[key] == back[key], key
-
-
-@pytest.mark.timeout(300)
-def test_the_cli_unrolls_unless_told_not_to():
-    (on,) = run("cli")
-    assert on["unrolled"] and not on["looped"]
-    (off,) = run("cli", HAGFISH_UNROLL_THREEFRY="0")
-    assert not off["unrolled"] and off["looped"]
-    assert on["draws"] == off["draws"] and on["scores"] == off["scores"]

@@ -4,8 +4,10 @@ With JAX's default (partitionable) threefry, a draw of a multi-dimensional shape
 its counters from one iota per axis, and XLA's CPU backend takes 2-3x longer to compile
 that kernel than a one-dimensional draw of the same size (uniform ``(32, 12)``: 0.31 s;
 ``(384,)``: 0.12 s; ``benchmarks/RESULTS.md``, "Stop 24"). The tuners' own draws are
-small and sit in every tuned window, so they are drawn flat and reshaped: the same
-distribution, other values.
+small and sit in every tuned window, so they are drawn flat and reshaped. With JAX's
+default (partitionable) threefry a draw's counters are the elements' flat indices, so
+the values are the same as the shaped draw's; with the classic layout they differ (the
+same distribution).
 """
 
 from __future__ import annotations

@@ -127,14 +127,8 @@ def _off(variable: str) -> bool:
 
 
 def _compile_cache(args: argparse.Namespace):
-    """Before any jax work: Threefry lowered without a loop (the same random numbers,
-    compiled faster; ``HAGFISH_UNROLL_THREEFRY=0`` keeps JAX's loop), and the
-    persistent compilation cache on (the default): ``(directory, stats before)``,
-    ``None`` when it is off, or exit status 2."""
-    if not _off("HAGFISH_UNROLL_THREEFRY"):
-        from . import threefry
-
-        threefry.unroll()
+    """Turn the persistent compilation cache on (the default) before any jax work:
+    ``(directory, stats before)``, ``None`` when it is off, or exit status 2."""
     off = _off("HAGFISH_COMPILE_CACHE")
     if args.no_compile_cache or (off and args.compile_cache is None):
         return None
