@@ -122,14 +122,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _off(variable: str) -> bool:
-    return os.environ.get(variable, "1").strip().lower() in ("0", "false", "no")
-
-
 def _compile_cache(args: argparse.Namespace):
     """Turn the persistent compilation cache on (the default) before any jax work:
     ``(directory, stats before)``, ``None`` when it is off, or exit status 2."""
-    off = _off("HAGFISH_COMPILE_CACHE")
+    off = os.environ.get("HAGFISH_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "no")
     if args.no_compile_cache or (off and args.compile_cache is None):
         return None
     from . import compile_cache

@@ -45,13 +45,14 @@ from jax.interpreters import mlir
 
 __all__ = ["unroll", "unrolled"]
 
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_ROTATIONS = (np.array([13, 15, 26, 6], np.uint32), np.array([17, 29, 16, 24], np.uint32))
 _PARITY = np.uint32(0x1BD11BDA)  # the Threefry key schedule's constant
 _state = {"unrolled": False}
 
 
-def _rotate_left(v, d: int):
-    return (v << np.uint32(d)) | (v >> np.uint32(32 - d))
+def _rotate_left(v, d):
+    """``v`` rotated left by ``d`` bits (a constant, or a traced uint32 in the loop)."""
+    return (v << d) | (v >> (np.uint32(32) - d))
 
 
 def _rounds(x0, x1, rotations):
@@ -76,13 +77,11 @@ def _looped_hash(k1, k2, x1, x2):
     """The same hash as a loop of 5 steps of 4 rounds (JAX's own CPU lowering)."""
     ks = (k1, k2, k1 ^ k2 ^ _PARITY)
     x0, x1 = x1 + ks[0], x2 + ks[1]
-    rotations = [np.array(r, np.uint32) for r in _ROTATIONS]
+    rotations = list(_ROTATIONS)
 
     def step(i, carry):
         (x0, x1), ks, rotations = carry
-        for r in rotations[0]:
-            x0 = x0 + x1
-            x1 = x0 ^ ((x1 << r) | (x1 >> (np.uint32(32) - r)))
+        x0, x1 = _rounds(x0, x1, rotations[0])  # the rotations are loop values here
         x0, x1 = x0 + ks[0], x1 + ks[1] + (i + 1).astype(np.uint32)
         return (x0, x1), ks[1:] + ks[:1], rotations[1:] + rotations[:1]
 
