@@ -333,3 +333,35 @@ def test_only_a_tuner_that_copies_members_compiles_member_copies():
 
     assert "gather" not in primitives(hj.fixed())  # a single-run tuner's "keep"
     assert "gather" in primitives(hj.pbt(SPACE))
+
+
+def _gathers(jaxpr, in_cond=False):
+    """``(inside a cond branch, operand shape)`` of every gather in ``jaxpr``."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "gather":
+            found.append((in_cond, tuple(eqn.invars[0].aval.shape)))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _gathers(inner, in_cond or eqn.primitive.name == "cond")
+    return found
+
+
+def test_member_copies_and_exploration_run_in_a_branch_of_their_own():
+    # XLA would otherwise recompute PBT's selection inside every leaf's copy kernel,
+    # and the copies would run in windows that replace no one
+    tuner = hj.pbt(SPACE)
+    prog = hj.program.build(TASK, tuner, population=4)
+    carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    found = _gathers(jax.make_jaxpr(prog.window)(carry).jaxpr)
+    leaves = {tuple(x.shape) for x in jax.tree.leaves(carry.state)}
+    # the weights' copies (a (4,) gather may be the selection's own, outside)
+    copies = [(c, s) for c, s in found if s in leaves and len(s) > 1 and s[0] == 4]
+    assert copies and all(c for c, _ in copies), found
+    state = tuner.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    obs = hj.Observation(score=jnp.arange(4.0))
+    found = _gathers(jax.make_jaxpr(tuner.update)(state, obs).jaxpr)
+    inherited = [s for c, s in found if c]  # the parents' hyperparameters
+    assert inherited == [(4,)] * len(state.hparams), found

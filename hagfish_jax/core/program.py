@@ -305,9 +305,15 @@ def build(
             shrink = carry.shrink
             if not per_member and jnp.ndim(proposal.parents):  # a population tuner's
                 # copies (a single-run tuner's "keep" copies nothing: no gathers compiled)
-                new_state = _copied(new_state, parents)
-                snap = population_lib.exploit(snap, parents)
                 own = parents == jnp.arange(n)  # a copy starts afresh (the parent's values)
+                # one branch: the copies run only in a window that replaces someone,
+                # and read `parents` as computed once (not recomputed leaf by leaf)
+                new_state, snap = jax.lax.cond(
+                    jnp.all(own),
+                    lambda s, sn, p: (s, sn),
+                    lambda s, sn, p: (_copied(s, p), population_lib.exploit(sn, p)),
+                    new_state, snap, parents,
+                )
                 repeats = jnp.where(own, repeats, 0)
                 shrink = {k: jnp.where(own, v, 1.0) for k, v in shrink.items()}
         # restored from the same divergence too often: this member's steps stay smaller

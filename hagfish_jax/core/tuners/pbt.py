@@ -264,16 +264,26 @@ def pbt(
             None, obs, state.since, fraction, interval, u=u[:, 0]
         )
 
-        inherited = {name: v[parents] for name, v in hp.items()}
-        tuned = {name: inherited[name] for name in sub.names}
-        up = {name: u[:, 2 + i] < 0.5 for i, name in enumerate(sub.names)}
-        perturbed = sub.perturb_with(tuned, up, perturb)
-        fresh = sub.from_unit(u[:, 2 + d :])
-        coin = u[:, 1] < resample
-        new = {name: jnp.where(bottom, inherited[name], v) for name, v in hp.items()}
-        for name in sub.names:
-            explored = jnp.where(coin, fresh[name], perturbed[name])
-            new[name] = jnp.where(bottom, explored, hp[name]).astype(jnp.float32)
+        def explore(hp, parents, bottom, u):
+            inherited = {name: v[parents] for name, v in hp.items()}
+            tuned = {name: inherited[name] for name in sub.names}
+            up = {name: u[:, 2 + i] < 0.5 for i, name in enumerate(sub.names)}
+            perturbed = sub.perturb_with(tuned, up, perturb)
+            fresh = sub.from_unit(u[:, 2 + d :])
+            coin = u[:, 1] < resample
+            new = {name: jnp.where(bottom, inherited[name], v) for name, v in hp.items()}
+            for name in sub.names:
+                explored = jnp.where(coin, fresh[name], perturbed[name])
+                new[name] = jnp.where(bottom, explored, hp[name]).astype(jnp.float32)
+            return new
+
+        def keep(hp, parents, bottom, u):
+            return {k: v.astype(jnp.float32) if k in sub.names else v for k, v in hp.items()}
+
+        # one branch: a window that replaces no one explores nothing, and the explore
+        # step reads `parents` and `bottom` as computed once (XLA would otherwise
+        # recompute the selection inside every hyperparameter's kernel)
+        new = jax.lax.cond(jnp.any(bottom), explore, keep, hp, parents, bottom, u)
 
         new_state = PBTState(
             hparams=new,
