@@ -12,7 +12,8 @@ before it but the few eager ops of building the task): the digits MLP (64,) task
   (every member trains a window with the same key: one set of random numbers);
 * ``pop1 fixed``: a population of one member, ``hj.fixed()`` (not a target: it shows
   how much of a population program's compile time its structure costs, whatever the
-  number of members).
+  number of members). The ``x pop1`` column reads every population row against it:
+  what going from one member to 32 costs, apart from the population's structure.
 
 ``--threefry`` chooses the lowering of JAX's random numbers: ``jax`` (JAX's CPU loop),
 ``unrolled`` (``hj.unroll_threefry()``, the same bits) or ``both`` (the default; each
@@ -120,19 +121,22 @@ def main(argv=None) -> dict:
         f"apart)"
     )
     print(f"{'package':<16} {'threefry':<9} {'program':<18} {'compile s':>9} "
-          f"{'trace+lower s':>13} {'x single':>8} {'target':>11}")
+          f"{'trace+lower s':>13} {'x single':>8} {'target':>11} {'x pop1':>6}")
     out = {}
     for v in variants:
         single = statistics.median(x["compile"] for x in runs[(v, "single")])
+        pop1 = statistics.median(x["compile"] for x in runs[(v, "pop1 fixed")])
         for p in PROGRAMS:
             c = statistics.median(x["compile"] for x in runs[(v, p)])
             lo = statistics.median(x["trace_lower"] for x in runs[(v, p)])
             ratio = c / single
             target = p.startswith("pop32")
             mark = f"<=1.5 {'ok' if ratio <= 1.5 else 'MISSED'}" if target else ""
+            per = f"{c / pop1:.2f}" if p.startswith("pop") else ""
             name = "installed" if v[0] is None else Path(v[0]).name
-            print(f"{name:<16} {v[1]:<9} {p:<18} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11}")
-            out[(name, v[1], p)] = {"compile": c, "ratio": ratio}
+            print(f"{name:<16} {v[1]:<9} {p:<18} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11} "
+                  f"{per:>6}")
+            out[(name, v[1], p)] = {"compile": c, "ratio": ratio, "per_pop1": c / pop1}
     return out
 
 
