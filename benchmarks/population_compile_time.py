@@ -132,11 +132,12 @@ def main(argv=None) -> dict:
             ratio = c / single
             target = p.startswith("pop32")
             mark = f"<=1.5 {'ok' if ratio <= 1.5 else 'MISSED'}" if target else ""
-            per = f"{c / pop1:.2f}" if p.startswith("pop") else ""
+            per_pop1 = c / pop1 if p.startswith("pop") else None
+            per = "" if per_pop1 is None else f"{per_pop1:.2f}"
             name = "installed" if v[0] is None else Path(v[0]).name
             print(f"{name:<16} {v[1]:<9} {p:<18} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11} "
                   f"{per:>6}")
-            out[(name, v[1], p)] = {"compile": c, "ratio": ratio, "per_pop1": c / pop1}
+            out[(name, v[1], p)] = {"compile": c, "ratio": ratio, "per_pop1": per_pop1}
     return out
 
 

@@ -325,14 +325,16 @@ def test_tracing_pauses_the_garbage_collector_and_always_resumes_it():
     assert seen == [False]  # traced once, with the collector paused
 
 
-def test_only_a_tuner_that_copies_members_compiles_member_copies():
-    def primitives(tuner):
-        prog = hj.program.build(TASK, tuner, population=4)
-        carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
-        return str(jax.make_jaxpr(prog.window)(carry))
+def _window(tuner):
+    """The jaxpr of a 4-member population's window under ``tuner``, and its carry."""
+    prog = hj.program.build(TASK, tuner, population=4)
+    carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
+    return jax.make_jaxpr(prog.window)(carry).jaxpr, carry
 
-    assert "gather" not in primitives(hj.fixed())  # a single-run tuner's "keep"
-    assert "gather" in primitives(hj.pbt(SPACE))
+
+def test_only_a_tuner_that_copies_members_compiles_member_copies():
+    assert "gather" not in str(_window(hj.fixed())[0])  # a single-run tuner's "keep"
+    assert "gather" in str(_window(hj.pbt(SPACE))[0])
 
 
 def _gathers(jaxpr, in_cond=False):
@@ -353,9 +355,8 @@ def test_member_copies_and_exploration_run_in_a_branch_of_their_own():
     # XLA would otherwise recompute PBT's selection inside every leaf's copy kernel,
     # and the copies would run in windows that replace no one
     tuner = hj.pbt(SPACE)
-    prog = hj.program.build(TASK, tuner, population=4)
-    carry = prog.init(jax.random.key(0), SPACE.sample(jax.random.key(1), 4))
-    found = _gathers(jax.make_jaxpr(prog.window)(carry).jaxpr)
+    jaxpr, carry = _window(tuner)
+    found = _gathers(jaxpr)
     leaves = {tuple(x.shape) for x in jax.tree.leaves(carry.state)}
     # the weights' copies (a (4,) gather may be the selection's own, outside)
     copies = [(c, s) for c, s in found if s in leaves and len(s) > 1 and s[0] == 4]
