@@ -180,10 +180,13 @@ def run_population(
         def run(seed, values=None):  # one program: start and all windows, like (b)'s
             k_hp, k_run = jax.random.split(jax.random.key(seed))
             carry = program.init(k_run, hparams(k_hp, n) if values is None else values)
-            return hj.program.scan(program, carry, windows)
+            carry, rows = hj.program.scan(program, carry, windows)
+            # the rows read below, as (b) returns only those: metrics no one reads
+            # (the training set's) are not computed
+            return carry, {k: rows[k] for k in ("score", "test", "val_loss")}
 
         carry, rows = run(seed, given)
-        rows = jax.device_get({k: rows[k] for k in ("score", "test", "val_loss")})
+        rows = jax.device_get(rows)
         for g in range(windows):
             score = np.where(np.isfinite(rows["score"][g]), rows["score"][g], -np.inf)
             loss = np.where(np.isfinite(rows["val_loss"][g]), rows["val_loss"][g], np.inf)

@@ -10,10 +10,11 @@ before it but the few eager ops of building the task): the digits MLP (64,) task
 * ``pop32 pbt``: 32 members, ``hj.pbt(task.space)`` (the population benchmarks');
 * ``pop32 fixed shared``, ``pop32 pbt shared``: the same with ``shared_key=True``
   (every member trains a window with the same key: one set of random numbers);
-* ``pop1 fixed``: a population of one member, ``hj.fixed()`` (not a target: it shows
-  how much of a population program's compile time its structure costs, whatever the
-  number of members). The ``x pop1`` column reads every population row against it:
-  what going from one member to 32 costs, apart from the population's structure.
+* ``pop1 fixed``, ``pop1 pbt``: a population of one member with the same tuner (not
+  targets: they show how much of a population program's compile time its structure
+  costs, whatever the number of members). The ``x pop1`` column reads every population
+  row against the one-member population of its own tuner: what going from one member
+  to 32 costs, apart from the population's structure and the tuner.
 
 ``--threefry`` chooses the lowering of JAX's random numbers: ``jax`` (JAX's CPU loop),
 ``unrolled`` (``hj.unroll_threefry()``, the same bits) or ``both`` (the default; each
@@ -42,7 +43,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = (
-    "single", "pop32 fixed", "pop32 pbt", "pop32 fixed shared", "pop32 pbt shared", "pop1 fixed"
+    "single",
+    "pop32 fixed",
+    "pop32 pbt",
+    "pop32 fixed shared",
+    "pop32 pbt shared",
+    "pop1 fixed",
+    "pop1 pbt",
 )
 LOWERINGS = ("jax", "unrolled")
 WINDOWS = 10
@@ -125,14 +132,18 @@ def main(argv=None) -> dict:
     out = {}
     for v in variants:
         single = statistics.median(x["compile"] for x in runs[(v, "single")])
-        pop1 = statistics.median(x["compile"] for x in runs[(v, "pop1 fixed")])
+        pop1 = {
+            t: statistics.median(x["compile"] for x in runs[(v, f"pop1 {t}")])
+            for t in ("fixed", "pbt")
+        }
         for p in PROGRAMS:
             c = statistics.median(x["compile"] for x in runs[(v, p)])
             lo = statistics.median(x["trace_lower"] for x in runs[(v, p)])
             ratio = c / single
             target = p.startswith("pop32")
             mark = f"<=1.5 {'ok' if ratio <= 1.5 else 'MISSED'}" if target else ""
-            per_pop1 = c / pop1 if p.startswith("pop") else None
+            tuner = "pbt" if "pbt" in p else "fixed"
+            per_pop1 = c / pop1[tuner] if p.startswith("pop") else None
             per = "" if per_pop1 is None else f"{per_pop1:.2f}"
             name = "installed" if v[0] is None else Path(v[0]).name
             print(f"{name:<16} {v[1]:<9} {p:<18} {c:>9.2f} {lo:>13.2f} {ratio:>8.2f} {mark:>11} "
