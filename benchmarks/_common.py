@@ -207,10 +207,16 @@ def run_population(
 
 
 def run_sequential(
-    task: digits.DigitsTask, setup: Setup, seed: int, hp_list: Sequence[dict[str, float]]
+    task: digits.DigitsTask,
+    setup: Setup,
+    seed: int,
+    hp_list: Sequence[dict[str, float]],
+    warm: bool = False,
 ) -> Result:
     """The members one after another: one compiled ``lax.scan`` program, one call each
-    (untuned: each member keeps its hyperparameters)."""
+    (untuned: each member keeps its hyperparameters). ``warm``: run the 32 members again
+    with the compiled program and report that time too (``Result.warm``), as
+    :func:`run_population` does."""
     windows, spw = setup.windows, task.steps_per_window
     sel = Selection()
     with Measure() as m:
@@ -235,10 +241,12 @@ def run_sequential(
             for w in range(windows):
                 used += spw
                 sel.add(used, scores[w], tests[w], losses[w])
-    t0 = time.perf_counter()  # again, compiled: the run time alone
-    for i, hp in enumerate(hps):
-        jax.device_get(member_run(i, hp))
-    warm_s = time.perf_counter() - t0
+    warm_s = math.nan
+    if warm:  # again, compiled: the run time alone
+        t0 = time.perf_counter()
+        for i, hp in enumerate(hps):
+            jax.device_get(member_run(i, hp))
+        warm_s = time.perf_counter() - t0
     return Result(
         sel.test, sel.val, used, m.wall, m.compiles, m.compile_s, sel.curve, len(hp_list), warm_s
     )

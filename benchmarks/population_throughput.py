@@ -41,7 +41,9 @@ def part_throughput(args) -> dict:
         "(a) vmapped PBT population": lambda: run_population(
             task, setup, 0, hj.pbt(task.space), hparams_from_list, warm=True
         ),
-        "(b) one after another, one compiled scan": lambda: run_sequential(task, setup, 0, hps),
+        "(b) one after another, one compiled scan": lambda: run_sequential(
+            task, setup, 0, hps, warm=True
+        ),
         "(c) Optuna trials, optimizer rebuilt + jit per trial": lambda: run_optuna(
             task, setup, 0, "random", "rebuilt", enqueue=hps, pruner=False
         ),

@@ -104,6 +104,25 @@ def test_population_runs_through_the_program_and_selects_on_validation(bench, ti
     assert result.compiles == 1 and math.isfinite(result.warm)  # one program: start + windows
 
 
+def test_one_after_another_runs_each_member_once_unless_asked_for_a_warm_pass(
+    bench, tiny, monkeypatch
+):
+    # the warm-cache part times the whole call: a second, warm pass inside it would
+    # charge the baseline for running every member twice
+    setup, task = tiny
+    common = bench["_common"]
+    hps = common.sampled_hparams(task.space, 0, setup.members)
+    calls = []
+    get = jax.device_get
+    monkeypatch.setattr(common.jax, "device_get", lambda x: calls.append(1) or get(x))
+    once = common.run_sequential(task, setup, 0, hps)
+    assert len(calls) == setup.members and math.isnan(once.warm)
+    calls.clear()
+    twice = common.run_sequential(task, setup, 0, hps, warm=True)
+    assert len(calls) == 2 * setup.members and math.isfinite(twice.warm)
+    assert (twice.test, twice.val, twice.steps) == (once.test, once.val, once.steps)
+
+
 def test_toy_program_runs_a_population_and_fixed_members(bench):
     toy_mod = bench["population_toy"]
     toy = toy_mod.Toy(steps=2, half_period=2, periods=1)
