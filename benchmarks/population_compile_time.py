@@ -24,9 +24,14 @@ The table gives the seconds of XLA's compile of the scan program (``lower(...).c
 tracing and lowering apart), median over repeats; the processes of one repeat run one
 after another, in alternating order. ``--tree DIR`` runs the same children against
 another checkout of the package (a before/after comparison in one run: its
-``hagfish_jax`` is imported instead of the installed one).
+``hagfish_jax`` is imported instead of the installed one). ``--rows read`` compiles the
+scan returning only ``score`` and ``val_loss`` (what a search reads; the throughput
+and warm-cache benchmarks return only the rows they read too), so XLA drops the other
+metrics, such as the training-set evaluation, on every side; ``all`` (the default)
+returns every row.
 
     python benchmarks/population_compile_time.py [--repeats 3] [--threefry both]
+    python benchmarks/population_compile_time.py --rows read --threefry jax
     python benchmarks/population_compile_time.py --tree /tmp/before --repeats 3
 """
 
@@ -52,10 +57,11 @@ PROGRAMS = (
     "pop1 pbt",
 )
 LOWERINGS = ("jax", "unrolled")
+READ = ("score", "val_loss")  # what a search reads: the selection and its tie-break
 WINDOWS = 10
 
 
-def child(program: str, threefry: str) -> dict:
+def child(program: str, threefry: str, rows: str = "all") -> dict:
     import jax
 
     import hagfish_jax as hj
@@ -77,17 +83,21 @@ def child(program: str, threefry: str) -> dict:
         prog = hj.program.build(task, tuner, population=n, windows=WINDOWS, shared_key=shared)
         carry = prog.init(jax.random.key(0), task.space.sample(jax.random.key(1), n))
     t0 = time.perf_counter()
-    lowered = jax.jit(lambda c: hj.program.scan(prog, c, WINDOWS)).lower(carry)
+    def run(c):
+        c, got = hj.program.scan(prog, c, WINDOWS)
+        return c, got if rows == "all" else {k: got[k] for k in READ}
+
+    lowered = jax.jit(run).lower(carry)
     t1 = time.perf_counter()
     lowered.compile()
     t2 = time.perf_counter()
     return {"trace_lower": t1 - t0, "compile": t2 - t1}
 
 
-def spawn(program: str, tree: str | None, threefry: str) -> dict:
+def spawn(program: str, tree: str | None, threefry: str, rows: str = "all") -> dict:
     env = {**os.environ, "HAGFISH_COMPILE_CACHE": "0", "JAX_COMPILATION_CACHE_DIR": ""}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", program]
-    cmd += ["--threefry", threefry]
+    cmd += ["--threefry", threefry, "--rows", rows]
     if tree:
         cmd += ["--tree", tree]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
@@ -107,12 +117,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tree", default=None, help="another checkout to measure")
     parser.add_argument("--threefry", choices=(*LOWERINGS, "both"), default="both")
+    parser.add_argument(
+        "--rows", choices=("all", "read"), default="all",
+        help="all: the scan returns every row; read: only score and val_loss, as a "
+        "search that reads those returns (XLA drops the other metrics on both sides)",
+    )
     parser.add_argument("--child", choices=PROGRAMS)
     args = parser.parse_args(argv)
     if args.child:
         if args.tree:
             use_tree(args.tree)
-        print(json.dumps(child(args.child, args.threefry)))
+        print(json.dumps(child(args.child, args.threefry, args.rows)))
         return {}
     trees = [None] + ([args.tree] if args.tree else [])
     lowerings = LOWERINGS if args.threefry == "both" else (args.threefry,)
@@ -121,11 +136,11 @@ def main(argv=None) -> dict:
     for r in range(args.repeats):
         order = [(v, p) for v in variants for p in PROGRAMS]
         for v, p in order if r % 2 == 0 else order[::-1]:
-            runs[(v, p)].append(spawn(p, v[0], v[1]))
+            runs[(v, p)].append(spawn(p, v[0], v[1], args.rows))
     print(
         f"\n== compile time of the digits MLP program, a scan of {WINDOWS} windows, fresh "
-        f"process each, no cache; median of {args.repeats} (XLA compile seconds; trace+lower "
-        f"apart)"
+        f"process each, no cache, rows={args.rows}; median of {args.repeats} (XLA compile "
+        f"seconds; trace+lower apart)"
     )
     print(f"{'package':<16} {'threefry':<9} {'program':<18} {'compile s':>9} "
           f"{'trace+lower s':>13} {'x single':>8} {'target':>11} {'x pop1':>6}")

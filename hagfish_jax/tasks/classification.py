@@ -57,6 +57,7 @@ __all__ = [
     "hpo_space",
     "macro_f1",
     "make_task",
+    "minibatches",
     "require_sklearn",
     "space",
 ]
@@ -104,6 +105,31 @@ def macro_f1(pred: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
     tp = jnp.sum(p * t, axis=0)
     denom = jnp.sum(p, axis=0) + jnp.sum(t, axis=0)
     return jnp.mean(jnp.where(denom > 0, 2.0 * tp / jnp.maximum(denom, 1.0), 1.0))
+
+
+def minibatches(key: jax.Array, n_train: int, batch_size: int, steps: int) -> jax.Array:
+    """A window's minibatch indices, ``(steps, batch_size)``: each epoch a fresh order of
+    the ``n_train`` examples, the last partial batch of an epoch dropped.
+
+    Each epoch's order sorts the indices by random 32-bit keys: one draw and one sort,
+    where ``jax.random.permutation`` sorts in rounds; it is faster to compile alone
+    under vmap, and within noise in a whole population program (benchmarks/RESULTS.md).
+    Equal keys keep index order, so it is always a permutation. The keys are drawn
+    flat, a multiple of 32 of them: XLA's CPU backend compiles that draw faster under a
+    population's vmap, and with JAX's default threefry the first ``epochs * n_train``
+    are the keys an ``(epochs, n_train)`` draw gives (RESULTS, "Stop 25").
+
+    >>> import jax
+    >>> idx = minibatches(jax.random.key(0), n_train=10, batch_size=4, steps=3)
+    >>> idx.shape, sorted(idx[:2].ravel().tolist()) == sorted(set(idx[:2].ravel().tolist()))
+    ((3, 4), True)
+    """
+    per_epoch = n_train // batch_size
+    epochs = -(-steps // per_epoch)
+    padded = -(-epochs * n_train // 32) * 32
+    bits = jax.random.bits(key, (padded,), jnp.uint32)
+    perms = jnp.argsort(bits[: epochs * n_train].reshape(epochs, n_train), axis=1)
+    return perms[:, : per_epoch * batch_size].reshape(-1, batch_size)[:steps]
 
 
 def require_sklearn(what: str = "this task"):
@@ -239,8 +265,6 @@ def make_task(
     steps = batches_per_epoch if steps_per_window is None else int(steps_per_window)
     if steps < 1:
         raise ValueError(f"make_task: steps_per_window must be >= 1, got {steps_per_window!r}")
-    epochs = -(-steps // batches_per_epoch)
-    padded = -(-epochs * n_train // 32) * 32  # the shuffle keys drawn per window
 
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     x_val, y_val = jnp.asarray(data.x_val), jnp.asarray(data.y_val)
@@ -269,17 +293,7 @@ def make_task(
 
     def train_window(state: TrainState, key) -> tuple[TrainState, dict]:
         shuffle_key, dropout_key = jax.random.split(key)
-        # each epoch's order: the train indices sorted by random 32-bit keys (one draw
-        # and one sort, where jax.random.permutation sorts in rounds; faster to compile
-        # alone under vmap, within noise in a whole population program, see
-        # benchmarks/RESULTS.md). Equal keys keep index order: always a permutation.
-        # The keys are drawn flat, a multiple of 32 of them: XLA's CPU backend compiles
-        # that draw faster under a population's vmap, and with JAX's default threefry
-        # the first epochs * n_train are the keys an (epochs, n_train) draw gives
-        # (RESULTS, "Stop 25").
-        bits = jax.random.bits(shuffle_key, (padded,), jnp.uint32)
-        perms = jnp.argsort(bits[: epochs * n_train].reshape(epochs, n_train), axis=1)
-        batches = perms[:, : batches_per_epoch * batch_size].reshape(-1, batch_size)[:steps]
+        batches = minibatches(shuffle_key, n_train, batch_size, steps)
         step_keys = jax.random.split(dropout_key, steps)
         hp = state.extra.hyperparams
 

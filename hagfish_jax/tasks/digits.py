@@ -26,6 +26,7 @@ from .classification import (
     default_hparams,
     dropout,
     macro_f1,
+    minibatches,
     require_sklearn,
     space,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "load_digits_split",
     "macro_f1",
     "make_task",
+    "minibatches",
     "space",
 ]
 
