@@ -85,19 +85,30 @@ def evaluate_tuner(
 
     Returns one dict per key with per-member arrays (``val_score``, ``test_accuracy``,
     ``test_f1``, ``final_val_loss``, ``plateau``), the index ``selected`` of the member
-    with the best final validation accuracy (ties: lower validation loss),
+    with the best final validation accuracy (ties: lower validation loss); a member's
+    test numbers are those of the model its last validation score measured (before
+    that window's tune step copies members or writes new hyperparameters),
     ``trajectory_std`` (per hyperparameter, the mean over windows of the standard
     deviation across members of its unit-cube value), ``hparams`` (trajectories,
     ``{name: (windows, members)}``) and ``seconds`` (the first key's includes the
     compile).
     """
+    if int(windows) != windows or windows < 1:
+        raise ValueError(f"evaluate_tuner: windows must be an integer >= 1, got {windows!r}")
     prog = program_lib.build(task, tuner, members, windows=windows)
 
     @jax.jit
     def run(key, start):
         carry = prog.init(key, start)
-        carry, rows = jax.lax.scan(prog.window, carry, None, length=windows)
-        return rows, jax.vmap(task.test)(carry.state)
+        carry, rows = jax.lax.scan(prog.window, carry, None, length=windows - 1)
+        # the last window by hand: the test reads the state its row scored, before the
+        # tune step replaces members (PBT) or writes the next proposal (structure too)
+        carry, metrics = prog.train(carry)
+        evaluation = prog.evaluate(carry)
+        final = jax.vmap(task.test)(carry.state)
+        _, last = prog.tune(carry, metrics, evaluation)
+        rows = jax.tree.map(lambda r, x: jnp.concatenate([r, x[None]]), rows, last)
+        return rows, final
 
     names = task.space.names
     out = []
