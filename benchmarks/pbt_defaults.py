@@ -16,7 +16,9 @@ seeds (100-104 by default; the reports use seeds 0-4):
 Every configuration runs as ``hj.program.build(task, hj.pbt(task.space, ...),
 population=16)`` from hyperparameters drawn from the task's space; ``random`` is the
 same population with ``hj.fixed()`` (random search: every member keeps its draw for the
-whole run, so both spend exactly the same optimizer steps). The model reported is the
+whole run, so both spend exactly the same optimizer steps; as in every tuned program, a
+member restored from the same divergence more than 3 times in a row goes on at a tenth
+of its learning rate). The model reported is the
 program's own selection (``carry.best``: the best validation score over members and
 windows, ties to the lower validation loss), and the number is its test accuracy.
 The exploit interval is given relative to the run's length: ``ready = max(1,
