@@ -26,6 +26,9 @@ b1 0.9, dropout 0.1):
 * ``grid``: the learning rates 1e-4 ... 1e-1 (half-decade steps), each a full run;
   the best by validation is the reference.
 
+Every method selects by the library's rule, within a run (its windows) and across
+trials: the best validation accuracy, ties to the lower validation loss.
+
 Parts (``--part``): ``main`` (clean), ``diverge`` (every method that has a starting
 learning rate starts at 1.0), ``noise`` (30% of the training labels replaced by random
 labels from the halfway window on; validation and test stay clean), ``cost``
@@ -111,7 +114,9 @@ def make_tx(opt: str, lr, total_steps: int):
 
 @functools.partial(jax.jit, static_argnames=("model", "opt", "windows"))
 def baseline_run(data, y_noisy, key, lr, switch, *, model, opt, windows):
-    """One run; labels switch to ``y_noisy`` from window ``switch``. -> (test, val)."""
+    """One run; labels switch to ``y_noisy`` from window ``switch``. -> (test, val,
+    val loss) of the window kept by the library's rule (``hj.program``'s
+    ``carry.best``): the best validation accuracy, ties to the lower validation loss."""
     x_train, y_train, x_val, y_val, x_test, y_test = data
     net = make_net(model)
     n = y_train.shape[0]
@@ -122,12 +127,13 @@ def baseline_run(data, y_noisy, key, lr, switch, *, model, opt, windows):
     params = net.init(init_key, x_train[:1], dropout_rate=0.0, deterministic=True)
     opt_state = tx.init(params)
 
-    def accuracy(p, x, y):
+    def metrics(p, x, y):
         logits = net.apply(p, x, dropout_rate=0.0, deterministic=True)
-        return jnp.mean(jnp.argmax(logits, -1) == y)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return jnp.mean(jnp.argmax(logits, -1) == y), loss
 
     def window(carry, w):
-        params, opt_state, key, best_val, best_test = carry
+        params, opt_state, key, best_val, best_loss, best_test = carry
         key, k_perm, k_drop = jax.random.split(key, 3)
         labels = jnp.where(w >= switch, y_noisy, y_train)
         batches = jax.random.permutation(k_perm, n)[: steps * BATCH].reshape(steps, BATCH)
@@ -154,15 +160,20 @@ def baseline_run(data, y_noisy, key, lr, switch, *, model, opt, windows):
             if opt == "sf_adamw"
             else params
         )
-        val, test = accuracy(p_eval, x_val, y_val), accuracy(p_eval, x_test, y_test)
-        better = val > best_val  # strictly better, as hj.snapshot.update
+        (val, loss), (test, _) = metrics(p_eval, x_val, y_val), metrics(p_eval, x_test, y_test)
+        loss = jnp.where(jnp.isfinite(loss), loss, jnp.inf)
+        # the library's rule (hj.program's best): a better score, or an equal one with a
+        # lower validation loss
+        better = (val > best_val) | ((val == best_val) & (loss < best_loss))
         best_test = jnp.where(better, test, best_test)
         best_val = jnp.where(better, val, best_val)
-        return (params, opt_state, key, best_val, best_test), None
+        best_loss = jnp.where(better, loss, best_loss)
+        return (params, opt_state, key, best_val, best_loss, best_test), None
 
-    carry = (params, opt_state, key, jnp.float32(-jnp.inf), jnp.float32(0.0))
+    inf = jnp.float32(jnp.inf)
+    carry = (params, opt_state, key, -inf, inf, jnp.float32(0.0))
     carry, _ = jax.lax.scan(window, carry, jnp.arange(windows))
-    return carry[4], carry[3]
+    return carry[5], carry[3], carry[4]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "opt", "windows"))
@@ -216,17 +227,23 @@ def optuna_study(data, y_noisy, key, switch, model, windows, trials, seed, sampl
 
     def objective(trial):
         lr = trial.suggest_float("learning_rate", GRID[0], GRID[-1], log=True)
-        test, val = baseline_run(
+        test, val, loss = baseline_run(
             data, y_noisy, key, jnp.float32(lr), switch, model=model, opt="adamw", windows=windows
         )
         tests.append(float(test))
+        losses.append(float(loss))
         return float(val)
 
+    losses: list[float] = []
     study.optimize(objective, n_trials=trials)
     vals = [t.value for t in study.trials]
-    best = int(np.argmax(vals))
-    best2 = int(np.argmax(vals[:2]))
+    best, best2 = _pick(vals, losses), _pick(vals[:2], losses[:2])
     return tests[best], tests[best2]
+
+
+def _pick(vals, losses) -> int:
+    """The best validation score, ties to the lower validation loss (the library's rule)."""
+    return min(range(len(vals)), key=lambda i: (-vals[i], losses[i]))
 
 
 def scenario(part: str, model: str, seed: int, windows: int):
@@ -238,13 +255,13 @@ def scenario(part: str, model: str, seed: int, windows: int):
     out: dict[str, float] = {}
     extra: dict[str, float] = {}
     for opt, name in [("adamw", "fixed"), ("cosine", "cosine")]:
-        test, _ = baseline_run(
+        test, _, _ = baseline_run(
             data, y_noisy, key, jnp.float32(start), sw, model=model, opt=opt, windows=windows
         )
         out[name] = float(test)
     for opt in ("prodigy", "dog", "sf_adamw"):
         lr = DIVERGENT_LR if (part == "diverge" and opt == "sf_adamw") else 2.5e-3
-        test, _ = baseline_run(
+        test, _, _ = baseline_run(
             data, y_noisy, key, jnp.float32(lr), sw, model=model, opt=opt, windows=windows
         )
         out[opt] = float(test)
@@ -268,7 +285,7 @@ def scenario(part: str, model: str, seed: int, windows: int):
         out[name] = float(test)
         extra[name + " rollbacks"] = float(rollbacks)
         extra[name + " final lr"] = float(lr_end)
-    tests, vals = baseline_grid(
+    tests, vals, losses = baseline_grid(
         data,
         y_noisy,
         key,
@@ -278,7 +295,7 @@ def scenario(part: str, model: str, seed: int, windows: int):
         opt="adamw",
         windows=windows,
     )
-    best = int(np.argmax(np.asarray(vals)))
+    best = _pick(np.asarray(vals).tolist(), np.asarray(losses).tolist())
     out["grid"] = float(tests[best])
     extra["grid best lr"] = GRID[best]
     return out, extra
