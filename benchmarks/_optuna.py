@@ -21,15 +21,14 @@ import numpy as np
 import optax
 
 import hagfish_jax as hj
-from _common import Measure, Result, Selection, Setup
+from _common import READ, Measure, Result, Selection, Setup
 from hagfish_jax.tasks import digits
 
 
 def _read(metrics: dict) -> dict:
-    """The metrics a trial reads, and only those: every method computes the same work
-    (XLA drops what a jitted function does not return, such as the training-set
-    evaluation)."""
-    return {k: metrics[k] for k in ("score", "test", "val_loss")}
+    """The metrics a trial reads (``_common.READ``), and only those: every method
+    computes the same work."""
+    return {k: metrics[k] for k in READ}
 
 
 class _Params(NamedTuple):  # what task.evaluate reads from a train state

@@ -398,3 +398,14 @@ def test_flat_draws_are_the_shaped_draws():
     kernel = np.asarray(state.params["params"]["Dense_0"]["kernel"])
     assert float(metrics["loss"]) == pytest.approx(2.3045265674591064, rel=1e-5)
     assert float(kernel.sum()) == pytest.approx(-10.620550155639648, rel=1e-5)
+
+
+def test_minibatches_cover_each_epoch_once_and_refuse_impossible_sizes():
+    idx = np.asarray(classification.minibatches(jax.random.key(1), 12, 4, 7))
+    assert idx.shape == (7, 4)
+    for epoch in (idx[0:3], idx[3:6]):  # 3 batches of 4 per epoch: every example once
+        assert sorted(epoch.ravel().tolist()) == list(range(12))
+    for bad in ({"batch_size": 13}, {"batch_size": 0}, {"steps": 0}):
+        kw = {"n_train": 12, "batch_size": 4, "steps": 3, **bad}
+        with pytest.raises(ValueError, match="minibatches: need"):
+            classification.minibatches(jax.random.key(0), **kw)

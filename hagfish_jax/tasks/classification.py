@@ -121,9 +121,14 @@ def minibatches(key: jax.Array, n_train: int, batch_size: int, steps: int) -> ja
 
     >>> import jax
     >>> idx = minibatches(jax.random.key(0), n_train=10, batch_size=4, steps=3)
-    >>> idx.shape, sorted(idx[:2].ravel().tolist()) == sorted(set(idx[:2].ravel().tolist()))
-    ((3, 4), True)
+    >>> idx.shape, len(set(idx[:2].ravel().tolist()))  # one epoch: 8 distinct examples
+    ((3, 4), 8)
     """
+    if not 1 <= batch_size <= n_train or steps < 1:
+        raise ValueError(
+            f"minibatches: need 1 <= batch_size <= n_train and steps >= 1, got "
+            f"batch_size={batch_size!r}, n_train={n_train!r}, steps={steps!r}"
+        )
     per_epoch = n_train // batch_size
     epochs = -(-steps // per_epoch)
     padded = -(-epochs * n_train // 32) * 32
