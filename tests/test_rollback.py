@@ -119,6 +119,51 @@ def test_a_divergence_that_repeats_shrinks_the_learning_rate_past_the_cap():
     assert np.all(np.isfinite(rows["score"][3:]))
 
 
+def test_the_shrink_is_applied_once_under_a_tuner_that_keeps_its_values():
+    # plateau (never reducing here) proposes the values it observes: it must observe
+    # its own value, or the factor would compound every window (0.05, 0.005, ...)
+    prog = hj.program.build(blows_up_above(0.3), hj.plateau(patience=10_000), max_repeats=1)
+    carry = prog.init(jax.random.key(0), {"learning_rate": 0.5})
+    carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, 8))(carry)
+    lrs = np.asarray(rows["learning_rate"])
+    np.testing.assert_allclose(lrs[:2], 0.5)  # diverges, restored; past the cap, shrunk
+    np.testing.assert_allclose(lrs[2:], 0.05, rtol=1e-5)
+    assert np.all(np.isfinite(rows["score"][2:]))
+
+
+def test_a_copy_takes_its_parents_values_with_its_parents_shrink():
+    # member 1 diverges at 0.5 and is shrunk to 0.05; then PBT copies it over member 0
+    # (the worse one): the copy must run at about 0.05, not at the 0.5 that diverged
+    space = hj.Space(learning_rate=hj.LogUniform(1e-3, 1.0))
+    pbt = hj.pbt(space, fraction=0.5, perturb=(1.0, 1.0), resample=0.0, ready=3)
+    task = blows_up_above(0.3)
+    task = hj.Task(init=task.init, train_window=task.train_window,
+                   evaluate=lambda s: {"score": -jnp.sum((s["w"] - TARGET) ** 2)
+                                       - 10.0 * (hj.get_hparams(s)["learning_rate"] < 0.02)},
+                   space=space, default_hparams={"learning_rate": 0.1})
+    prog = hj.program.build(task, pbt, population=2, max_repeats=1)
+    carry = prog.init(jax.random.key(0), {"learning_rate": jnp.array([0.01, 0.5])})
+    carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, 8))(carry)
+    parents = np.asarray(rows["parent"])
+    copied = np.flatnonzero(parents[:, 0] == 1)
+    assert copied.size, parents  # member 0 became a copy of member 1 at some window
+    lrs = np.asarray(rows["learning_rate"])
+    np.testing.assert_allclose(lrs[copied[0] + 1 :, 0], 0.05, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(carry.shrink["learning_rate"]), [0.1, 0.1], rtol=1e-6)
+    assert np.all(np.isfinite(rows["score"][copied[0] + 1 :]))
+
+
+def test_a_single_runs_spawn_keeps_the_tasks_clock_and_starts_its_factors_afresh():
+    prog = hj.program.build(stream_task(hj.restore_only("w", "opt")), hj.fixed())
+    carry = prog.init(jax.random.key(0))
+    carry, _ = jax.jit(lambda c: hj.program.scan(prog, c, 5))(carry)
+    carry = carry._replace(shrink={"learning_rate": jnp.float32(0.1)})
+    spawned, _ = jax.jit(prog.spawn)(carry, jax.random.key(1))
+    assert int(spawned.state["clock"]) == 5  # the data cursor does not rewind
+    np.testing.assert_array_equal(spawned.state["w"], carry.best.state["w"])
+    assert float(spawned.shrink["learning_rate"]) == 1.0
+
+
 def test_only_the_broken_member_of_a_population_is_restored():
     prog = hj.program.build(blows_up_above(0.3), hj.fixed(), population=3, max_repeats=1)
     hp = {"learning_rate": jnp.array([0.1, 0.5, 0.2])}

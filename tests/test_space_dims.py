@@ -304,6 +304,22 @@ def test_to_python_types():
     assert py["act"] is sentinel
     assert space.to_python({"act": 1.0})["act"] is None
     assert space.to_python({"n": 2.9999})["n"] == 3
+    # an index outside the list reads as the nearest choice, not a wrapped or missing one
+    assert space.to_python({"act": -1.0})["act"] == "relu"
+    assert space.to_python({"act": 7.0})["act"] is sentinel
+
+
+@pytest.mark.parametrize("low, high", [(0, 2), (1, 4), (-3, 3)])
+def test_int_uniform_samples_every_integer_equally(low, high):
+    space = hj.Space(n=hj.IntUniform(low, high))
+    draws = np.asarray(space.sample(jax.random.key(0), 30_000)["n"])
+    values, counts = np.unique(draws, return_counts=True)
+    assert values.tolist() == list(range(low, high + 1))  # the ends included
+    share = counts / draws.size
+    np.testing.assert_allclose(share, 1.0 / (high - low + 1), atol=0.015)
+    # each integer sits at the centre of its bin: the unit round trip is exact
+    k = jnp.arange(low, high + 1, dtype=jnp.float32)
+    np.testing.assert_array_equal(space.from_unit(space.to_unit({"n": k}))["n"], k)
 
 
 

@@ -146,8 +146,15 @@ class IntUniform(_Interval):
                 f"low={self.low!r}, high={self.high!r}"
             )
 
+    # Unit space is cut into one equal bin per integer (as for Choice), so a uniform
+    # draw gives every integer the same chance, the end ones included; an integer
+    # maps to the centre of its bin.
+    def to_unit(self, x):
+        return (jnp.round(x) - self.low + 0.5) / (self.high - self.low + 1)
+
     def from_unit(self, u):
-        return jnp.clip(jnp.round(self.low + u * (self.high - self.low)), self.low, self.high)
+        k = jnp.floor(self.low + u * (self.high - self.low + 1))
+        return jnp.clip(k, self.low, self.high)
 
     def clip(self, x):
         return jnp.clip(jnp.round(x), self.low, self.high)
@@ -232,6 +239,5 @@ class Choice(Dimension):
         return jnp.asarray(self._table())[jnp.clip(idx, 0, n - 1)]
 
     def to_python(self, x):
-        if self.numeric:
-            return self.values[int(np.argmin(np.abs(self._table() - float(x))))]
-        return self.values[int(round(float(x)))]
+        # the nearest choice (an index for non-numeric values), as clip() reads it
+        return self.values[int(np.argmin(np.abs(self._table() - float(x))))]

@@ -67,7 +67,7 @@ from .divergence import window_score
 from .hparams import get_hparams, set_hparams
 from .members import compiled, members
 from .packing import Packed, Packer
-from .rollback import noised, scaled, shrink_factors
+from .rollback import noised, scaled, shrink_factors, unscaled
 from .task import check_task
 
 __all__ = [
@@ -113,7 +113,9 @@ def build(
         divergence more than ``max_repeats`` times in a row, its factor for ``name``
         is multiplied by this, and from then on the tuner's value for it is applied
         times that factor (``Carry.shrink``), so a tuner that keeps proposing the
-        value that diverged cannot make it diverge again. ``None``: 0.1 for every
+        value that diverged cannot make it diverge again (the tuner observes its own
+        value, not the shrunk one; a copy takes its parent's factors; a single run's
+        spawn starts again at 1). ``None``: 0.1 for every
         ``learning_rate`` (or ``.../learning_rate``) in the space; ``{}``: never.
       windows: the run's planned length in windows, passed to the tuner as
         ``Observation.horizon`` (``bayes`` and ``pb2`` need it, unless given a
@@ -250,20 +252,22 @@ def build(
     ) -> tuple[Carry, dict]:
         state, alive = carry.state, carry.alive
         hp = in_force(state)
+        # the tuner observes its own values: the shrink is applied on top, once
+        seen = unscaled(hp, carry.shrink, space)
         score = score_of(carry, train_metrics, evaluation)
         train_score, val_loss, train_loss = (
             None if evaluation.get(k) is None else jnp.asarray(evaluation[k], jnp.float32)
             for k in ("train_score", "val_loss", "train_loss")
         )
         if per_member:  # the run's length is static: closed over, not vmapped
-            obs = Observation(score, train_score, hparams=hp, loss=val_loss, train_loss=train_loss)
+            obs = Observation(score, train_score, hparams=seen, loss=val_loss, train_loss=train_loss)
             update = lambda s, o: tuner.update(s, o._replace(horizon=windows))  # noqa: E731
             proposal, tuner_state = jax.vmap(update)(carry.tuner_state, obs)
         else:
             obs = Observation(
                 score,
                 train_score,
-                hparams=hp,
+                hparams=seen,
                 alive=alive if n else None,
                 horizon=windows,
                 loss=val_loss,
@@ -296,6 +300,7 @@ def build(
         if task.restore is not None:  # the task decides what a rollback brings back
             keep = task.restore if n is None else jax.vmap(task.restore)
             target = keep(state, target)
+        own = True  # the member goes on as itself (not replaced by a copy)
         if n is None:  # a scalar flag: one branch runs, the state is not selected leaf by leaf
             new_state = jax.lax.cond(back, lambda: target, lambda: state)
             parents, shrink = jnp.asarray(-1, jnp.int32), carry.shrink
@@ -308,16 +313,20 @@ def build(
                 own = parents == jnp.arange(n)  # a copy starts afresh (the parent's values)
                 # one branch: the copies run only in a window that replaces someone,
                 # and read `parents` as computed once (not recomputed leaf by leaf)
-                new_state, snap = jax.lax.cond(
+                # (a copy runs at its parent's values: the parent's shrink factors too)
+                new_state, snap, shrink = jax.lax.cond(
                     jnp.all(own),
-                    lambda s, sn, p: (s, sn),
-                    lambda s, sn, p: (_copied(s, p), population_lib.exploit(sn, p)),
-                    new_state, snap, parents,
+                    lambda s, sn, sh, p: (s, sn, sh),
+                    lambda s, sn, sh, p: (
+                        _copied(s, p),
+                        population_lib.exploit(sn, p),
+                        {k: jnp.take(v, p, mode="clip") for k, v in sh.items()},
+                    ),
+                    new_state, snap, shrink, parents,
                 )
                 repeats = jnp.where(own, repeats, 0)
-                shrink = {k: jnp.where(own, v, 1.0) for k, v in shrink.items()}
         # restored from the same divergence too often: this member's steps stay smaller
-        again = back & broken & capped
+        again = back & broken & capped & own
         shrink = {k: jnp.where(again, v * factors[k], v) for k, v in shrink.items()}
         new_hp = scaled(proposal.hparams, shrink, space)
         new_state = set_hparams(new_state, new_hp)
@@ -371,12 +380,16 @@ def build(
         k_noise, k_tuner = jax.random.split(key)
         scale = jnp.asarray(scale, jnp.float32)
         if n is None:  # restart from this run's best state with noise
-            hp = _noised(k_noise, in_force(carry.best.state), scale, True)
-            state = set_hparams(carry.best.state, hp)
-            carry = carry._replace(
+            best = carry.best.state
+            if task.restore is not None:  # the model comes back, not the task's clock
+                best = task.restore(carry.state, best)
+            hp = _noised(k_noise, in_force(best), scale, True)
+            state = set_hparams(best, hp)
+            carry = carry._replace(  # a fresh tuner from the values in force: factors 1
                 state=state,
                 tuner_state=_tuner_init(k_tuner, hp),
                 repeats=jnp.zeros_like(carry.repeats),
+                shrink={k: jnp.ones_like(v) for k, v in carry.shrink.items()},
             )
             return carry, jnp.asarray(-1, jnp.int32)
         _, alive, parents = population_lib.spawn(carry.state, carry.alive, carry.score, count)

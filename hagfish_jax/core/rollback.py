@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from .base import HParams
 
-__all__ = ["is_learning_rate", "noised", "scaled", "shrink_factors"]
+__all__ = ["is_learning_rate", "noised", "scaled", "shrink_factors", "unscaled"]
 
 
 def is_learning_rate(name: str) -> bool:
@@ -55,6 +55,19 @@ def scaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
             v = jnp.asarray(out[name], jnp.float32)
             small = space[name].clip(v * scale).astype(jnp.float32)
             out[name] = jnp.where(scale < 1.0, small, v)
+    return out
+
+
+def unscaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
+    """The tuner's own values behind the ones in force: ``hp`` over each member's shrink
+    factor, clipped into the space. A tuner that starts from the values it observes
+    sees these, so the factor is applied once, not again every window."""
+    out = dict(hp)
+    for name, scale in shrink.items():
+        if name in out:
+            v = jnp.asarray(out[name], jnp.float32)
+            big = space[name].clip(v / scale).astype(jnp.float32)
+            out[name] = jnp.where(scale < 1.0, big, v)
     return out
 
 
