@@ -260,7 +260,9 @@ def build(
             for k in ("train_score", "val_loss", "train_loss")
         )
         if per_member:  # the run's length is static: closed over, not vmapped
-            obs = Observation(score, train_score, hparams=seen, loss=val_loss, train_loss=train_loss)
+            obs = Observation(
+                score, train_score, hparams=seen, loss=val_loss, train_loss=train_loss
+            )
             update = lambda s, o: tuner.update(s, o._replace(horizon=windows))  # noqa: E731
             proposal, tuner_state = jax.vmap(update)(carry.tuner_state, obs)
         else:
