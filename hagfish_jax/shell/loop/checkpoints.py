@@ -6,10 +6,13 @@ under a temporary name and renamed when complete, and ``manifest.json`` (windows
 scores, which one is best) is replaced atomically after it, so a run killed at
 any moment leaves the manifest pointing only at finished checkpoints. Each checkpoint
 also carries its own manifest entry, so a lost or damaged manifest is rebuilt from the
-checkpoints on disk (with a warning) instead of starting over. Restoring
-tries the requested checkpoint and, if it is truncated or corrupt, falls back to
-the next good one (best score first) with a warning. Retention never deletes the
-best checkpoint.
+checkpoints on disk (with a warning) instead of starting over. Each entry also holds a
+CRC-32 of every array's bytes, so damaged data is caught, not only a damaged structure.
+Restoring tries the requested checkpoint and, if it is truncated or corrupt, falls back
+to the next good one (the newest; for ``"best"``, the best score first) with a warning,
+and sets the damaged one aside (renamed ``.damaged_window_...``, out of the manifest),
+so it is neither tried again nor counted among the last ``keep_last``. Retention never
+deletes the best checkpoint.
 
 One checkpoint can also hold a population split over several processes (``shared=True``,
 as ``hj.Loop(..., mesh=...)`` over several processes makes it): every process calls
@@ -26,6 +29,8 @@ import math
 import os
 import shutil
 import warnings
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +81,16 @@ def _typed(tree: Any, like: Any) -> Any:
         )
 
     return jax.tree.map(back, tree, like)
+
+
+def _checksum(tree: Any) -> str:
+    """CRC-32 of every leaf's dtype, shape and bytes, in tree order (host copies)."""
+    crc = 0
+    for x in jax.tree.leaves(jax.device_get(tree)):
+        a = np.ascontiguousarray(np.asarray(x))
+        crc = zlib.crc32(f"{a.dtype.str}{a.shape}".encode(), crc)
+        crc = zlib.crc32(a.reshape(-1).view(np.uint8), crc)
+    return f"{crc:08x}"
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -198,6 +213,8 @@ class Checkpoints:
         if score is None and old is not None and old["score"] is not None:
             score = old["score"]  # a later unscored save never demotes a scored window
         entry = {"window": int(window), "name": name, "score": score, **meta}
+        if not self.shared:  # (a process of a shared one holds only its own shards)
+            entry["checksum"] = _checksum(_plain(state))
         if self._lead:
             (tmp / _ENTRY).write_text(json.dumps(entry))  # travels with the checkpoint
             shutil.rmtree(final, ignore_errors=True)
@@ -220,13 +237,23 @@ class Checkpoints:
         self.entries = [e for e in self.entries if e["window"] in keep]
 
     # -- reading -------------------------------------------------------------------------
-    def restore(self, like: Any, which: str | int = "best") -> tuple[Any, dict[str, Any]] | None:
+    def restore(
+        self,
+        like: Any,
+        which: str | int = "best",
+        *,
+        like_for: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]] | None:
         """Restore into the structure of ``like``: ``"best"``, ``"latest"`` or a window.
 
-        Falls back to the other checkpoints (best score first, then newest) when the
-        requested one cannot be read. Returns ``(state, entry)``, or ``None`` when
-        no checkpoint can be read.
+        Falls back to the other checkpoints when the requested one cannot be read or
+        its data fails its checksum: for ``"best"`` the best score first, otherwise the
+        newest first. A damaged checkpoint is set aside (``.damaged_<name>``) and leaves
+        the manifest. ``like_for(entry)``: the structure of that entry's checkpoint, when
+        it depends on the entry (default ``like`` for all). Returns ``(state, entry)``,
+        or ``None`` when no checkpoint can be read.
         """
+        like_for = like_for or (lambda entry: like)
         if which == "best":
             first = self.best or self.latest
         elif which == "latest":
@@ -235,27 +262,44 @@ class Checkpoints:
             first = next((e for e in self.entries if e["window"] == int(which)), None)
             if first is None:
                 raise KeyError(f"Checkpoints.restore: no checkpoint for window {which!r}")
-        rest = sorted(
-            (e for e in self.entries if e is not first),
-            key=lambda e: (e["score"] is not None, e["score"] or 0.0, e["window"]),
-            reverse=True,
-        )
+        if which == "best":
+            order = lambda e: (e["score"] is not None, e["score"] or 0.0, e["window"])  # noqa: E731
+        else:  # resuming: lose as little work as possible
+            order = lambda e: e["window"]  # noqa: E731
+        rest = sorted((e for e in self.entries if e is not first), key=order, reverse=True)
         for entry in ([first] if first else []) + rest:
+            shape = like_for(entry)
             try:
                 path = (self.directory / entry["name"]).resolve()
-                state, problem = self._checkpointer.restore(path, _plain(like)), None
+                state, problem = self._checkpointer.restore(path, _plain(shape)), None
+                if "checksum" in entry and _checksum(state) != entry["checksum"]:
+                    problem = "its data does not match its checksum"
             except Exception as err:  # noqa: BLE001 - any read failure means "skip it"
                 problem = type(err).__name__
             if self.shared:  # every process reads its own shards: all of them, or none
                 problem = _first_problem(problem)
             if problem is None:
-                return _typed(state, like), entry
+                return _typed(state, shape), entry
             warnings.warn(
-                f"Checkpoints: {entry['name']} could not be read ({problem}); "
-                "trying the previous good one",
+                f"Checkpoints: {entry['name']} could not be read ({problem}); set aside "
+                "as .damaged_" + entry["name"] + ", trying the previous good one",
                 stacklevel=2,
             )
+            self._set_aside(entry)
         return None
+
+    def _set_aside(self, entry: dict[str, Any]) -> None:
+        """Take a damaged checkpoint out of the manifest and out of the way."""
+        self.entries = [e for e in self.entries if e["window"] != entry["window"]]
+        if self._lead:
+            damaged = self.directory / f".damaged_{entry['name']}"
+            shutil.rmtree(damaged, ignore_errors=True)
+            try:
+                os.replace(self.directory / entry["name"], damaged)
+            except OSError:  # already gone: the manifest alone forgets it
+                pass
+            _write_json_atomic(self.directory / _MANIFEST, {"entries": self.entries})
+        self._sync("set aside")
 
 
 def _first_problem(problem: str | None) -> str | None:

@@ -32,7 +32,7 @@ from .callbacks import Advice, Callback, RecordRun
 from .checkpoints import Checkpoints
 from .control import MetaController, RegimeDetector
 from .multihost import on_mesh
-from .result import LoopResult, Progress, finish
+from .result import ENDED, LoopResult, Progress, finish
 from .steering import Steering, as_task, check_options, floats
 from .stream import next_window, windows_of
 
@@ -237,6 +237,11 @@ class Loop(Steering):
         member on the same batches); it trains while the stream lasts (``reason``
         ``"stream ended"``), or up to ``max_windows`` when given. A resumed run goes on
         with whatever the stream yields next.
+
+        With ``checkpoint_dir``, a run resumes from its latest good checkpoint (written
+        at the end of a window). One that had ended there (``"target"``, ``"dormant"``,
+        ``"spawn budget spent"``) returns its result and trains nothing, whatever
+        ``max_windows`` says.
         """
         if key is None:
             raise TypeError("Loop.run: key is required")
@@ -255,6 +260,8 @@ class Loop(Steering):
         self._fire("on_loop_start", carry.state)
         window = r.start - 1
         stop = itertools.count() if self.max_windows is None else range(self.max_windows)
+        if r.reason != "budget":  # resumed from a run that had ended: nothing to train
+            stop = ()
         try:
             for window in itertools.islice(stop, r.start, None):
                 if feed is not None:
@@ -289,19 +296,32 @@ class Loop(Steering):
         else:
             carry = self._start_fn(key, state)
         if self.checkpoints is not None and self.checkpoints.latest is not None:
-            restored = self.checkpoints.restore(carry, "latest")
+            restored = self.checkpoints.restore(
+                carry, "latest", like_for=lambda entry: self._saved_like(carry, entry)
+            )
             if restored is not None:
-                carry, entry = restored
-                r.start = entry["window"] + 1
-                if "backoff" in entry:
-                    self.backoff.load_state_dict(entry["backoff"])
-                r.history = list(entry.get("history", []))
-                r.rollbacks, r.spawns = entry.get("rollbacks", 0), entry.get("spawns", 0)
+                tree, entry = restored
+                carry = self._resumed(tree, entry, r)
                 score, window, member = self._get(
                     (carry.best.score, carry.best.window, carry.best.member)
                 )
                 r.best_score, r.best_window = float(score), int(window)
                 self.best_member = int(member)
+        return carry
+
+    def _resumed(self, tree: Any, entry: dict, r: Progress) -> Carry:
+        """The run as its checkpoint left it, at the end of ``entry["window"]``."""
+        carry = tree["carry"] if isinstance(tree, dict) else tree
+        r.start = entry["window"] + 1
+        if "backoff" in entry:
+            self.backoff.load_state_dict(entry["backoff"])
+        r.history = list(entry.get("history", []))
+        r.rollbacks, r.spawns = entry.get("rollbacks", 0), entry.get("spawns", 0)
+        r.on_target = entry.get("on_target", 0)
+        if entry.get("reason") in ENDED:  # it ended there: resuming returns its result
+            r.reason = entry["reason"]
+        for w, score in entry.get("variants", []):  # a single run's earlier variants
+            r.members[int(w)] = (float(score), tree["variants"][str(w)])
         return carry
 
     def _train(self, carry: Carry) -> tuple[Carry, dict]:
@@ -323,6 +343,9 @@ class Loop(Steering):
             self._prune = None
         if self._stop:
             r.reason = "stopped"
+        if r.save is not None:  # saved once the window is done: resuming goes on from here
+            (score,), r.save = r.save, None
+            self._save(r, window, carry, score)
         return carry
 
     def _evaluate(self, carry: Carry, metrics: dict, window: int, r: Progress) -> Carry:
@@ -369,16 +392,18 @@ class Loop(Steering):
         self.best_member = int(member) if int(best_window) >= 0 else None
         if self._wants("on_row"):
             self._fire("on_row", window, self._get(row))
+        # a checkpoint is written at the end of the window (Loop._window), once the
+        # rollbacks, the advisor, spawns and prunes it brings are done
         if self._data:
             r.best_score, r.best_window = float(best_score), int(best_window)
             if self.save_every and window % self.save_every == 0:
-                self._save(r, window, carry, headline)
+                r.save = (headline,)
         elif int(best_window) == window:  # a better score, or the same with a lower loss
             r.best_score, r.best_window = float(best_score), window
-            self._save(r, window, carry, r.best_score)
+            r.save = (r.best_score,)
             self._fire("on_improvement", window, r.best_score)
         elif self.save_every and window % self.save_every == 0:
-            self._save(r, window, carry, headline)
+            r.save = (headline,)
         if degraded:
             self._fire("on_degradation", window, headline)
         if np.any(rolled):

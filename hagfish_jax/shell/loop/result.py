@@ -13,7 +13,11 @@ import numpy as np
 from ...core.ensemble import weights as ensemble_weights
 from .steering import floats
 
-__all__ = ["LoopResult", "Progress", "finish", "population_ensemble", "variants_ensemble"]
+__all__ = ["ENDED", "LoopResult", "Progress", "finish", "population_ensemble", "variants_ensemble"]
+
+# How a run ends for good: resumed from a checkpoint that says so, it trains no more.
+# ("budget" and "stopped" go on; a stream that ended goes on with what it yields next.)
+ENDED = ("target", "dormant", "spawn budget spent")
 
 
 @dataclasses.dataclass
@@ -148,6 +152,7 @@ class Progress:
     reason: str = "budget"
     error: BaseException | None = None
     on_target: int = 0
+    save: tuple | None = None  # (score,): a checkpoint due at the end of this window
 
 
 def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:

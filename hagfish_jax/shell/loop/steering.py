@@ -179,16 +179,34 @@ class Steering:
         return batches if self._mesh is None else self._mesh.inputs(batches)
 
     def _save(self, r, window: int, carry: Carry, score: float | None) -> None:
-        if self.checkpoints is not None:
-            self.checkpoints.save(
-                window,
-                carry,
-                score,
-                backoff=self.backoff.state_dict(),
-                history=r.history,
-                rollbacks=r.rollbacks,
-                spawns=r.spawns,
-            )
+        """Everything a resumed run needs: the program's carry (and a single run's earlier
+        variants, whose best states make its ensemble) and the host's bookkeeping."""
+        if self.checkpoints is None:
+            return
+        variants = sorted(r.members.items())
+        tree: Any = carry
+        if variants:
+            tree = {"carry": carry, "variants": {str(w): st for w, (_, st) in variants}}
+        self.checkpoints.save(
+            window,
+            tree,
+            score,
+            backoff=self.backoff.state_dict(),
+            history=r.history,
+            rollbacks=r.rollbacks,
+            spawns=r.spawns,
+            on_target=r.on_target,
+            reason=r.reason,
+            variants=[[w, s] for w, (s, _) in variants],
+        )
+
+    @staticmethod
+    def _saved_like(carry: Carry, entry: dict) -> Any:
+        """The structure :meth:`_save` wrote for ``entry``, with ``carry``'s leaves."""
+        if not entry.get("variants"):
+            return carry
+        variants = {str(w): carry.best.state for w, _ in entry["variants"]}
+        return {"carry": carry, "variants": variants}
 
     def _headline(self, score: np.ndarray) -> tuple[float, int]:
         """The run's score (a population's: its best member's) and that member."""
