@@ -171,9 +171,12 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="hagfish", description="JAX-native hyperparameter tuning while models train."
     )
+    parser.add_argument("--version", action="version", version=f"hagfish_jax {__version__}")
     sub = parser.add_subparsers(dest="command")
     from .controller_cli import add_parser as add_controller
     from .hpo_cli import add_parser as add_hpo
