@@ -20,13 +20,16 @@ from hagfish_jax.shell.records import RunRecords
         (["--hidden", "-4"], "--hidden must be positive integers"),
         (["--hidden", ""], "--hidden must be positive integers"),
         (["--seed", "-1"], "--seed must be an integer from 0"),
+        (["--population", "-3"], "--population must be >= 2"),
+        (["--tuner", "guard", "--population", "4"], "--population is for --tuner pbt"),
     ],
 )
 def test_bad_demo_options_are_usage_errors(extra, words, capsys, tmp_path):
     with pytest.raises(SystemExit) as err:
         cli.main(["demo", "--out", str(tmp_path), *extra])
     assert err.value.code == 2
-    assert words in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert words in err and "hagfish demo: error:" in err and "usage: hagfish demo" in err
 
 
 def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):

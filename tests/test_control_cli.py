@@ -1,5 +1,6 @@
 """``hagfish controller train`` survives a kill -9 and resumes to the same controller;
-``eval`` prints its table; bad options are refused before any work."""
+``eval`` prints its table; bad options, and a directory trained with other options, are
+refused before any work."""
 
 from __future__ import annotations
 
@@ -92,3 +93,13 @@ def test_bad_options_are_refused_before_any_work(runs, tmp_path, capsys):
     other = [*TINY, "--windows", "3", "--out", str(whole), "--no-compile-cache"]
     assert main(["controller", "train", *other]) == 2
     assert "another setting" in capsys.readouterr().err
+    # the same controller, trained another way (more runs, other data): refused, not
+    # resumed as if the new options had been used
+    killed = runs[1]
+    record = (killed / "training.json").read_text()
+    for change, said in ((["--runs", "8"], "runs: 4 -> 8"), (["--seed", "5"], "seed: 0 -> 5")):
+        args = [*TINY, *change, "--out", str(killed), "--no-compile-cache"]
+        assert main(["controller", "train", *args]) == 2
+        assert said in capsys.readouterr().err
+    assert (killed / "training.json").read_text() == record
+    assert C.load(killed).iterations == 8

@@ -220,3 +220,18 @@ def test_a_user_task_of_a_few_lines_runs_like_a_built_in_one(tmp_path):
         assert run.summary.task == "bowl" and run.summary.best_score > -1.0
         out = hj.demo.write_run(tmp_path / tuner, run)
         assert hj.records.read_run(out)["summary"]["best_score"] == run.summary.best_score
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"population": 2.5}, "population must be an integer >= 2, got 2.5"),
+        ({"population": 1}, "population must be an integer >= 2"),
+        ({"windows": 0}, "windows must be an integer >= 1"),
+        ({"windows": 2.5}, "windows must be an integer >= 1"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+    ],
+)
+def test_run_refuses_bad_numbers_before_any_work(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        hj.demo.run("digits", **{"windows": 2, **kwargs})

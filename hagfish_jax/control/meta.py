@@ -144,6 +144,45 @@ def _ppo_hparams(config: MetaConfig) -> dict:
     }
 
 
+TRAINING_FILE = "training.json"
+
+
+def _training_record(task, config: MetaConfig, setting: dict | None) -> dict:
+    """What defines a meta-training besides the controller's own spec, as JSON values."""
+    record = {
+        "config": dataclasses.asdict(config),
+        "task": getattr(task, "name", None),
+        "datasets": getattr(task, "datasets", None),
+        "setting": dict(setting or {}),
+    }
+    return json.loads(json.dumps(record))
+
+
+def _check_training(directory: Path, record: dict, resume: bool) -> None:
+    """Refuse to resume a directory trained another way; record a new one's training."""
+    from ..shell._files import write_atomic
+
+    path = directory / TRAINING_FILE
+    if resume and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != record:
+            changed = []
+            for part in ("config", "setting"):
+                a, b = saved.get(part) or {}, record[part]
+                changed += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted({*a, *b})
+                            if a.get(k) != b.get(k)]
+            changed += [f"{k}: {saved.get(k)!r} -> {record[k]!r}" for k in ("task", "datasets")
+                        if saved.get(k) != record[k]]
+            raise ValueError(
+                f"meta_train: {directory} holds a controller trained another way "
+                f"({'; '.join(changed)}); resume it with the same options, or use a new "
+                "directory"
+            )
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(record, indent=1))
+
+
 def meta_train(
     task,
     iterations: int,
@@ -154,6 +193,7 @@ def meta_train(
     save_every: int = 10,
     space: Space | None = None,
     callback: Callable[[dict], Any] | None = None,
+    setting: dict[str, Any] | None = None,
 ) -> MetaResult:
     """Train (or keep training) a controller on ``task`` (a bank or one data set).
 
@@ -168,6 +208,14 @@ def meta_train(
       save_every: iterations between saves (and a save at the end).
       space: the dimensions to control (default the task's dynamic ones).
       callback: called with each iteration's history row (progress bars).
+      setting: anything else that defines this training (the data's seed, which
+        families were held out), JSON values.
+
+    Raises:
+      ValueError: ``directory`` holds a controller trained another way: another
+        controller setting (space, step, horizon, width), another ``config`` (runs,
+        windows, PPO's values), another task (its name and number of data sets) or
+        another ``setting``. The training's record is ``training.json`` there.
     """
     integer("meta_train: iterations", iterations, 0)
     integer("meta_train: save_every", save_every, 1)
@@ -188,6 +236,9 @@ def meta_train(
             f"meta_train: {directory} holds a controller for another setting "
             f"({saved_spec.read_text()}); use a new directory"
         )
+    record = _training_record(task, config, setting)
+    if directory is not None:
+        _check_training(Path(directory), record, resume)
     key = jax.random.key(key) if isinstance(key, int) else key
     k_init, key = jax.random.split(key)
     state = init(k_init, _ppo_hparams(config))

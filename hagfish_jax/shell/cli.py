@@ -290,6 +290,8 @@ def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out} is a file; give a directory")
+    if args.population is not None and args.tuner != "pbt":
+        parser.error(f"--population is for --tuner pbt; --tuner {args.tuner} tunes one model")
     if args.population is None:
         args.population = entry.population
     if args.tuner not in entry.tuners:
@@ -322,8 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "demo":
-        _check_demo(parser, args)
+    if args.command == "demo":  # its errors say "hagfish demo: error: ..."
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        _check_demo(commands.choices["demo"], args)
     return args.func(args)
 
 

@@ -72,6 +72,12 @@ def _train(args: argparse.Namespace) -> int:
             directory=out,
             save_every=args.save_every,
             callback=progress,
+            setting={
+                "seed": args.seed,
+                "hold_out": sorted(hold_out),
+                "synthetic": args.synthetic,
+                "steps_per_window": args.steps_per_window,
+            },
         )
     except ValueError as err:
         print(f"hagfish controller train: {err}", file=sys.stderr)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...core import ensemble
+from ...core._checks import integer
 from ...core.guard import guard
 from ...core.program import compiled
 from ...core.tuners import finite_difference, pbt
@@ -188,7 +189,8 @@ def run(
       tuner: ``"pbt"`` (a population; members start from values drawn from the space)
         or ``"guard"`` (one run from the task's defaults, guarded finite differences
         over ``tuned``).
-      population: members for ``"pbt"`` (default: the registry's, else 16).
+      population: members for ``"pbt"`` (an integer >= 2; default: the registry's,
+        else 16); ``"guard"`` tunes one model and ignores it.
       windows: training windows (a PBT generation is one window).
       seed: seeds the task's data split, the members and the tuner.
       halving: successive halving stages for ``"pbt"`` (see :func:`halving_stages`).
@@ -207,8 +209,11 @@ def run(
 
     if tuner not in ("pbt", "guard"):
         raise ValueError(f"run: tuner must be 'pbt' or 'guard', got {tuner!r}")
-    if int(windows) < 1:
-        raise ValueError(f"run: windows must be >= 1, got {windows!r}")
+    windows = integer("run: windows", windows, 1)
+    seed = integer("run: seed", seed, 0)
+    halving = integer("run: halving", halving, 0)
+    if population is not None and tuner == "pbt":
+        population = integer("run: population", population, 2)
     start = time.perf_counter()
     model = options.get("model")
     if isinstance(task, str):
@@ -222,9 +227,7 @@ def run(
     space = task.space
     key_hp, key_run = jax.random.split(jax.random.key(seed))
     if tuner == "pbt":
-        n = int(population or default_population)
-        if n < 2:
-            raise ValueError(f"run: a PBT population needs >= 2 members, got {n}")
+        n = population or default_population
         stages = halving_stages(n, int(windows), halving)
         the_tuner, hparams, label = pbt(space, fraction=fraction), space.sample(key_hp, n), "pbt"
     else:
