@@ -99,12 +99,21 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, inner):
                     backoff=Backoff(plateau=50, dormant=60, backoff=1.0), callbacks=callbacks,
                     checkpoint_dir=None if directory is None else str(directory))
 
+    class Trained:  # the windows this process trains
+        def __init__(self):
+            self.windows = []
+
+        def on_window_end(self, loop, window, metrics):
+            self.windows.append(window)
+
     whole = loop().run(init_state(), jax.random.key(1), max_windows=9)
     first = loop(tmp_path, [StopAfterFive()])
     stopped = first.run(init_state(), jax.random.key(1), max_windows=9)
     assert stopped.reason == "stopped" and stopped.windows == 5
     first.checkpoints.close()
-    resumed = loop(tmp_path).run(init_state(), jax.random.key(1), max_windows=9)
+    trained = Trained()
+    resumed = loop(tmp_path, [trained]).run(init_state(), jax.random.key(1), max_windows=9)
+    assert trained.windows == [5, 6, 7, 8]  # from the checkpoint, not replayed from 0
     assert [h["window"] for h in resumed.history] == list(range(9))
     chex.assert_trees_all_close(resumed.carry.state, whole.carry.state, rtol=1e-6)
     chex.assert_trees_all_close(
@@ -152,19 +161,21 @@ DORMANT_RUN = textwrap.dedent(
 
     class KillAt(hj.Callback):
         def __init__(self, window):
-            self.window = window
+            self.window, self.trained = window, []
 
         def on_window_end(self, loop, window, metrics):
+            self.trained.append(window)
             if window == self.window:
                 os._exit(3)  # killed: nothing after this runs, no final save
 
     def run(directory, windows=14, kill_at=None):
+        watch = KillAt(kill_at)
         loop = hj.Loop(task=task, checkpoint_dir=directory, save_every=1,
-                       backoff=hj.Backoff(plateau=1, dormant=2),
-                       callbacks=[] if kill_at is None else [KillAt(kill_at)])
+                       backoff=hj.Backoff(plateau=1, dormant=2), callbacks=[watch])
         result = loop.run(None, jax.random.key(0), windows)
         if loop.checkpoints is not None:
             loop.checkpoints.close()
+        result.trained = watch.trained  # the windows this process trained
         return result
 
     if __name__ == "__main__":
@@ -191,6 +202,7 @@ def test_a_run_killed_after_a_dormant_window_resumes_as_if_never_killed(tmp_path
     # the last checkpoint is of the window before the kill, which went DORMANT and spawned
     assert Checkpoints(tmp_path).latest["window"] == kill_at - 1
     resumed = run(str(tmp_path))
+    assert resumed.trained == list(range(kill_at, whole.windows))  # none trained twice
     for field in ("reason", "windows", "evaluations", "spawns", "rollbacks", "best_window"):
         assert getattr(resumed, field) == getattr(whole, field), field
     assert resumed.hparams == pytest.approx(whole.hparams)
@@ -200,6 +212,7 @@ def test_a_run_killed_after_a_dormant_window_resumes_as_if_never_killed(tmp_path
 
     # resumed once more with a larger budget, the ended run trains nothing
     again = run(str(tmp_path), windows=30)
+    assert again.trained == []
     assert (again.reason, again.windows, again.spawns) == (whole.reason, whole.windows, 3)
     assert again.history == whole.history
 
