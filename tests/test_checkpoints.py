@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -94,3 +96,75 @@ def test_validation_and_unknown_window(tmp_path):
     assert ck.restore(LIKE) is None
     with pytest.raises(KeyError, match="window 7"):
         ck.restore(LIKE, 7)
+
+
+def test_equal_scores_the_earliest_window_is_best(tmp_path):
+    ck = Checkpoints(tmp_path, keep_last=3)
+    for w, s in enumerate([0.5, 0.9, 0.9, 0.9]):
+        ck.save(w, make_state(float(w), 1e-3), score=s)
+    assert ck.best["window"] == 1
+    assert ck.restore(LIKE)[1]["window"] == 1
+
+
+def test_a_nan_score_saved_first_is_stored_as_null_and_never_best(tmp_path):
+    ck = Checkpoints(tmp_path, keep_last=2)
+    ck.save(0, make_state(0.0, 1e-3), score=float("nan"))
+    ck.save(1, make_state(1.0, 1e-3), score=0.1)
+    assert ck.entries[0]["score"] is None and ck.best["window"] == 1
+
+    def strict(name):
+        raise ValueError(f"manifest.json holds {name}: not valid JSON")
+
+    manifest = json.loads((tmp_path / "manifest.json").read_text(), parse_constant=strict)
+    assert [e["score"] for e in manifest["entries"]] == [None, 0.1]
+
+
+def test_a_checkpoint_folder_removed_by_hand_leaves_the_manifest(tmp_path):
+    ck = Checkpoints(tmp_path, keep_last=3)
+    for w in range(3):
+        ck.save(w, make_state(float(w), 1e-3), score=0.1 * w)
+    ck.close()
+    shutil.rmtree(tmp_path / "window_00000002")
+    again = Checkpoints(tmp_path, keep_last=3)
+    assert [e["window"] for e in again.entries] == [0, 1]
+    assert again.latest["window"] == 1 and again.best["window"] == 1
+
+
+def test_a_rebuilt_manifest_trusts_no_checkpoint_under_another_name(tmp_path):
+    ck = Checkpoints(tmp_path, keep_last=3)
+    ck.save(0, make_state(0.0, 1e-3), score=0.1)
+    ck.save(1, make_state(1.0, 1e-3), score=0.9)
+    ck.close()
+    # window 1's folder renamed: its entry names another folder, so it is not trusted
+    (tmp_path / "window_00000001").rename(tmp_path / "window_00000007")
+    (tmp_path / "manifest.json").unlink()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = Checkpoints(tmp_path, keep_last=3)
+    assert any("rebuilt from 1 checkpoint" in str(w.message) for w in caught)
+    assert [e["window"] for e in again.entries] == [0]
+    assert again.restore(LIKE, "latest")[1]["window"] == 0
+
+
+def test_restored_arrays_are_uncommitted_so_a_jitted_function_does_not_compile_again(
+    tmp_path,
+):
+    f = jax.jit(lambda s: s["params"]["w"] * 2.0)
+    state = make_state(1.0, 1e-3)
+    f(state).block_until_ready()
+    ck = Checkpoints(tmp_path)
+    ck.save(0, state, score=0.5)
+    restored, _ = ck.restore(LIKE)
+    assert not any(x.committed for x in jax.tree.leaves(restored))
+    compiles = []
+
+    def listen(name, duration, **kwargs):
+        if name.startswith("/jax/core/compile/"):
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        np.testing.assert_array_equal(f(restored), 2.0)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert compiles == []

@@ -366,3 +366,136 @@ def test_member_copies_and_exploration_run_in_a_branch_of_their_own():
     found = _gathers(jax.make_jaxpr(tuner.update)(state, obs).jaxpr)
     inherited = [s for c, s in found if c]  # the parents' hyperparameters
     assert inherited == [(4,)] * len(state.hparams), found
+
+
+# -- what a copy, a spawn and a masked member carry (each line below once let a broken
+# -- program pass: a copy without the parent's snapshot, a spawn's noise on everyone...)
+SPACE2 = hj.Space(learning_rate=hj.LogUniform(1e-3, 0.5), b1=hj.Uniform(0.5, 0.99))
+TX2 = optax.inject_hyperparams(optax.adam)(learning_rate=0.1, b1=0.9)
+
+
+def _task2():
+    def init(key, hp):
+        w = jax.random.normal(key, (3,))
+        return hj.set_hparams({"w": w, "opt": TX2.init(w)}, hp)
+
+    def train_window(state, key):
+        g = jax.grad(lambda w: jnp.sum((w - TARGET) ** 2))(state["w"])
+        u, opt = TX2.update(g, state["opt"], state["w"])
+        return {"w": optax.apply_updates(state["w"], u), "opt": opt}, {}
+
+    return hj.Task(init=init, train_window=train_window, evaluate=evaluate, space=SPACE2,
+                   default_hparams={"learning_rate": 0.05, "b1": 0.9})
+
+
+def scripted(parents_at, rollback=False, explore=False):
+    """A population tuner that keeps the values it sees and, at window ``w``, proposes
+    the parents ``parents_at[w]`` (keep everyone otherwise); asks a rollback and flags
+    exploration every window when told to."""
+
+    def init(key, hp):
+        return jnp.zeros((), jnp.int32)
+
+    def update(t, obs):
+        n = obs.score.shape[0]
+        parents = jnp.full((n,), hj.KEEP, jnp.int32)
+        for w, p in parents_at.items():
+            parents = jnp.where(t == w, jnp.asarray(p, jnp.int32), parents)
+        flags = jnp.full((n,), rollback), jnp.full((n,), explore)
+        return hj.Proposal(dict(obs.hparams), parents, *flags), t + 1
+
+    return hj.Tuner(init, update, population=True)
+
+
+@pytest.fixture(scope="module")
+def copied_once():
+    """4 members; at the third window member 0 copies member 3."""
+    prog = hj.program.build(_task2(), scripted({2: [3, 1, 2, 3]}), population=4)
+    hp = {"learning_rate": jnp.array([0.001, 0.01, 0.03, 0.1]), "b1": jnp.full(4, 0.9)}
+    carry = prog.init(jax.random.key(0), hp)
+    before, _ = jax.jit(lambda c: hj.program.scan(prog, c, 2))(carry)
+    # member 0 has rolled back twice to a snapshot it will not beat this window
+    snap = before.snap._replace(score=before.snap.score.at[0].set(1e9))
+    before = before._replace(repeats=jnp.array([2, 0, 0, 0], jnp.int32), snap=snap)
+    after, row = jax.jit(prog.window)(before)
+    return prog, jax.device_get(before), jax.device_get(after), jax.device_get(row)
+
+
+def test_a_copy_takes_its_parents_snapshot_and_starts_its_rollback_count_afresh(copied_once):
+    _, before, after, row = copied_once
+    assert row["parent"].tolist() == [3, 1, 2, 3]
+    # member 0's snapshot is now its parent's (this window's update included): a later
+    # rollback brings back the parent's best weights, not the replaced member's
+    np.testing.assert_array_equal(after.snap.state["w"][0], after.snap.state["w"][3])
+    assert after.snap.score[0] == after.snap.score[3]
+    assert not np.array_equal(before.snap.state["w"][0], before.snap.state["w"][3])
+    assert after.repeats[0] == 0  # the copy has made no rollbacks to this snapshot
+
+
+def test_a_spawn_copies_snapshot_and_score_and_noises_only_the_filled_slot(copied_once):
+    prog, _, after, _ = copied_once
+    carry = jax.tree.map(jnp.asarray, after)
+    carry = carry._replace(alive=jnp.array([True, True, False, True]))
+    hp_before = jax.device_get(hj.get_hparams(carry.state))
+    spawned, parents = jax.jit(prog.spawn, static_argnums=2)(carry, jax.random.key(5), 1)
+    spawned, parents = jax.device_get((spawned, parents))
+    src = int(parents[2])
+    assert src in (0, 1, 3) and spawned.alive.tolist() == [True] * 4
+    np.testing.assert_array_equal(spawned.snap.state["w"][2], after.snap.state["w"][src])
+    assert spawned.snap.score[2] == after.snap.score[src]
+    assert spawned.score[2] == after.score[src]  # ranked by the copied weights' score
+    hp = hj.get_hparams(spawned.state)
+    for name in ("learning_rate", "b1"):  # the others keep their values exactly
+        np.testing.assert_array_equal(hp[name][[0, 1, 3]], hp_before[name][[0, 1, 3]])
+    # the filled slot's values are its parent's with noise, one draw per name
+    ratios = [hp[name][2] / hp_before[name][src] for name in ("learning_rate", "b1")]
+    assert all(r != 1.0 for r in ratios) and ratios[0] != pytest.approx(ratios[1], abs=1e-6)
+
+
+def test_a_masked_member_is_never_rolled_back_nor_exploring():
+    prog = hj.program.build(_task2(), scripted({}, rollback=True, explore=True), population=3)
+    carry = prog.init(jax.random.key(0))
+    carry = carry._replace(alive=jnp.array([True, False, True]))
+    carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, 3))(carry)
+    back = np.asarray(rows["rollback"])
+    assert back[:, [0, 2]].any() and not back[:, 1].any()  # asked for all, alive only
+    assert carry.exploring.tolist() == [True, False, True]
+
+
+def test_a_single_runs_rollback_count_restarts_when_a_tie_moves_its_snapshot():
+    # the score ties every window, the validation loss falls: each window becomes the
+    # new best (and the rollback target), so a rollback asked every window is never
+    # "the same snapshot again" and is never refused
+    def init(key, hp):
+        return {"t": jnp.zeros(()), "extra": hj.extra_hparams(**hp)}
+
+    task = hj.Task(init=init, train_window=lambda s, k: ({**s, "t": s["t"] + 1.0}, {}),
+                   evaluate=lambda s: {"score": jnp.float32(0.5), "val_loss": 1.0 / (1 + s["t"])},
+                   space=SPACE, default_hparams={"learning_rate": 0.1})
+    always = hj.Tuner(lambda k, hp: jnp.zeros(()),
+                      lambda s, o: (hj.Proposal(dict(o.hparams), jnp.asarray(hj.KEEP), True), s))
+    prog = hj.program.build(task, always, max_repeats=1)
+    carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, 4))(prog.init(jax.random.key(0)))
+    assert np.asarray(rows["rollback"]).all()
+    assert int(carry.best.window) == 3
+
+
+def test_a_shrink_stays_inside_the_space():
+    def init(key, hp):
+        return {"w": jnp.ones(()), "extra": hj.extra_hparams(**hp)}
+
+    def train_window(s, key):  # diverges whatever the rate: restored, then shrunk
+        return {**s, "w": s["w"] * jnp.nan}, {}
+
+    task = hj.Task(init=init, train_window=train_window, evaluate=lambda s: {"score": s["w"]},
+                   space=SPACE, default_hparams={"learning_rate": 0.005})
+    prog = hj.program.build(task, hj.fixed(), max_repeats=1)
+    carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, 4))(prog.init(jax.random.key(0)))
+    lrs = np.asarray(rows["learning_rate"])
+    assert lrs[0] == pytest.approx(0.005) and lrs.min() >= 1e-3 * (1 - 1e-6)
+    assert lrs[-1] == pytest.approx(1e-3)  # 0.005 x 0.1 clipped to the space's low end
+
+
+def test_a_shrink_factor_must_shrink():
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        hj.program.build(TASK, hj.fixed(), shrink={"learning_rate": 1.0})

@@ -58,6 +58,16 @@ def test_resume_does_not_duplicate_rows_or_events(tmp_path):
     assert len(read_run(tmp_path)["events"]) == 1
 
 
+def test_a_window_repeated_within_one_call_is_recorded_once(tmp_path):
+    rec = RunRecords(tmp_path)
+    assert rec.log("member_00", rows(2) + rows(2)) == 2  # a replayed batch, twice over
+    assert rec.log("member_01", [*rows(1), *rows(1), *rows(1, start=1)]) == 2
+    assert [r["window"] for r in rec.rows("member_00")] == [0, 1]
+    run = read_run(tmp_path)["rows"]
+    assert [r["window"] for r in run["member_00"]] == [0, 1]
+    assert [r["window"] for r in run["member_01"]] == [0, 1]
+
+
 def test_a_crash_between_write_and_rename_leaves_the_old_file(tmp_path, monkeypatch):
     rec = RunRecords(tmp_path)
     rec.log("trial_000", rows(2))

@@ -3,6 +3,8 @@ process is refused with the holder named, a dead holder's lock is taken over."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -114,3 +116,37 @@ def test_one_process_may_open_a_directory_twice_and_the_lock_goes_with_the_last(
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file"):
         RunRecords(tmp_path / "a_file")
+
+
+def _locked(path):
+    """Whether the directory's lock is held (by any open file, this process's too)."""
+    fd = os.open(path / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the probe's own lock
+    return False
+
+
+def test_a_new_holder_replaces_a_longer_record_left_by_an_old_one(tmp_path):
+    old = {"pid": 1, "host": "a-much-longer-host-name-" * 8, "since": "2001-01-01T00:00:00"}
+    (tmp_path / ".lock").write_text(json.dumps(old))  # left by a dead process
+    with DirectoryLock(tmp_path) as lock:
+        assert lock.holder()["pid"] == os.getpid()
+        assert json.loads((tmp_path / ".lock").read_text())["host"] != old["host"]
+
+
+def test_a_lock_acquired_or_released_twice_is_held_once(tmp_path):
+    a = DirectoryLock(tmp_path).acquire()
+    assert a.acquire() is a  # already held: nothing more to release
+    assert _locked(tmp_path)
+    a.release()
+    assert not _locked(tmp_path)
+    a, b = DirectoryLock(tmp_path).acquire(), DirectoryLock(tmp_path).acquire()
+    a.release()
+    a.release()  # a second release of a's share leaves b's alone
+    assert _locked(tmp_path)
+    b.release()
+    assert not _locked(tmp_path)
