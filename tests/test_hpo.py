@@ -192,10 +192,31 @@ def kill_then_resume(cmd: list, env: dict, whole: Path, killed: Path) -> None:
 def test_cli_refuses_bad_options_before_any_work(tmp_path, capsys, monkeypatch):
     out = tmp_path / "never"
     assert main(["hpo", "--rounds", "0", "--out", str(out)]) == 2
-    assert "rounds must be an integer >= 1" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == "hagfish hpo: --rounds must be >= 1, got 0"
+    assert main(["hpo", "--consult-turns", "-1", "--out", str(out)]) == 2
+    assert "--consult-turns must be >= 1" in capsys.readouterr().err
+    args = ["hpo", "--task", "breast_cancer", "--train-fraction", "0.5", "--out", str(out)]
+    assert main(args) == 2  # not silently ignored
+    assert "--train-fraction applies to --task digits" in capsys.readouterr().err
     for var in ("HAGFISH_LLM_BASE_URL", "HAGFISH_LLM_MODEL"):
         monkeypatch.delenv(var, raising=False)
     assert main(["hpo", "--advisor", "llm", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "HAGFISH_LLM_BASE_URL" in err or "--llm-base-url" in err
+    assert "HAGFISH_LLM_BASE_URL" in err and "--llm-base-url" in err
     assert not out.exists()
+
+
+def test_the_cli_says_when_advisors_fell_back_to_offline_advice(tmp_path, capsys):
+    from hagfish_jax.shell import hpo_cli
+    from hagfish_jax.shell.records import RunRecords
+
+    records = RunRecords(tmp_path / "run", meta={"kind": "hpo"})
+    hpo_cli._say_fallbacks(records.path)
+    assert capsys.readouterr().err == ""  # nothing failed: nothing said
+    records.event("fallback", trial="trial_000", role="analyst", error="no connection to X")
+    records.event("fallback", trial="trial_001", role="supervisor", error="no connection to X")
+    records.close()
+    hpo_cli._say_fallbacks(tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "2 advisor call(s) failed and fell back to offline advice" in err
+    assert "analyst: no connection to X" in err and "events.jsonl" in err

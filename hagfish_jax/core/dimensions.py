@@ -111,7 +111,7 @@ class LogUniform(_Interval):
     def _check_domain(self, name: str, lo: float, hi: float) -> None:
         if lo <= 0 or hi <= 0:
             raise ValueError(
-                f"{name}: LogUniform bounds must be > 0, got low={self.low!r}, high={self.high!r}"
+                f"{name}: bounds must be > 0, got low={self.low!r}, high={self.high!r}"
             )
 
     def to_unit(self, x):
@@ -137,12 +137,12 @@ class IntUniform(_Interval):
     def _check_domain(self, name: str, lo: float, hi: float) -> None:
         if lo != int(lo) or hi != int(hi):
             raise ValueError(
-                f"{name}: IntUniform bounds must be integers, got low={self.low!r}, "
+                f"{name}: bounds must be integers, got low={self.low!r}, "
                 f"high={self.high!r}"
             )
         if max(abs(lo), abs(hi)) > 2**24:
             raise ValueError(
-                f"{name}: IntUniform bounds must be within +-2**24 (exact in float32), got "
+                f"{name}: bounds must be within +-2**24 (exact in float32), got "
                 f"low={self.low!r}, high={self.high!r}"
             )
 

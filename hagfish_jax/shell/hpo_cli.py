@@ -47,6 +47,10 @@ def _hpo(args: argparse.Namespace) -> int:
         llm_timeout=args.llm_timeout,
         llm_retries=args.llm_retries,
     )
+    problem = _options(args)
+    if problem is not None:
+        print(f"hagfish hpo: {problem}", file=sys.stderr)
+        return 2
     try:
         config.check()
         if config.advisor == "llm":  # the endpoint settings fail here, before training
@@ -54,7 +58,10 @@ def _hpo(args: argparse.Namespace) -> int:
 
             endpoints(config.llm_base_url, config.llm_model, dict(config.models))
     except (ValueError, ImportError) as err:
-        print(f"hagfish hpo: {err}", file=sys.stderr)
+        hint = ""
+        if config.advisor == "llm" and "HAGFISH_LLM" in str(err):
+            hint = " (on the command line: --llm-base-url URL and --llm-model NAME)"
+        print(f"hagfish hpo: {str(err).removeprefix('hpo: ')}{hint}", file=sys.stderr)
         return 2
     tensorboard = _tensorboard(args)
     if isinstance(tensorboard, int):
@@ -90,11 +97,43 @@ def _hpo(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     best = result.best or {}
+    acc = {k: best.get(k) for k in ("best_val_accuracy", "test_accuracy", "test_f1")}
+    shown = {k: "n/a" if v is None else f"{float(v):.4f}" for k, v in acc.items()}
     print(
-        f"best: {best.get('trial')} val acc {best.get('best_val_accuracy')}, test acc "
-        f"{best.get('test_accuracy')}, test F1 {best.get('test_f1')}; records in {result.out}"
+        f"best: {best.get('trial')} val acc {shown['best_val_accuracy']}, test acc "
+        f"{shown['test_accuracy']}, test F1 {shown['test_f1']}; records in {result.out}"
     )
+    _say_fallbacks(result.out)
     return 0
+
+
+def _options(args: argparse.Namespace) -> str | None:
+    """A problem with the options, named as on the command line, or ``None``."""
+    for name in ("rounds", "epochs", "patience", "consult_turns"):
+        value = getattr(args, name)
+        if value < 1:
+            return f"--{name.replace('_', '-')} must be >= 1, got {value}"
+    if not 0.0 < args.train_fraction <= 1.0:
+        return f"--train-fraction must be in (0, 1], got {args.train_fraction}"
+    if args.train_fraction != 1.0 and args.task != "digits":
+        return f"--train-fraction applies to --task digits, not --task {args.task}"
+    return None
+
+
+def _say_fallbacks(out) -> None:
+    """Advisor calls that failed and fell back to offline advice, said on stderr (they are
+    in events.jsonl too): a wrong URL must not pass for LLM advice."""
+    from .records import read_run
+
+    failed = [e for e in read_run(out)["events"] if e.get("kind") == "fallback"]
+    if failed:
+        first = failed[0]
+        print(
+            f"hagfish hpo: warning: {len(failed)} advisor call(s) failed and fell back to "
+            f"offline advice (first, {first.get('role')}: {first.get('error')}); see "
+            f"{Path(out) / 'events.jsonl'}",
+            file=sys.stderr,
+        )
 
 
 def _tensorboard(args: argparse.Namespace):

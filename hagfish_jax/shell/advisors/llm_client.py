@@ -360,7 +360,11 @@ class Chat:
                 kind = "timed out" if isinstance(err, errors.APITimeoutError) else "no connection"
                 entry.update(error=f"{kind}: {err}")
                 self._record(entry)
-                problem = f"the request {kind}: {err}"
+                problem = (
+                    f"the request to {endpoint.base_url} timed out ({err})"
+                    if kind == "timed out"
+                    else f"no connection to {endpoint.base_url} ({err})"
+                )
             else:
                 return self._answer(role, reply, entry)
             if failures >= endpoint.retries:

@@ -37,7 +37,9 @@ class RunSummary:
       target, first_window_at_target: the window the headline score first reached
         ``target`` (CartPole: 475), if one is set.
       reason: how the loop ended (``"budget"``, ``"dormant"``, ...).
-      wall_time_s, jax_version, backend: where and how long.
+      wall_time_s, jax_version, backend: where and how long (the run from building the
+        task to its summary, compiling included; not the start of Python, the imports or
+        writing the run directory and its figures).
     """
 
     task: str
@@ -118,7 +120,7 @@ class RunSummary:
         lines.append(("rollbacks", str(self.rollbacks)))
         lines.append((f"cost ({self.cost_unit})", f"{self.total_cost:.0f}"))
         lines.append(("loop ended", self.reason))
-        lines.append(("wall time", f"{self.wall_time_s:.1f} s"))
+        lines.append(("wall time (the run)", f"{self.wall_time_s:.1f} s, compiling included"))
         if out is not None:
             lines.append(("run directory", str(out)))
         return lines
