@@ -430,6 +430,8 @@ def test_a_copy_takes_its_parents_snapshot_and_starts_its_rollback_count_afresh(
     assert after.snap.score[0] == after.snap.score[3]
     assert not np.array_equal(before.snap.state["w"][0], before.snap.state["w"][3])
     assert after.repeats[0] == 0  # the copy has made no rollbacks to this snapshot
+    # it is ranked from now on by the score of the weights it holds: its parent's
+    assert after.score[0] == row["score"][3] and row["score"][0] != row["score"][3]
 
 
 def test_a_spawn_copies_snapshot_and_score_and_noises_only_the_filled_slot(copied_once):

@@ -53,7 +53,9 @@ class Carry(NamedTuple):
       best: the best member over all windows.
       alive: ``()`` True for a single run, ``(N,)`` bool for a population.
       score: the scores of the last tuned window (NaN before the first, and for
-        masked members).
+        masked members): of the weights each member holds, so a member that copied
+        another carries its parent's score (``prune``, ``spawn`` and the Loop's ensemble
+        rank by it; the window's row keeps the member's own).
       window: windows trained so far, int32.
       exploring: the next window tries a tuner's trial value (``Proposal.explore``).
       repeats: rollbacks in a row to the same snapshot (reset when it improves);

@@ -303,6 +303,7 @@ def build(
             keep = task.restore if n is None else jax.vmap(task.restore)
             target = keep(state, target)
         own = True  # the member goes on as itself (not replaced by a copy)
+        held = score  # the score of the weights each member holds from now on
         if n is None:  # a scalar flag: one branch runs, the state is not selected leaf by leaf
             new_state = jax.lax.cond(back, lambda: target, lambda: state)
             parents, shrink = jnp.asarray(-1, jnp.int32), carry.shrink
@@ -316,15 +317,17 @@ def build(
                 # one branch: the copies run only in a window that replaces someone,
                 # and read `parents` as computed once (not recomputed leaf by leaf)
                 # (a copy runs at its parent's values: the parent's shrink factors too)
-                new_state, snap, shrink = jax.lax.cond(
+                # and the score its weights have: prune, spawn and the ensemble rank by it
+                new_state, snap, shrink, held = jax.lax.cond(
                     jnp.all(own),
-                    lambda s, sn, sh, p: (s, sn, sh),
-                    lambda s, sn, sh, p: (
+                    lambda s, sn, sh, sc, p: (s, sn, sh, sc),
+                    lambda s, sn, sh, sc, p: (
                         _copied(s, p),
                         population_lib.exploit(sn, p),
                         {k: jnp.take(v, p, mode="clip") for k, v in sh.items()},
+                        jnp.take(sc, p, mode="clip"),
                     ),
-                    new_state, snap, shrink, parents,
+                    new_state, snap, shrink, held, parents,
                 )
                 repeats = jnp.where(own, repeats, 0)
         # restored from the same divergence too often: this member's steps stay smaller
@@ -351,7 +354,7 @@ def build(
             tuner_state=tuner_state,
             snap=snap,
             best=best,
-            score=score,
+            score=held,
             exploring=explore & alive,
             repeats=repeats.astype(jnp.int32),
             shrink=shrink,
