@@ -253,3 +253,60 @@ def test_guarded_fd_stays_in_space_and_never_jumps():
                 )
         assert space.contains(p.hparams)
         prev = p.hparams
+
+
+def scripted(factor: float = 1.0, explore: bool = False, parents: int = hj.KEEP) -> hj.Tuner:
+    """A test tuner proposing ``applied * factor`` with a fixed ``explore`` and ``parents``."""
+
+    def init(key, hp):
+        return ()
+
+    def update(state, obs):
+        hp = {k: v * factor for k, v in obs.hparams.items()}
+        return hj.Proposal(hp, jnp.int32(parents), jnp.asarray(False), jnp.asarray(explore)), state
+
+    return hj.Tuner(init, update)
+
+
+def test_a_good_window_resets_the_count_of_consecutive_bad_ones():
+    tuner = hj.guard(hj.fixed(), warmup=0, smoothing=1, tolerance=0.1, patience=2, cooldown=0)
+    # bad, good, bad, good, bad: never two bad windows in a row, so never a rollback
+    _, rollbacks, states = run(tuner, [1.0, 0.5, 1.0, 0.5, 1.0, 0.5])
+    assert [int(s.bad) for s in states] == [0, 1, 0, 1, 0, 1]
+    assert not any(rollbacks) and int(states[-1].rollbacks) == 0
+
+
+def test_a_rollback_after_patience_restores_exactly_and_shrinks_nothing():
+    # the values in force never changed, so they equal the last good ones; only a
+    # divergence shrinks the learning rate, a regression rolls back to it exactly
+    tuner = hj.guard(hj.fixed(), warmup=0, smoothing=1, tolerance=0.1, patience=2, cooldown=1)
+    lrs, rollbacks, states = run(tuner, [1.0, 0.1, 0.1])
+    assert rollbacks == [False, False, True]
+    np.testing.assert_array_equal(lrs, np.float32(0.01))
+    assert int(states[-1].divergences) == 0
+
+
+def test_a_shrunk_fallback_is_remembered_by_later_rollbacks():
+    tuner = hj.guard(multiplier(1.0), warmup=0, smoothing=1, tolerance=0.1, patience=2, cooldown=0)
+    # window 2 diverges at lr 1.0 (the last good value): shrunk to 0.1; windows 3-4 then
+    # regress, and the rollback must not return to the 1.0 that diverged
+    lrs, rollbacks, _ = run(tuner, [1.0, np.nan, 0.2, 0.2], hp0={"learning_rate": 1.0})
+    assert rollbacks == [False, True, False, True]
+    np.testing.assert_allclose(lrs, [1.0, 0.1, 0.1, 0.1], rtol=1e-6)
+
+
+def test_a_rollback_ends_a_probe_and_no_parent_is_copied_while_the_guard_holds():
+    tuner = hj.guard(scripted(2.0, explore=True, parents=0), warmup=1, cooldown=1)
+    state = tuner.init(jax.random.key(0), {"learning_rate": 0.01})
+    update = jax.jit(tuner.update)
+    explores, parents, lrs = [], [], []
+    for s in [1.0, 1.0, np.nan, 1.0, 1.0]:
+        p, state = update(state, hj.Observation(score=jnp.float32(s)))
+        explores.append(bool(p.explore))
+        parents.append(int(p.parents))
+        lrs.append(float(p.hparams["learning_rate"]))
+    # warmup, a probe, the divergence rolls it back (no longer a probe), cooldown, a probe
+    assert explores == [False, True, False, False, True]
+    assert lrs == pytest.approx([0.01, 0.015, 0.01, 0.01, 0.015])
+    # the wrapped tuner's parents pass only when it was consulted
+    assert parents == [hj.KEEP, 0, hj.KEEP, hj.KEEP, 0]

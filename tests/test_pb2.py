@@ -120,3 +120,111 @@ def test_pb2_refits_the_length_scales_every_refit_every_generations():
     assert sum(changed) >= 2
     with pytest.raises(ValueError, match="refit_every"):
         hj.pb2(SPACE, refit_every=0)
+
+
+# -- the explore step in detail: one jitted update per tuner, shared by the tests -----------
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def lr_only():
+    """PB2 tuning the learning rate only (momentum rides along), half the members replaced
+    from the second generation on; ``step`` always passes ``alive`` and ``hparams``."""
+    tuner = hj.pb2(
+        SPACE,
+        names=["learning_rate"],
+        fraction=0.5,
+        ready=2,
+        candidates=16,
+        fit_steps=5,
+        horizon=20,
+    )
+    update = jax.jit(tuner.update)
+
+    def step(state, scores, alive=None, hparams=None):
+        alive = jnp.ones(N, bool) if alive is None else alive
+        hparams = state.hparams if hparams is None else hparams
+        obs = hj.Observation(score=jnp.asarray(scores, jnp.float32), alive=alive, hparams=hparams)
+        return update(state, obs)
+
+    return tuner, step
+
+
+def unit_start(seed):
+    """N members in the low corner of the unit square, learning rate and momentum."""
+    u = np.random.default_rng(seed).uniform(0.0, 0.3, (N, 2)).astype(np.float32)
+    return SPACE.from_unit(jnp.asarray(u))
+
+
+def test_pb2_builds_on_applied_values_and_copies_the_untuned_ones(lr_only):
+    tuner, step = lr_only
+    hp0 = unit_start(0)
+    state = tuner.init(jax.random.key(0), hp0)
+    _, state = step(state, jnp.zeros(N))
+    # the values in force differ from the last proposal (a guard, a rollback)
+    applied = {"learning_rate": jnp.geomspace(1e-3, 1e-1, N), "momentum": jnp.linspace(0, 0.9, N)}
+    scores = jnp.arange(N, dtype=jnp.float32)
+    proposal, state = step(state, scores, hparams=applied)
+    parents = np.asarray(proposal.parents)
+    kept = parents == np.arange(N)
+    assert kept.sum() == N // 2
+    for name in applied:
+        np.testing.assert_allclose(proposal.hparams[name][kept], np.asarray(applied[name])[kept])
+    # momentum is not tuned: a replaced member takes its parent's, as applied
+    np.testing.assert_allclose(
+        proposal.hparams["momentum"], np.asarray(applied["momentum"])[parents], rtol=1e-6
+    )
+    assert SPACE.contains(proposal.hparams)
+    # the weights each member starts the next window with scored its parent's score
+    np.testing.assert_array_equal(state.prev_score, np.asarray(scores)[parents])
+
+
+def test_pb2_history_leaves_out_masked_members_and_penalises_divergence(lr_only):
+    tuner, step = lr_only
+    state = tuner.init(jax.random.key(0), unit_start(1))
+    alive = jnp.array([True] * (N - 1) + [False])
+    _, state = step(state, jnp.zeros(N), alive)
+    assert int(state.buf.count) == 0  # nothing measured before a window has a start score
+    scores = jnp.arange(N, dtype=jnp.float32).at[2].set(jnp.nan)
+    _, state = step(state, scores, alive)
+    # one improvement per living member; the diverged one a finite target below the rest
+    assert int(state.buf.count) == N - 1
+    y = np.asarray(state.buf.y)[np.asarray(state.buf.valid)]
+    assert len(y) == N - 1 and np.isfinite(y).all()
+    assert y[2] < np.delete(y, 2).min()
+
+
+def test_pb2_spreads_the_choices_of_one_generation(lr_only):
+    tuner, step = lr_only
+    for seed in range(3):
+        state = tuner.init(jax.random.key(seed), unit_start(seed))
+        _, state = step(state, jnp.zeros(N))
+        proposal, _ = step(state, jnp.arange(N, dtype=jnp.float32) / 10)
+        replaced = np.asarray(proposal.parents) != np.arange(N)
+        assert replaced.sum() == N // 2
+        # each choice is a pseudo-observation for the next: they do not pile up
+        u = np.asarray(SPACE.to_unit(proposal.hparams))[replaced, 0]
+        gaps = np.abs(u[:, None] - u[None, :])[np.triu_indices(len(u), 1)]
+        assert gaps.min() > 0.05, u
+
+
+def test_pb2_explores_around_a_parent_the_history_favours():
+    tuner = hj.pb2(SPACE, fraction=0.25, ready=2, candidates=4, beta=0.01, fit_steps=5, horizon=20)
+    update = jax.jit(tuner.update)
+    u0 = np.array([[0.1, 0.2], [0.2, 0.1], [0.15, 0.3], [0.3, 0.15], [0.25, 0.25], [0.5, 0.4]])
+    u0 = np.concatenate([u0, [[0.8, 0.8], [0.75, 0.85]]]).astype(np.float32)
+    # the improvements of the second window peak around (0.8, 0.8), members 6 and 7
+    gain = np.exp(-np.sum((u0 - 0.8) ** 2, axis=1) / 0.1).astype(np.float32)
+    distances = []
+    for seed in range(4):
+        state = tuner.init(jax.random.key(seed), SPACE.from_unit(jnp.asarray(u0)))
+        _, state = update(state, hj.Observation(score=jnp.zeros(N)))
+        proposal, _ = update(state, hj.Observation(score=jnp.asarray(gain)))
+        parents = np.asarray(proposal.parents)
+        replaced = parents != np.arange(N)
+        assert set(parents[replaced]) <= {6, 7}
+        u = np.asarray(SPACE.to_unit(proposal.hparams))
+        distances += list(np.linalg.norm(u[replaced] - u0[parents[replaced]], axis=1))
+    # half the candidates lie around the parent, where the GP expects the most
+    assert np.mean(distances) < 0.25, distances

@@ -374,3 +374,118 @@ def test_given_uniforms_pick_the_parents_among_the_top_set():
     assert parents.tolist()[:2] == [7, 6]  # u in [0, 1/2): the best; [1/2, 1): the second
     with pytest.raises(ValueError, match="a key or the uniforms"):
         truncation_select(None, obs, since, 0.25, 1)
+
+
+# -- ranks, parents and lineage rows: the documented edge cases ----------------------------
+
+
+def test_a_member_may_copy_member_zero():
+    assert hj.population.resolve(jnp.array([0, -1, 0]), 3).tolist() == [0, 1, 0]
+    members = {"w": jnp.array([10.0, 20.0, 30.0])}
+    copied = hj.population.exploit(members, jnp.array([0, 0, -1]))
+    assert copied["w"].tolist() == [10.0, 10.0, 30.0]
+    proposal = hj.Proposal({"lr": jnp.ones(3)}, jnp.array([0, 0, 2]), False)
+    assert hj.population.lineage(proposal, jnp.zeros(3)).parents.tolist() == [0, 0, 2]
+
+
+def test_rank_ties_go_to_the_lower_index_and_nan_ranks_above_ineligible():
+    rank = jax.jit(hj.population.rank)
+    assert rank(jnp.array([0.5, 0.5, 0.9, 0.5])).tolist() == [1, 2, 0, 3]
+    assert rank(jnp.array([jnp.nan, 0.1, jnp.nan, 0.1])).tolist() == [2, 0, 3, 1]
+    # an eligible NaN member ranks above an ineligible one, whatever their indices
+    eligible = jnp.array([True, False, True, True])
+    assert rank(jnp.array([0.5, 0.9, jnp.nan, 0.1]), eligible).tolist() == [0, 3, 2, 1]
+
+
+def test_lineage_rows_number_the_generations_of_a_scanned_stack_from_start():
+    records = [
+        hj.population.lineage(
+            hj.Proposal({"lr": jnp.array([0.1, 0.2]) * (g + 1)}, jnp.array([1, -1]), False),
+            jnp.array([g, -g], jnp.float32),
+            jnp.array([True, g != 1]),
+        )
+        for g in range(3)
+    ]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *records)
+    rows = hj.population.lineage_rows(stacked, start=5)
+    assert [(r["generation"], r["member"]) for r in rows] == [
+        (5, 0),
+        (5, 1),
+        (6, 0),
+        (6, 1),
+        (7, 0),
+        (7, 1),
+    ]
+    assert [r["parent"] for r in rows] == [1, 1] * 3
+    assert [r["score"] for r in rows] == [0.0, 0.0, 1.0, -1.0, 2.0, -2.0]
+    assert [r["alive"] for r in rows] == [True, True, True, False, True, True]
+    assert [r["lr"] for r in rows] == pytest.approx([0.1, 0.2, 0.2, 0.4, 0.3, 0.6])
+
+
+# -- PBT: rounding, NaN members, independent directions, the values applied ----------------
+
+
+def test_truncation_size_rounds_halves_up():
+    # fraction * n ends in .5: rounded up (then at least 1, at most n // 2)
+    assert [int(truncation_size(0.25, n)) for n in (2, 6, 10, 14)] == [1, 2, 3, 4]
+    assert int(truncation_size(0.5, 3)) == 1
+
+
+N_PBT = 32  # fraction 0.25: top and bottom sets of 8
+
+
+@pytest.fixture(scope="module")
+def pbt32():
+    """One PBT (perturbation only) and its jitted update, shared by the tests below."""
+    tuner = hj.pbt(SPACE, fraction=0.25, resample=0.0, ready=1)
+    hp0 = SPACE.sample(jax.random.key(1), N_PBT)
+    return tuner, jax.jit(tuner.update), hp0
+
+
+def test_every_nan_member_is_replaced_even_beyond_the_bottom_set(pbt32):
+    tuner, update, hp0 = pbt32
+    scores = np.arange(N_PBT, dtype=np.float32)
+    bad = [0, 3, 5, 8, 11, 12, 20, 21, 25, 30]  # ten non-finite scores, a bottom set of 8
+    scores[bad] = [np.nan, np.inf, -np.inf] * 3 + [np.nan]
+    state = tuner.init(jax.random.key(0), hp0)
+    proposal, _ = update(state, hj.Observation(score=jnp.asarray(scores), hparams=hp0))
+    parents = np.asarray(proposal.parents)
+    replaced = np.flatnonzero(parents != np.arange(N_PBT))
+    assert replaced.tolist() == bad
+    top = np.argsort(-np.where(np.isfinite(scores), scores, -np.inf))[:8]
+    assert set(parents[replaced]) <= set(top)
+
+
+def test_pbt_perturbs_each_dimension_in_its_own_direction(pbt32):
+    tuner, update, _ = pbt32
+    hp0 = {"learning_rate": jnp.full((N_PBT,), 1e-2), "b1": jnp.full((N_PBT,), 0.7)}
+    obs = hj.Observation(score=jnp.arange(N_PBT, dtype=jnp.float32), hparams=hp0)
+    lr_up, b1_up = [], []
+    for seed in range(4):
+        proposal, _ = update(tuner.init(jax.random.key(seed), hp0), obs)
+        replaced = np.asarray(proposal.parents) != np.arange(N_PBT)
+        assert replaced.sum() == 8
+        lr_up += list(np.asarray(proposal.hparams["learning_rate"])[replaced] > 1e-2)
+        b1_up += list(np.asarray(proposal.hparams["b1"])[replaced] > 0.7)
+    lr_up, b1_up = np.array(lr_up), np.array(b1_up)
+    # a fair coin per member and dimension: the directions agree about half the time
+    assert 0.25 < np.mean(lr_up == b1_up) < 0.75
+    assert 0.25 < lr_up.mean() < 0.75 and 0.25 < b1_up.mean() < 0.75
+
+
+def test_pbt_starts_from_the_values_actually_applied(pbt32):
+    tuner, update, hp0 = pbt32
+    state = tuner.init(jax.random.key(0), hp0)
+    # a guard or a rollback changed the values in force: the tuner must build on them
+    applied = {"learning_rate": jnp.geomspace(2e-4, 2e-2, N_PBT), "b1": jnp.full((N_PBT,), 0.7)}
+    scores = jnp.arange(N_PBT, dtype=jnp.float32)
+    proposal, _ = update(state, hj.Observation(score=scores, hparams=applied))
+    parents = np.asarray(proposal.parents)
+    kept = parents == np.arange(N_PBT)
+    lr, b1 = (np.asarray(proposal.hparams[k]) for k in ("learning_rate", "b1"))
+    np.testing.assert_array_equal(lr[kept], np.asarray(applied["learning_rate"])[kept])
+    np.testing.assert_array_equal(b1[kept], np.float32(0.7))
+    # a replaced member perturbs its parent's applied values by 0.8 or 1.25
+    ratio = lr[~kept] / np.asarray(applied["learning_rate"])[parents[~kept]]
+    assert np.all(np.isclose(ratio, 0.8, rtol=1e-5) | np.isclose(ratio, 1.25, rtol=1e-5))
+    assert np.all(np.isclose(b1[~kept], 0.56) | np.isclose(b1[~kept], 0.875))  # 0.7 -+ 0.2 * 0.7

@@ -82,3 +82,20 @@ def test_no_retrace_across_updates():
     snap = hj.snapshot.init(make_state(0.0))
     for i in range(5):
         snap, _ = step(snap, make_state(float(i)), jnp.float32(i % 3), jnp.asarray(i % 2 == 0))
+
+
+def test_a_tie_keeps_the_earlier_state():
+    snap = hj.snapshot.update(hj.snapshot.init(make_state(0.0)), make_state(1.0), 0.5)
+    snap = hj.snapshot.update(snap, make_state(2.0), 0.5)  # as good, not strictly better
+    assert float(snap.score) == 0.5
+    np.testing.assert_array_equal(snap.state["params"]["w"], 1.0)
+
+
+def test_an_unscored_snapshot_yields_to_any_finite_score():
+    snap = hj.snapshot.init(make_state(0.0))
+    assert float(snap.score) == -np.inf
+    pop = hj.snapshot.init(jax.vmap(make_state)(jnp.zeros(3)), population=3)
+    np.testing.assert_array_equal(pop.score, -np.inf)
+    snap = hj.snapshot.update(snap, make_state(1.0), -1e30)  # dreadful, but finite
+    assert float(snap.score) == np.float32(-1e30)
+    np.testing.assert_array_equal(snap.state["params"]["w"], 1.0)
