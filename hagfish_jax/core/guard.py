@@ -36,7 +36,10 @@ class GuardState(NamedTuple):
       cooldown: windows left in which nothing is judged and nothing changes.
       window: windows observed so far.
       block_sum, block_count, block_bad: the raw scores since the wrapped tuner
-        was last consulted (it sees their mean; NaN if any was non-finite).
+        was last consulted (it sees their mean). A non-finite score always triggers
+        a rollback, which throws away the wrapped tuner's update and starts a new
+        block, so the wrapped tuner never sees a diverged window (``block_bad``
+        stays False; it is kept as a guard against that ever changing).
       rollbacks: how many rollbacks the guard has proposed.
       divergences: how many windows ended with a non-finite score.
       exploring: the values in force are the wrapped tuner's trial (a probe).
