@@ -87,9 +87,11 @@ def _demo(args: argparse.Namespace) -> int:
                 started.append(True)  # rate shows training only
                 bar.set_description("training")
                 bar.reset()
-            shown = {"score": f"{score:.3f}" if score is not None else "nan"}
+            # a population: this window's best score and the members' median values
+            many = args.tuner == "pbt"
+            shown = {"best" if many else "score": f"{score:.3f}" if score is not None else "nan"}
             for name, value in list((hparams or {}).items())[:2]:
-                shown[name] = f"{value:.3g}"
+                shown[f"median {name}" if many else name] = f"{value:.3g}"
             bar.set_postfix(shown)
             bar.update(done - bar.n)
 

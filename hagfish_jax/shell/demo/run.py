@@ -32,8 +32,9 @@ __all__ = ["GUARD_TUNED", "Progress", "halving_stages", "record_names", "run"]
 #: What ``--tuner guard`` tunes when the task has them (else every dynamic name).
 GUARD_TUNED = ("learning_rate", "dropout_rate", "label_smoothing")
 
-#: ``progress(windows_done, score, hparams)``: ``score`` is ``None`` until the first
-#: window has been evaluated (the first call also means "compiled").
+#: ``progress(windows_done, score, hparams)``: ``score`` is the window's best member's
+#: (``None`` until the first window has been evaluated; the first call also means
+#: "compiled") and ``hparams`` the members' median values.
 Progress = Callable[[int, "float | None", "dict[str, float] | None"], None]
 
 
