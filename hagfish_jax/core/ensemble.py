@@ -25,7 +25,8 @@ def weights(
     The mean of the last ``window`` finite scores is standardised across the
     living members (so the weights do not depend on the score's units) and put
     through a softmax at ``temperature``. Higher score, higher weight; masked
-    members and members with no finite score get exactly 0; weights sum to 1.
+    members and members with no finite score get exactly 0; weights sum to 1 (all
+    0 when no living member has a finite score: there is nothing to weight).
 
     Args:
       score_history: ``(T, N)`` scores over time, or ``(N,)``.
@@ -34,7 +35,7 @@ def weights(
       window: how many recent scores to average (an integer >= 1).
 
     Returns:
-      ``(N,)`` float32 weights that sum to 1.
+      ``(N,)`` float32 weights that sum to 1, or all 0 (see above).
 
     Raises:
       ValueError: ``temperature <= 0``, ``window`` not an integer >= 1, or
