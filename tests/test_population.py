@@ -273,6 +273,11 @@ def test_ensemble_weights_sum_to_one_order_by_score_and_ignore_masked():
     # invariant to the score's units
     np.testing.assert_allclose(hj.ensemble.weights(1000 * hist, alive), w, rtol=1e-5)
     assert hj.ensemble.top_k(hist[-1], 2, alive).tolist() == [2, 1]
+    # nothing finite: uniform over the living members; nobody alive: nothing to weight
+    none = jnp.full((1, 3), jnp.nan)
+    mask = jnp.array([True, False, True])
+    np.testing.assert_allclose(hj.ensemble.weights(none, mask), [0.5, 0.0, 0.5])
+    assert hj.ensemble.weights(hist[:, :3], jnp.zeros(3, bool)).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_ensemble_predict_classifier_sums_to_one_and_regression_averages():

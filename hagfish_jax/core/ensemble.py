@@ -25,8 +25,9 @@ def weights(
     The mean of the last ``window`` finite scores is standardised across the
     living members (so the weights do not depend on the score's units) and put
     through a softmax at ``temperature``. Higher score, higher weight; masked
-    members and members with no finite score get exactly 0; weights sum to 1 (all
-    0 when no living member has a finite score: there is nothing to weight).
+    members and members with no finite score get exactly 0; weights sum to 1.
+    When no living member has a finite score they are uniform over the living
+    members; with no member alive, all 0 (there is nothing to weight).
 
     Args:
       score_history: ``(T, N)`` scores over time, or ``(N,)``.
@@ -35,7 +36,7 @@ def weights(
       window: how many recent scores to average (an integer >= 1).
 
     Returns:
-      ``(N,)`` float32 weights that sum to 1, or all 0 (see above).
+      ``(N,)`` float32 weights that sum to 1 (all 0 with no member alive).
 
     Raises:
       ValueError: ``temperature <= 0``, ``window`` not an integer >= 1, or
