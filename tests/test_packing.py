@@ -47,6 +47,19 @@ def test_wrong_structure_is_refused():
         packer.pack({"w": jnp.zeros(3)})
 
 
+def test_a_leaf_that_changes_dtype_or_shape_is_refused_not_cast():
+    packer = Packer(tree())
+    step = packer.jit(lambda t: {**t, "lr": t["lr"].astype(jnp.int32)})
+    with pytest.raises(ValueError, match=r"was float32\[\] and is now int32\[\]"):
+        step(packer.pack(tree()))
+    grown = packer.jit(lambda t: {**t, "pair": (jnp.zeros(3), t["pair"][1])})
+    with pytest.raises(ValueError, match="keeps its shape and dtype"):
+        grown(packer.pack(tree()))
+    # a Python number (weakly typed) takes the leaf's dtype, as in a scan's carry
+    out = packer.unpack(packer.jit(lambda t: {**t, "lr": 0.5})(packer.pack(tree())))
+    assert out["lr"].dtype == jnp.float32 and float(out["lr"]) == 0.5
+
+
 def test_a_packed_window_equals_the_plain_window_and_never_retraces():
     prog = hj.program.build(TASK, hj.guard(hj.finite_difference(SPACE), warmup=0, space=SPACE))
     carry = jax.jit(prog.init)(jax.random.key(0))

@@ -82,6 +82,19 @@ class Packer:
         leaves, treedef = jax.tree.flatten(tree)
         if treedef != self.treedef:
             raise ValueError(f"Packer: expected a tree of structure {self.treedef}, got {treedef}")
+        for (shape, dtype), idx in self._groups:  # a leaf that changed would be cast
+            for i in idx:
+                leaf = leaves[i]
+                weak = getattr(leaf, "weak_type", not hasattr(leaf, "dtype"))
+                changed = tuple(jnp.shape(leaf)) != shape or (
+                    not weak and jnp.result_type(leaf).name != dtype
+                )
+                if changed:
+                    raise ValueError(
+                        f"Packer: leaf {i} was {dtype}{list(shape)} and is now "
+                        f"{jnp.result_type(leaf).name}{list(jnp.shape(leaf))}; a packed "
+                        "leaf keeps its shape and dtype (as a scan's carry does)"
+                    )
         large = tuple(leaves[i] for i in self._large)
         small = tuple(
             jnp.stack([jnp.asarray(leaves[i], dtype) for i in idx])
