@@ -310,3 +310,28 @@ def test_a_rollback_ends_a_probe_and_no_parent_is_copied_while_the_guard_holds()
     assert lrs == pytest.approx([0.01, 0.015, 0.01, 0.01, 0.015])
     # the wrapped tuner's parents pass only when it was consulted
     assert parents == [hj.KEEP, 0, hj.KEEP, hj.KEEP, 0]
+
+
+def test_the_wrapped_tuner_hears_of_a_divergence_and_does_not_probe_there_again():
+    # A run whose learning rate diverges above 0.2 and is best at 0.05. Guarded finite
+    # differences climb from 1e-3 and probe 0.202 once. Told that the probe diverged,
+    # the tuner turns back; never told, it probed 0.202 again every few windows (a
+    # rollback, and a restored state, each time) and sat at 0.168.
+    space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
+
+    def init(key, hp):
+        return {"w": jnp.ones(()), "extra": hj.extra_hparams(**hp)}
+
+    def train_window(s, key):
+        lr = s["extra"].hyperparams["learning_rate"]
+        gain = jnp.exp(-((jnp.log(lr) - jnp.log(0.05)) ** 2))
+        return {**s, "w": jnp.where(lr > 0.2, jnp.nan, s["w"] * (1 - 0.2 * gain))}, {}
+
+    task = hj.Task(init=init, train_window=train_window, evaluate=lambda s: {"score": -s["w"]},
+                   space=space, default_hparams={"learning_rate": 1e-3})
+    prog = hj.program.build(task, hj.guard(hj.finite_difference(space), space=space))
+    carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, 60))(prog.init(jax.random.key(0)))
+    diverged = ~np.isfinite(np.asarray(rows["score"]))
+    assert int(diverged.sum()) == 1  # the first probe past 0.2 only
+    lrs = np.asarray(rows["learning_rate"])
+    assert lrs[-1] < 0.1 and abs(np.log(lrs[-1] / 0.05)) < abs(np.log(0.168 / 0.05))

@@ -36,10 +36,8 @@ class GuardState(NamedTuple):
       cooldown: windows left in which nothing is judged and nothing changes.
       window: windows observed so far.
       block_sum, block_count, block_bad: the raw scores since the wrapped tuner
-        was last consulted (it sees their mean). A non-finite score always triggers
-        a rollback, which throws away the wrapped tuner's update and starts a new
-        block, so the wrapped tuner never sees a diverged window (``block_bad``
-        stays False; it is kept as a guard against that ever changing).
+        was last consulted (it sees their mean, NaN if any was non-finite: a
+        divergence is passed on to it at once, then the block starts afresh).
       rollbacks: how many rollbacks the guard has proposed.
       divergences: how many windows ended with a non-finite score.
       exploring: the values in force are the wrapped tuner's trial (a probe).
@@ -103,7 +101,10 @@ def guard(
       score restores the initial state. A training window should report a
       non-finite score when its loss explodes (the digits task does, for a
       window whose loss is worse than a uniform guess and rising), so that a
-      network killed by a huge learning rate is restarted rather than kept.
+      network killed by a huge learning rate is restarted rather than kept. The
+      wrapped tuner is told (it sees the NaN score of the values that ran, after
+      warmup), so it does not propose what diverged again; its next proposal is
+      not applied.
     * **tune_every**: the wrapped tuner is consulted (and values change) at most
       once every ``tune_every`` windows; it sees the mean raw score of the
       windows since it was last consulted and the values actually applied.
@@ -262,7 +263,11 @@ def guard(
             fallback[name] = value.astype(jnp.float32)
         applied = tree_where(trigger, fallback, tree_where(can_tune, stepped, state.applied))
         last_good = tree_where(trigger, fallback, last_good)
-        inner = tree_where(can_tune, inner_next, state.inner)
+        # A divergence is news for the wrapped tuner: it sees the NaN score of the
+        # values that ran (so a probe that diverged is not proposed again), but what
+        # it proposes next is not applied: the guard rolls back instead.
+        told = can_tune | (diverged & (t > warmup))
+        inner = tree_where(told, inner_next, state.inner)
         probe = jnp.asarray(False) if proposal.explore is None else proposal.explore
         exploring = jnp.where(trigger, False, jnp.where(can_tune, probe, state.exploring))
 
