@@ -311,3 +311,40 @@ def test_plateau_validation():
         hj.plateau(factor=1.5)
     with pytest.raises(ValueError, match="patience"):
         hj.plateau(patience=0)
+
+
+def test_fd_probes_inwards_from_a_log_bound_under_jit_too():
+    # under jit a LogUniform's upper bound maps to 0.99999994 in unit space, not 1.0
+    space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
+    tuner = hj.finite_difference(space, step=0.1)
+    update = jax.jit(tuner.update)
+    state = tuner.init(jax.random.key(0), {"learning_rate": 1.0})
+    probe, _ = update(state, hj.Observation(score=jnp.float32(1.0)))
+    assert float(probe.hparams["learning_rate"]) == pytest.approx(10 ** -0.4, rel=1e-4)
+
+
+def test_fd_takes_a_finite_probe_over_a_diverged_baseline():
+    tuner = hj.finite_difference(FD_SPACE, step=0.1)
+    state = tuner.init(jax.random.key(0), {"x": 0.5, "y": 0.5})
+    probe, state = fd_step(tuner, state, None, np.nan)  # the starting point diverged
+    commit, state = fd_step(tuner, state, None, 1.0)  # the probe trained
+    assert float(commit["x"]) == pytest.approx(float(probe["x"]))  # kept, not mirrored
+
+
+@pytest.mark.parametrize("make", [hj.finite_difference, hj.spsa, hj.bayes])
+def test_a_nan_starting_value_is_refused(make):
+    space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0))
+    with pytest.raises(ValueError, match="learning_rate must be a finite number"):
+        make(space).init(jax.random.key(0), {"learning_rate": float("nan")})
+
+
+def test_plateau_never_raises_a_value_and_refuses_structural_names():
+    space = hj.Space(learning_rate=hj.LogUniform(1e-4, 1.0), width=hj.IntUniform(8, 64))
+    for tuner, lr in ((hj.plateau(patience=1, min_value=1e-3), 1e-5),
+                      (hj.plateau(patience=1, space=space), 1e-5)):
+        state = tuner.init(jax.random.key(0), {"learning_rate": lr})
+        for score in (1.0, 1.0, 1.0):
+            p, state = tuner.update(state, hj.Observation(score=jnp.float32(score)))
+        assert float(p.hparams["learning_rate"]) <= lr  # a reduction, never a rise
+    with pytest.raises(ValueError, match="structural"):
+        hj.plateau(names=("width",), space=space)

@@ -35,7 +35,8 @@ def tuned_space(space: Space, names: Iterable[str] | None, where: str) -> Space:
 
 def check_init(sub: Space, hp: Mapping[str, jax.Array], where: str) -> HParams:
     """The starting values as float32 arrays, the tuned ones clipped into the space (a
-    warning says so when a concrete value was outside it)."""
+    warning says so when a concrete value was outside it; a concrete NaN or inf is
+    refused: there is nothing to clip it to)."""
     missing = [n for n in sub.names if n not in hp]
     if missing:
         raise ValueError(f"{where}.init: hparams lack tuned name(s) {missing}; got {sorted(hp)}")
@@ -44,6 +45,11 @@ def check_init(sub: Space, hp: Mapping[str, jax.Array], where: str) -> HParams:
     for n, value in clipped.items():
         if isinstance(hp[n], jax.core.Tracer):
             continue
+        if not bool(jnp.all(jnp.isfinite(hp[n]))):
+            raise ValueError(
+                f"{where}.init: {n} must be a finite number to start from, got "
+                f"{float(jnp.ravel(hp[n])[0])!r}"
+            )
         if not bool(jnp.all(value == hp[n])):
             warnings.warn(
                 f"{where}.init: {n}={float(jnp.ravel(hp[n])[0]):.6g} is outside the space "

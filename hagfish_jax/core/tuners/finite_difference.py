@@ -14,6 +14,8 @@ from ._common import applied, check_init, score_of, tuned_space, write_unit
 
 __all__ = ["FiniteDifferenceState", "finite_difference"]
 
+_ON_BOUND = 1e-5  # unit distance that counts as sitting on a bound
+
 _BASELINE, _PROBE = 0, 1
 
 
@@ -120,7 +122,10 @@ def finite_difference(
         # Phase 0: the window measured the committed point; propose a probe.
         s_i = state.direction[i]
         target = u[i] + s_i * state.steps[i]
-        stuck = jnp.clip(target, 0.0, 1.0) == u[i]  # sitting on the bound it points at
+        # sitting on the bound it points at (to float32 rounding: under jit a log
+        # bound's unit value can come out a hair inside it)
+        room = jnp.where(s_i > 0, 1.0 - u[i], u[i])
+        stuck = (room <= _ON_BOUND) & (jnp.clip(target, 0.0, 1.0) != target)
         s_i = jnp.where(stuck, -s_i, s_i)
         probe_i = jnp.clip(u[i] + s_i * state.steps[i], 0.0, 1.0)
         probe = jnp.where(onehot, probe_i, u)
@@ -128,7 +133,8 @@ def finite_difference(
 
         # Phase 1: the window measured the probe; commit.
         base_score = state.base_score
-        better = score > base_score  # False for NaN on either side
+        # a finite score beats a non-finite baseline; a non-finite probe never wins
+        better = (score > base_score) | (jnp.isfinite(score) & ~jnp.isfinite(base_score))
         rel = tolerance * jnp.abs(base_score)
         improved = score > base_score + rel
         flat = jnp.isfinite(score) & (jnp.abs(score - base_score) <= rel)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from .._checks import integer
 from ..base import HParams, Observation, Proposal, Tuner, as_hparams, keep_parents
 from ..space import Space
-from ._common import applied, score_of
+from ._common import applied, score_of, tuned_space
 
 __all__ = ["PlateauState", "plateau"]
 
@@ -44,15 +44,18 @@ def plateau(
       patience: windows without improvement before a reduction (an integer >= 1).
       threshold: relative improvement that counts (>= 0).
       cooldown: windows after a reduction in which nothing is judged (an integer >= 0).
-      min_value: values never go below this.
-      space: optional; reduced values are also clipped into it.
+      min_value: a reduction never goes below this (and never raises a value that
+        is already below it).
+      space: optional; reduced values are also clipped into it (never upwards). Its
+        dimensions for ``names`` must be dynamic.
 
     Returns:
       A :class:`~hagfish_jax.Tuner` whose state is a :class:`PlateauState`.
 
     Raises:
       ValueError: empty ``names``, a parameter outside its range (``patience``
-        and ``cooldown`` must be integers), or a name the ``space`` lacks.
+        and ``cooldown`` must be integers), or a name the ``space`` lacks or holds as
+        structural (an integer or a choice: only the shell changes those).
 
     >>> import jax, hagfish_jax as hj
     >>> tuner = hj.plateau(patience=2, factor=0.5)
@@ -71,8 +74,8 @@ def plateau(
     cooldown = integer("plateau: cooldown", cooldown, 0)
     if not threshold >= 0.0:
         raise ValueError(f"plateau: threshold must be >= 0, got {threshold!r}")
-    if space is not None:
-        space.subspace(names)  # raises on unknown names
+    if space is not None:  # unknown or structural names fail here
+        tuned_space(space, names, "plateau")
 
     def init(key, hparams) -> PlateauState:
         del key
@@ -102,6 +105,7 @@ def plateau(
             reduced = jnp.maximum(hp[n] * factor, min_value)
             if space is not None:
                 reduced = space[n].clip(reduced)
+            reduced = jnp.minimum(reduced, hp[n])  # a reduction never raises a value
             new[n] = jnp.where(reduce, reduced, hp[n]).astype(jnp.float32)
         cd = jnp.where(reduce, cooldown, jnp.maximum(state.cooldown - 1, 0)).astype(jnp.int32)
         bad = jnp.where(reduce, 0, bad).astype(jnp.int32)
