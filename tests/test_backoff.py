@@ -137,3 +137,28 @@ def test_exploratory_windows_never_count_towards_a_degradation():
     assert not any(b.observe(w, 0.1, explore=True).degraded for w in (1, 2, 3))
     assert not b.observe(4, 0.1).degraded and b.observe(5, 0.1).degraded
     assert b.observe(6, 2.0, explore=True).improved  # a probe may still improve the best
+
+
+def test_dormant_wakes_on_an_improvement_or_a_rollback_as_live_data_goes_on():
+    b = Backoff(plateau=1, dormant=2, noise=0.0)
+    for w, score in enumerate([0.5, 0.5, 0.5]):
+        d = b.observe(w, score)
+    assert d.phase is Phase.DORMANT
+    d = b.observe(3, 0.9)  # a stream went on and the score rose
+    assert d.phase is Phase.ACTIVE and d.transition == (Phase.DORMANT, Phase.ACTIVE)
+    for w, score in enumerate([0.9, 0.9], start=4):
+        b.observe(w, score)
+    assert b.phase is Phase.DORMANT
+    b.reactivate(6)  # restored from the best: evaluate often again
+    assert b.phase is Phase.ACTIVE and b.due(7)
+
+
+def test_spawn_noise_is_finite_whatever_the_history():
+    from hagfish_jax.shell.loop import spawn_noise
+    from hagfish_jax.shell.loop.steering import noise_scale
+
+    nan = float("nan")
+    for args in ((nan, 0.0, 1.0), (0.0, nan, 1.0), (0.0, 0.0, nan)):
+        assert 0.02 <= spawn_noise(*args) <= 0.5
+    history = [{"score": 0.5, "train_score": t} for t in (0.6, 0.6, nan)]
+    assert 0.02 <= noise_scale(history) <= 0.5  # a diverged training score

@@ -3,12 +3,14 @@
 Pure Python, between jitted calls. It decides *when* to evaluate and what the
 evaluations mean:
 
-* **ACTIVE**: evaluate every ``base`` windows.
-* **COOLING**: ``plateau`` evaluations in a row without improvement; each
-  non-improving evaluation multiplies the interval by ``backoff`` (up to
-  ``max_interval``); an improvement returns to ACTIVE and ``base``.
+* **ACTIVE**: evaluate every ``base`` windows while the score improves. Each
+  evaluation without improvement multiplies the interval by ``backoff`` (up to
+  ``max_interval``), in ACTIVE and COOLING alike; an improvement brings back ``base``.
+* **COOLING**: ``plateau`` evaluations in a row without improvement; an improvement
+  returns to ACTIVE.
 * **DORMANT**: ``dormant`` evaluations without improvement (and at least
-  ``min_windows`` windows): converged. The loop stops, or spawns a variant.
+  ``min_windows`` windows): converged. The loop stops, or spawns a variant; on live
+  data it goes on, and an improvement (or a rollback) returns to ACTIVE.
 * **WATCHDOG**: in continuous mode, after DORMANT: evaluate at ``max_interval`` and
   watch for degradation.
 
@@ -193,8 +195,7 @@ class Backoff:
     def reactivate(self, window: int) -> None:
         """Back to ACTIVE after a rollback: the run restarts from its best state, so it
         is evaluated at the base interval again (the best score is kept)."""
-        if self.phase in (Phase.COOLING, Phase.WATCHDOG, Phase.ACTIVE):
-            self.phase = Phase.ACTIVE
+        self.phase = Phase.ACTIVE  # a stream goes on past DORMANT: it wakes up too
         self.interval = float(self.base)
         self.stale = 0
         self.bad = 0
@@ -230,8 +231,8 @@ class Backoff:
         if improved:
             self.stale = 0
             self.interval = float(self.base)
-            if self.phase in (Phase.COOLING, Phase.WATCHDOG):
-                self.phase = Phase.ACTIVE
+            if self.phase in (Phase.COOLING, Phase.WATCHDOG, Phase.DORMANT):
+                self.phase = Phase.ACTIVE  # (DORMANT on live data, which goes on)
         else:
             self.stale += 1
             self.interval = min(self.interval * self.backoff, float(self.max_interval))

@@ -59,7 +59,8 @@ class MetaController:
     * PRUNE: the train-validation gap is above ``gap_threshold`` (relative to
       ``|train|``), or the gap has been widening (its normalised slope above
       ``gap_slope``).
-    * SPAWN: the validation score's normalised slope is flat (``|slope| <= flat``).
+    * SPAWN: the validation score's normalised slope is flat or falling
+      (``slope <= flat``): a restart from the best state with noise.
     * NO_OP: fewer than 3 evaluations, or still healthy (improving).
 
     Args:
@@ -77,8 +78,10 @@ class MetaController:
     'SPAWN'
     >>> mc.decide([0.5, 0.5, 0.5], train_scores=[0.9, 0.9, 0.9]).value  # overfitting
     'PRUNE'
-    >>> mc.decide([0.1, 0.3, 0.6]).value, mc.decide([0.5, 0.5, 0.5], spawns_used=2).value
-    ('NO_OP', 'STOP')
+    >>> mc.decide([0.1, 0.3, 0.6]).value, mc.decide([0.9, 0.6, 0.3, 0.1]).value  # up, down
+    ('NO_OP', 'SPAWN')
+    >>> mc.decide([0.5, 0.5, 0.5], spawns_used=2).value
+    'STOP'
     """
 
     max_spawns: int = 3
@@ -124,7 +127,7 @@ class MetaController:
             widening = _slope(gaps, scale) > self.gap_slope
             if (math.isfinite(rel_gap) and rel_gap > self.gap_threshold) or widening:
                 return Action.PRUNE
-        if abs(_slope(val_scores[-10:])) <= self.flat:
+        if _slope(val_scores[-10:]) <= self.flat:  # flat, or declining: restart from the best
             return Action.SPAWN
         return Action.NO_OP
 
@@ -197,9 +200,10 @@ def spawn_noise(
     never rises with ``val_slope`` or ``correlation`` and never falls with ``gap``.
 
     Args:
-      val_slope: normalised slope of the validation score.
-      gap: relative train-validation gap (clipped to [0, 1]).
-      correlation: correlation of train and validation scores (clipped to [-1, 1]).
+      val_slope: normalised slope of the validation score (NaN: read as 0).
+      gap: relative train-validation gap (clipped to [0, 1]; NaN: read as 0).
+      correlation: correlation of train and validation scores (clipped to [-1, 1];
+        NaN: read as 1).
       base: the noise scale before the three signals.
       low, high: the bounds of the result.
 
@@ -216,6 +220,10 @@ def spawn_noise(
     >>> spawn_noise(val_slope=-10.0, gap=0.0, correlation=1.0)  # declining: as a plateau
     0.2
     """
+    # an unknown signal (NaN: a diverged window in the history) counts as neutral
+    val_slope = val_slope if math.isfinite(val_slope) else 0.0
+    gap = gap if math.isfinite(gap) else 0.0
+    correlation = correlation if math.isfinite(correlation) else 1.0
     stall = 1.0 / (1.0 + max(val_slope, 0.0))  # 1 flat or falling, -> 0 rising fast
     gap_term = min(max(gap, 0.0), 1.0)
     decorrelation = (1.0 - max(min(correlation, 1.0), -1.0)) / 2.0  # 0 .. 1

@@ -127,8 +127,11 @@ def noise_scale(history: list[dict]) -> float:
     >>> 0.02 <= noise_scale(flat) <= 0.5
     True
     """
-    vals = [h["score"] for h in history[-10:] if math.isfinite(h["score"])]
-    trains = [h["train_score"] for h in history[-10:] if math.isfinite(h["score"])]
+    recent = [h for h in history[-10:] if math.isfinite(h["score"])]
+    vals = [h["score"] for h in recent]
+    trains = [h["train_score"] for h in recent]
+    if any(t is None or not math.isfinite(t) for t in trains):  # only whole pairs count
+        trains = [None] * len(vals)
     slope = float(np.polyfit(np.arange(len(vals)), vals, 1)[0]) if len(vals) > 1 else 0.0
     gap, corr = 0.0, 1.0
     if len(vals) > 1 and all(t is not None for t in trains):
