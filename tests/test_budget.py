@@ -9,6 +9,7 @@ import pytest
 
 import hagfish_jax as hj
 from hagfish_jax.shell.budget import Critic, Outcome
+from hagfish_jax.shell.records import RunRecords
 
 
 def curve(p):
@@ -226,3 +227,31 @@ def test_the_planner_refuses_a_directory_of_another_trainer(tmp_path):
     again = run(1e-3, on_mismatch="replace")
     assert again["trials"] == 2
     assert hj.records.read_run(tmp_path)["meta"]["planner"]["alpha"] == 1e-3
+
+
+class _Flat:
+    """A trial whose metric is the same whatever it trains (fast: no JAX)."""
+
+    def __init__(self, params):
+        self.params, self.metric, self.cost = params, -math.inf, 0.0
+
+    def advance(self, epochs):
+        self.cost += epochs * self.params.get("batch_size", 1)
+        self.metric = 0.6
+        return [{"window": 0}]
+
+    def summary(self):
+        return {}
+
+
+def test_the_planner_needs_epochs_and_reads_numpy_context_as_numbers(tmp_path):
+    no_epochs = hj.AdaptiveTrainer(bounds={"width": (8, 256)}, cost_fn=lambda p: p["width"])
+    with pytest.raises(ValueError, match="need an 'epochs' key"):
+        hj.budget.run_planner(no_epochs, _Flat, rounds=2)
+    with RunRecords(tmp_path / "run") as rec:
+        first = hj.budget.run_planner(hj.AdaptiveTrainer(alpha=1e-5), _Flat, rounds=2,
+                                      records=rec, context={"dataset_size": 100})
+    with RunRecords(tmp_path / "run") as rec:  # the same run, its size as a NumPy integer
+        again = hj.budget.run_planner(hj.AdaptiveTrainer(alpha=1e-5), _Flat, rounds=2,
+                                      records=rec, context={"dataset_size": np.int64(100)})
+    assert [o["trial"] for o in again["outcomes"]] == [o["trial"] for o in first["outcomes"]]

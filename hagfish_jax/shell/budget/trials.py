@@ -87,6 +87,11 @@ def run_planner(
         raise ValueError(
             f"run_planner: on_mismatch must be 'error' or 'replace', got {on_mismatch!r}"
         )
+    if "epochs" not in getattr(trainer, "bounds", {"epochs": None}):
+        raise ValueError(
+            "run_planner: the trainer's bounds need an 'epochs' key (what each trial "
+            f"trains for, and what halving cuts); got {sorted(trainer.bounds)}"
+        )
     if records is not None:
         _claim(records, trainer, halving, eta, context, fingerprint, on_mismatch)
     finished = {} if records is None else records.summaries()
@@ -145,7 +150,10 @@ def _claim(records, trainer, halving, eta, context, fingerprint, on_mismatch) ->
         "context": dict(context or {}),
         "fingerprint": dict(fingerprint or {}),
     }
-    config = json.loads(json.dumps(config, default=str))
+    def plain(x):  # NumPy scalars as the numbers they are, anything else as text
+        return x.item() if isinstance(x, np.generic) else str(x)
+
+    config = json.loads(json.dumps(config, default=plain))
     old = records.meta.get("planner")
     if old is not None and old != config:
         differ = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
