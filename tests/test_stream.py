@@ -144,6 +144,31 @@ def test_a_stream_that_fails_mid_run_keeps_the_completed_windows():
     assert np.all(np.isfinite(np.asarray(result.state["w"])))
 
 
+def test_a_stream_that_fails_leaves_a_checkpoint_to_resume_from(tmp_path):
+    def failing():
+        yield from drift.drifting_batches(0, 3 * 6)
+        raise OSError("feed went away")
+
+    class Trained:
+        def __init__(self):
+            self.windows = []
+
+        def on_window_end(self, loop, window, metrics):
+            self.windows.append(window)
+
+    loop = hj.Loop(task=TASK, checkpoint_dir=str(tmp_path))  # saves only at the end
+    with pytest.warns(UserWarning, match="returning the best state"):
+        failed = loop.run(key=jax.random.key(0), data=hj.Stream(failing(), window=5, validation=1))
+    loop.checkpoints.close()
+    assert failed.windows == 3
+    trained = Trained()
+    again = hj.Loop(task=TASK, checkpoint_dir=str(tmp_path), callbacks=[trained]).run(
+        key=jax.random.key(0), data=stream_of(1, 2)
+    )
+    assert trained.windows == [3, 4]  # from the last completed window, not from 0
+    assert [h["window"] for h in again.history] == [0, 1, 2, 3, 4]
+
+
 def test_pairs_from_a_plain_iterable_are_windows_too():
     windows = list(stream_of(4, 2))
     result = hj.Loop(task=TASK).run(key=jax.random.key(0), data=windows)

@@ -157,7 +157,8 @@ class Progress:
 
 def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:
     """The :class:`LoopResult` of a run that trained ``windows`` windows: the best
-    state (or the current one if nothing finite was scored), saved one last time."""
+    state (or the current one if nothing finite was scored), saved one last time (a
+    run that raised: as of its last completed window, so that it resumes there)."""
     scored = r.best_window >= 0
     member = int(loop._get(carry.best.member)) if scored else 0
     if scored:
@@ -169,8 +170,13 @@ def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:
         elif loop.population is not None:
             final = jax.tree.map(lambda x: x[0], final)
         hp = loop._in_force(final)
-    if loop.checkpoints is not None and r.error is None and scored:
-        loop._save(r, windows - 1, carry, None)
+    if loop.checkpoints is not None and scored:
+        last = windows - 1
+        if r.error is not None:  # the carry is that of the last window that completed
+            last = int(loop._get(carry.window)) - 1
+            r.history = [h for h in r.history if h["window"] <= last]
+        if last >= 0:  # a run that failed keeps what it finished: it resumes from there
+            loop._save(r, last, carry, None)
     if loop.population is None:
         if scored:
             r.members[r.best_window] = (r.best_score, final)
