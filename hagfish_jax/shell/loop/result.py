@@ -171,12 +171,13 @@ def finish(loop: Any, carry: Any, windows: int, r: Progress) -> LoopResult:
             final = jax.tree.map(lambda x: x[0], final)
         hp = loop._in_force(final)
     if loop.checkpoints is not None and scored:
-        last = windows - 1
+        last, saved = windows - 1, r
         if r.error is not None:  # the carry is that of the last window that completed
             last = int(loop._get(carry.window)) - 1
-            r.history = [h for h in r.history if h["window"] <= last]
+            kept = [h for h in r.history if h["window"] <= last]
+            saved = dataclasses.replace(r, history=kept)  # (the result keeps them all)
         if last >= 0:  # a run that failed keeps what it finished: it resumes from there
-            loop._save(r, last, carry, None)
+            loop._save(saved, last, carry, None)
     if loop.population is None:
         if scored:
             r.members[r.best_window] = (r.best_score, final)
