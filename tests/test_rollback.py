@@ -200,8 +200,25 @@ def test_restore_only_on_structs_and_bad_names():
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"max_repeats": 0}, "max_repeats"), ({"shrink": {"momentum": 0.5}}, "momentum"),
-     ({"shrink": {"learning_rate": 1.5}}, r"\(0, 1\)"), ({"shrink": 0.1}, "mapping")],
+     ({"shrink": {"learning_rate": 1.5}}, r"\(0, 1\)"),
+     ({"shrink": {"learning_rate": 1.0}}, r"\(0, 1\)"), ({"shrink": 0.1}, "mapping")],
 )
 def test_bad_rollback_options_are_refused(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         hj.program.build(stream_task(), hj.fixed(), **kwargs)
+
+
+def test_a_shrink_stays_inside_the_space():
+    def init(key, hp):
+        return {"w": jnp.ones(()), "extra": hj.extra_hparams(**hp)}
+
+    def train_window(s, key):  # diverges whatever the rate: restored, then shrunk
+        return {**s, "w": s["w"] * jnp.nan}, {}
+
+    task = hj.Task(init=init, train_window=train_window, evaluate=lambda s: {"score": s["w"]},
+                   space=SPACE, default_hparams={"learning_rate": 0.005})
+    prog = hj.program.build(task, hj.fixed(), max_repeats=1)
+    carry, rows = jax.jit(lambda c: hj.program.scan(prog, c, 4))(prog.init(jax.random.key(0)))
+    lrs = np.asarray(rows["learning_rate"])
+    assert lrs[0] == pytest.approx(0.005) and lrs.min() >= 1e-3 * (1 - 1e-6)
+    assert lrs[-1] == pytest.approx(1e-3)  # 0.005 x 0.1 clipped to the space's low end
