@@ -316,18 +316,17 @@ def build(
                 own = parents == jnp.arange(n)  # a copy starts afresh (the parent's values)
                 # one branch: the copies run only in a window that replaces someone,
                 # and read `parents` as computed once (not recomputed leaf by leaf)
-                # (a copy runs at its parent's values: the parent's shrink factors too)
-                # and the score its weights have: prune, spawn and the ensemble rank by it
-                new_state, snap, shrink, held = jax.lax.cond(
+                # (a copy also takes its parent's shrink factors, and its parent's score:
+                # prune, spawn and the ensemble rank the weights it now holds by it)
+                new_state, snap, (shrink, held) = jax.lax.cond(
                     jnp.all(own),
-                    lambda s, sn, sh, sc, p: (s, sn, sh, sc),
-                    lambda s, sn, sh, sc, p: (
+                    lambda s, sn, rest, p: (s, sn, rest),
+                    lambda s, sn, rest, p: (
                         _copied(s, p),
                         population_lib.exploit(sn, p),
-                        {k: jnp.take(v, p, mode="clip") for k, v in sh.items()},
-                        jnp.take(sc, p, mode="clip"),
+                        population_lib.exploit(rest, p),
                     ),
-                    new_state, snap, shrink, held, parents,
+                    new_state, snap, (shrink, held), parents,
                 )
                 repeats = jnp.where(own, repeats, 0)
         # restored from the same divergence too often: this member's steps stay smaller

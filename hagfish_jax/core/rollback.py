@@ -49,25 +49,24 @@ def shrink_factors(
 def scaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
     """The tuner's values times each member's shrink factor (1 until it diverged past
     the cap), clipped into the space."""
-    out = dict(hp)
-    for name, scale in shrink.items():
-        if name in out:
-            v = jnp.asarray(out[name], jnp.float32)
-            small = space[name].clip(v * scale).astype(jnp.float32)
-            out[name] = jnp.where(scale < 1.0, small, v)
-    return out
+    return _rescaled(hp, shrink, space, lambda v, scale: v * scale)
 
 
 def unscaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any) -> HParams:
     """The tuner's own values behind the ones in force: ``hp`` over each member's shrink
     factor, clipped into the space. A tuner that starts from the values it observes
     sees these, so the factor is applied once, not again every window."""
+    return _rescaled(hp, shrink, space, lambda v, scale: v / scale)
+
+
+def _rescaled(hp: HParams, shrink: Mapping[str, jax.Array], space: Any, op) -> HParams:
+    """``hp`` with ``op(value, factor)`` clipped into the space where a factor is below 1."""
     out = dict(hp)
     for name, scale in shrink.items():
         if name in out:
             v = jnp.asarray(out[name], jnp.float32)
-            big = space[name].clip(v / scale).astype(jnp.float32)
-            out[name] = jnp.where(scale < 1.0, big, v)
+            moved = space[name].clip(op(v, scale)).astype(jnp.float32)
+            out[name] = jnp.where(scale < 1.0, moved, v)
     return out
 
 

@@ -272,6 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.set_defaults(func=_plot)
     add_hpo(sub)
+    parser.demo = demo  # the demo's own parser: its option errors name "hagfish demo"
     return parser
 
 
@@ -327,8 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "demo":  # its errors say "hagfish demo: error: ..."
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        _check_demo(commands.choices["demo"], args)
+        _check_demo(parser.demo, args)
     return args.func(args)
 
 

@@ -7,7 +7,8 @@ scores, which one is best) is replaced atomically after it, so a run killed at
 any moment leaves the manifest pointing only at finished checkpoints. Each checkpoint
 also carries its own manifest entry, so a lost or damaged manifest is rebuilt from the
 checkpoints on disk (with a warning) instead of starting over. Each entry also holds a
-CRC-32 of every array's bytes, so damaged data is caught, not only a damaged structure.
+CRC-32 of every array's bytes (one more host copy of the state per save), so damaged
+data is caught, not only a damaged structure.
 Restoring tries the requested checkpoint and, if it is truncated or corrupt, falls back
 to the next good one (the newest; for ``"best"``, the best score first) with a warning,
 and sets the damaged one aside (renamed ``.damaged_window_...``, out of the manifest),
