@@ -166,7 +166,8 @@ def test_council_falls_back_when_the_llm_researcher_fails():
         council = Council(researcher=LLMResearcher(Chat(endpoint, sleep=NO_WAIT), Search()),
                           on_event=events.append)
         reviewed = council.review(CONTEXT._replace(flags=(), features={}))
-    assert reviewed.notes == ()
+    # the search's hits are kept: only the model's summary of them was lost
+    assert reviewed.notes == tuple(HITS)
     assert [e["role"] for e in events if e["kind"] == "fallback"] == ["researcher"]
 
 

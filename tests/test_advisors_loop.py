@@ -53,7 +53,7 @@ def test_council_advice_on_plateau_is_applied_inside_the_space(task, population)
     ctx = council.contexts[0]
     assert isinstance(ctx, AdviceContext) and ctx.space is task.space
     assert ctx.hparams["optimizer"] in ("adam", "sgd")  # a choice as its value
-    assert ctx.history and {"val_loss", "train_loss", "score"} <= set(ctx.history[-1])
+    assert ctx.history and {"val_loss", "train_loss", "val_score"} <= set(ctx.history[-1])
     assert ctx.budget_left is not None and ctx.budget_left < 8
     assert seen.advice and all(isinstance(a, hj.Advice) for a in seen.advice)
     applied = [hp for source, hp in seen.updates if source == "advisor"]

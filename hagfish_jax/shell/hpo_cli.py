@@ -80,11 +80,8 @@ def _hpo(args: argparse.Namespace) -> int:
         shown = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.items()
         )
-        print(
-            f"round {r}: val acc {summary.get('best_val_accuracy', float('nan')):.4f}, "
-            f"test acc {summary.get('test_accuracy', float('nan')):.4f} ({shown})",
-            flush=True,
-        )
+        val, test = (_acc(summary.get(k)) for k in ("best_val_accuracy", "test_accuracy"))
+        print(f"round {r}: val acc {val}, test acc {test} ({shown})", flush=True)
 
     try:
         result = run_hpo(config, args.out, progress=progress)
@@ -98,13 +95,23 @@ def _hpo(args: argparse.Namespace) -> int:
             writer.close()
     best = result.best or {}
     acc = {k: best.get(k) for k in ("best_val_accuracy", "test_accuracy", "test_f1")}
-    shown = {k: "n/a" if v is None else f"{float(v):.4f}" for k, v in acc.items()}
+    shown = {k: _acc(v) for k, v in acc.items()}
     print(
         f"best: {best.get('trial')} val acc {shown['best_val_accuracy']}, test acc "
         f"{shown['test_accuracy']}, test F1 {shown['test_f1']}; records in {result.out}"
     )
     _say_fallbacks(result.out)
     return 0
+
+
+def _acc(value) -> str:
+    """A recorded accuracy for print: ``n/a`` when there is none (a trial that
+    diverged in its first epoch records ``None``).
+
+    >>> _acc(0.91234), _acc(None)
+    ('0.9123', 'n/a')
+    """
+    return "n/a" if value is None else f"{float(value):.4f}"
 
 
 def _options(args: argparse.Namespace) -> str | None:

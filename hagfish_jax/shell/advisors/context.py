@@ -38,7 +38,9 @@ __all__ = [
     "Supervisor",
 ]
 
-#: The history keys advisors understand (rows may carry others).
+#: The history keys advisors understand (rows may carry others). ``val_score`` and
+#: ``train_score`` are a task's own headline metric (higher is better, any scale; what
+#: the Loop hands an advisor), read where no accuracy is recorded.
 HISTORY_KEYS = (
     "epoch",
     "train_loss",
@@ -47,6 +49,8 @@ HISTORY_KEYS = (
     "val_accuracy",
     "train_f1",
     "val_f1",
+    "train_score",
+    "val_score",
     "cost",
     "learning_rate",
 )

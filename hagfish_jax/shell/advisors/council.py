@@ -36,7 +36,7 @@ from typing import Any
 from .context import Advice, AdviceContext, Analysis, Result
 from .diagnosis import diagnose
 from .heuristic import HeuristicAnalyst, HeuristicConsultant, HeuristicSupervisor
-from .research import SearchResearcher
+from .research import SearchResearcher, _coerce, _iterate
 from .sanitize import Sanitizer
 from .validate import validate
 
@@ -143,16 +143,23 @@ class Council:
             d = diagnose(context.history)
             context = context._replace(flags=d.flags, features=d.features)
         analysis = self._call(
-            "analyst", lambda a: a.analyse(context), lambda x: isinstance(x, Analysis)
+            "analyst",
+            lambda a: a.analyse(context),
+            lambda x: isinstance(x, Analysis) and isinstance(x.keywords, (tuple, list)),
         )
         self.analysis = analysis
         keywords = tuple(str(k) for k in analysis.keywords)
         notes: tuple[Result, ...] = ()
         if keywords:
             try:
-                notes = tuple(self.researcher.research(keywords, context))
+                found = self.researcher.research(keywords, context)
             except Exception as err:  # noqa: BLE001 - research is optional
+                # a researcher that found hits before failing (an LLM researcher whose
+                # model call failed after its search) hands them over on the error
+                found = getattr(err, "hits", ())
                 self._event("fallback", role="researcher", error=_text(err))
+            # hits of any shape a search hook may give; what is not understood is dropped
+            notes = tuple(r for r in map(_coerce, _iterate(found)) if r is not None)
         if self.sanitizer is not None:
             notes = tuple(
                 Result(*(self.sanitizer.clean(str(part)) for part in n)) for n in notes

@@ -8,7 +8,11 @@ Everything here is plain Python and numpy; the thresholds are in :class:`Thresho
 Values may be missing: a key left out, ``None``, or a string that is not a number all
 count as "not measured". A non-finite *loss* (NaN or infinity) counts as divergence,
 except a loss column that is NaN from start to end while the other loss column has
-finite values (a caller that wrote NaN for "not measured"). Slopes are per row
+finite values (a caller that wrote NaN for "not measured"); so does a non-finite
+``val_score`` (a task's headline metric, NaN once its run diverged). Where no
+validation accuracy is recorded, ``val_score`` stands in for it in the plateau,
+slow-convergence and oscillation checks (never in those that read an accuracy's
+scale: underfitting and the accuracy gap). Slopes are per row
 (per epoch), fitted by least squares over the last ``window`` rows that have a value.
 
 >>> rows = [{"epoch": e, "train_loss": 2.0 * 0.7 ** e, "val_loss": 2.0 * 0.7 ** e + 0.1}
@@ -95,7 +99,10 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
 }
 
 _LOSSES = ("train_loss", "val_loss")
-_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "train_f1", "val_f1")
+_METRICS = (
+    "train_loss", "val_loss", "train_accuracy", "val_accuracy", "train_f1", "val_f1",
+    "train_score", "val_score",
+)
 _EPS = 1e-12
 
 
@@ -177,6 +184,8 @@ class Diagnosis(NamedTuple):
 
 # -- the checks ---------------------------------------------------------------------------
 def _diverged(cols: dict[str, np.ndarray], bad: dict[str, np.ndarray], t: Thresholds) -> bool:
+    if bad["val_score"].any():
+        return True
     has_finite = {k: bool(np.isfinite(cols[k]).any()) for k in _LOSSES}
     for key in _LOSSES:
         if not bad[key].any():
@@ -220,6 +229,9 @@ def diagnose(
         cols[key], bad[key] = curves.column(history, key)
     tl, vl = cols["train_loss"], cols["val_loss"]
     ta, va = cols["train_accuracy"], cols["val_accuracy"]
+    # the trend checks read an accuracy, or else the task's own score (higher is better)
+    vs = va if np.isfinite(va).any() else cols["val_score"]
+    has_vs = bool(np.isfinite(vs).any())
     w = t.window
 
     features = curves.features(history, cols, w)
@@ -270,7 +282,7 @@ def diagnose(
     if rel is not None:
         falling = rel < -t.slow_slope and (train_rel is None or train_rel < 0)
     else:
-        acc_rel = curves.relative_slope(va, w) if has_va else None
+        acc_rel = curves.relative_slope(vs, w) if has_vs else None
         falling = acc_rel is not None and acc_rel > t.slow_slope
     if falling:
         flags.add(SLOW_CONVERGENCE)
@@ -297,15 +309,15 @@ def diagnose(
     # plateau: the best value stopped improving
     if has_vl and np.isfinite(vl).sum() >= 3:
         imp = curves.improvement(vl, w, higher_is_better=False)
-    elif has_va and np.isfinite(va).sum() >= 3:
-        imp = curves.improvement(va, w, higher_is_better=True)
+    elif has_vs and np.isfinite(vs).sum() >= 3:
+        imp = curves.improvement(vs, w, higher_is_better=True)
     else:
         imp = curves.improvement(tl, w, higher_is_better=False)
     if imp is not None and imp < t.plateau_tol and not flags & {OVERFITTING, UNDERFITTING}:
         flags.add(PLATEAU)
 
     # oscillation: validation zig-zags by more than noise
-    wobbly = vl if has_vl else (va if has_va else tl)
+    wobbly = vl if has_vl else (vs if has_vs else tl)
     flips, pairs, spread = curves.wobble(wobbly, w)
     if (
         flips is not None

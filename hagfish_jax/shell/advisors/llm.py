@@ -55,6 +55,7 @@ from .prompts import (
     _fmt,
     _Identity,
     _proposal_text,
+    _quoted,
     _system,
 )
 from .research import SearchResearcher, offline_search
@@ -244,7 +245,8 @@ class LLMResearcher(_Role):
           unchanged when the model gives no usable remedy; ``()`` when ``k`` is 0.
 
         Raises:
-          LLMError: the model call failed (the council then records a fallback).
+          LLMError: the model call failed; the search's hits ride on it as ``hits``
+            (the council records a fallback and keeps them as the notes).
           Exception: whatever the search hook raises, unchanged.
         """
         hits = self.searcher.research(keywords, context)
@@ -265,7 +267,11 @@ class LLMResearcher(_Role):
         )
         words = [" ".join(w.split())[:_KEYWORD_CHARS] for w in keywords if isinstance(w, str)]
         features = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(context.features.items()))
-        found = [f"- {h.title}: {h.snippet[:_REMEDY_CHARS]} (source: {h.source})" for h in hits]
+        found = [
+            f"- {_quoted(h.title, 200)}: {_quoted(h.snippet, _REMEDY_CHARS)} "
+            f"(source: {_quoted(h.source, 200)})"
+            for h in hits
+        ]
         user = "\n".join(
             [
                 "KEYWORDS: " + (", ".join(w for w in words if w) or "(none)"),
@@ -281,7 +287,11 @@ class LLMResearcher(_Role):
                 f"Give at most {self.k} remedies.",
             ]
         )
-        answer = self._ask(self.name, system, user, _REMEDIES_SCHEMA)
+        try:
+            answer = self._ask(self.name, system, user, _REMEDIES_SCHEMA)
+        except LLMError as err:
+            err.hits = hits  # the search's results are not lost with the model call
+            raise
         source = _RESEARCH_PREFIX + self.chat.endpoint.model
         if hits:
             source += " from " + "; ".join(h.source for h in hits)

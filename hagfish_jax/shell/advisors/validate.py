@@ -49,9 +49,14 @@ class Checked(NamedTuple):
 
 
 def _real(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
+    """A real number: a Python or NumPy one, or a 0-d array of an integer or float
+    dtype (what a jax advisor computes); never a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return True
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return getattr(value, "shape", None) == () and kind in ("i", "u", "f")
 
 
 def _shown(value: Any) -> Any:
@@ -61,23 +66,31 @@ def _shown(value: Any) -> Any:
     return repr(value)[:200]
 
 
+_REFUSED = object()  # not None: a choice may hold None (e.g. no normalisation)
+
+
 def _check(name: str, dim: Any, value: Any) -> tuple[Any, str | None]:
     """``(value, reason)``: ``reason`` is ``None`` when taken as is; the value is
-    ``None`` when refused."""
+    ``_REFUSED`` when refused."""
     if isinstance(dim, Choice) and not dim.numeric:
+        # the choice's own object, matched by type as well as value: 1 is not True
+        for v in dim.values:
+            if type(v) is type(value) and v == value:
+                return v, None
         if isinstance(value, str):
             wanted = value.strip().lower()
             for v in dim.values:
                 if str(v).lower() == wanted:
-                    return v, None if v == value else "matched a choice by name"
-        elif value in dim.values:
-            return value, None
-        return None, f"refused: not one of {list(dim.values)}"
+                    return v, "matched a choice by name"
+        return _REFUSED, f"refused: not one of {list(dim.values)}"
     if not _real(value):
-        return None, f"refused: expected a number, got {type(value).__name__}"
-    v = float(value)
+        return _REFUSED, f"refused: expected a number, got {type(value).__name__}"
+    try:
+        v = float(value)
+    except OverflowError:  # an integer of hundreds of digits, valid JSON
+        v = math.inf
     if not math.isfinite(v):
-        return None, "refused: not a finite number"
+        return _REFUSED, "refused: not a finite number"
     if isinstance(dim, Choice):
         table = [float(c) for c in dim.values]
         i = int(np.argmin([abs(c - v) for c in table]))
@@ -134,7 +147,7 @@ def validate(
             checked, reason = _check(str(name), None, value)
         else:
             checked, reason = _check(str(name), space[name], value)
-        if checked is None:
+        if checked is _REFUSED:
             adjustments.append({**note, "applied": None, "reason": reason})
             continue
         if reason is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ...core.dimensions import Choice
 from ...core.space import Space
+from ..advisors.llm_client import _safe_url
 from .executor import batch_choices
 
 __all__ = ["HpoConfig", "HpoResult", "task_family"]
@@ -83,6 +84,8 @@ class HpoConfig:
         """The configuration as stored in ``run.json``."""
         out = dataclasses.asdict(self)
         out["models"] = dict(self.models)
+        if out.get("llm_base_url"):  # a user:password@ part is a secret, as a key is
+            out["llm_base_url"] = _safe_url(out["llm_base_url"])
         return out
 
 

@@ -63,6 +63,12 @@ def _f(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _loss(x: Any) -> float:
+    """A loss as a float, non-finite kept: NaN or infinity in a row is the record of a
+    divergence (what the advisors' diagnosis reads as one), not a missing value."""
+    return float(np.asarray(x).reshape(()))
+
+
 class Executor:
     """Trains trials of a task family; see the module docstring.
 
@@ -173,8 +179,8 @@ class Executor:
             row = {
                 "window": epoch,
                 "epoch": epoch,
-                "train_loss": _f(ev["train_loss"]),
-                "val_loss": _f(ev["val_loss"]),
+                "train_loss": _loss(ev["train_loss"]),
+                "val_loss": _loss(ev["val_loss"]),
                 "train_accuracy": _f(ev["train_score"]),
                 "val_accuracy": _f(ev["score"]),
                 "train_f1": _f(ev["train_f1"]),
@@ -183,7 +189,7 @@ class Executor:
                 "cost": cost * (epoch + 1),
             }
             rows.append(row)
-            if row["val_loss"] is None or row["train_loss"] is None:
+            if not (math.isfinite(row["val_loss"]) and math.isfinite(row["train_loss"])):
                 break  # diverged: nothing later can be better, the best epoch stays
             rank = (row["val_accuracy"] or 0.0, -row["val_loss"])
             if rank > best:

@@ -77,9 +77,13 @@ def clamp(hp: Mapping[str, Any], known: Mapping[str, Any], space: Space | None) 
     >>> space = hj.Space(learning_rate=hj.LogUniform(1e-3, 1.0))
     >>> clamp({"learning_rate": 50.0, "unknown": 1.0, "b1": "x"}, {"learning_rate": 0.1}, space)
     {'learning_rate': 1.0}
+    >>> clamp({"learning_rate": True}, {"learning_rate": 0.1}, space)
+    {}
     """
     out = {}
     for k, v in hp.items():
+        if isinstance(v, (bool, np.bool_, str, bytes)):
+            continue  # float(True) is 1.0 and float("0.5") is 0.5: neither is a number
         try:
             v = float(v)
         except (TypeError, ValueError):
@@ -244,12 +248,18 @@ class Steering:
 
     def _advise(self, carry: Carry, window: int, r) -> Carry:
         from ..advisors.context import AdviceContext
+        from ..advisors.validate import validate
 
         hp = self._get(self._in_force(carry.best.state if r.best_window >= 0 else carry.state))
         history = []
         for h in r.history[-20:]:
-            row = {"epoch": h["window"], "score": h["score"], "train_score": h["train_score"]}
-            row.update({k: h[k] for k in ("val_loss", "train_loss") if k in h})
+            # the advisor's keys; a loss the history holds as None (non-finite, kept
+            # JSON-safe there) goes back to NaN, which a diagnosis reads as divergence
+            row = {"epoch": h["window"], "val_score": h["score"]}
+            row["train_score"] = h["train_score"]
+            for k in ("val_loss", "train_loss"):
+                if k in h:
+                    row[k] = math.nan if h[k] is None else h[k]
             history.append(row)
         max_windows = self.max_windows
         context = AdviceContext(
@@ -274,6 +284,9 @@ class Steering:
             warnings.warn(f"advisor failed, training goes on: {msg}", stacklevel=2)
             return carry
         self._fire("on_advice", window, advice)
+        # any advisor's proposal is data: checked against the space (wrong types and
+        # unknown names refused, values clipped) before it reaches the state
+        proposed = validate(proposed, self.space).hparams
         return self._apply(carry, device_values(proposed, self.space), window, "advisor")
 
     def _apply(self, carry: Carry, hp: dict, window: int, source: str) -> Carry:
