@@ -255,3 +255,23 @@ def test_the_planner_needs_epochs_and_reads_numpy_context_as_numbers(tmp_path):
         again = hj.budget.run_planner(hj.AdaptiveTrainer(alpha=1e-5), _Flat, rounds=2,
                                       records=rec, context={"dataset_size": np.int64(100)})
     assert [o["trial"] for o in again["outcomes"]] == [o["trial"] for o in first["outcomes"]]
+
+
+def test_the_planner_refuses_a_directory_of_another_kind_of_run(tmp_path):
+    with RunRecords(tmp_path, {"kind": "hpo"}) as rec:  # trials, and no planner entry
+        rec.finish_trial("trial_000", {"status": "finished", "best_val_accuracy": 0.9})
+    def files():
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    with RunRecords(tmp_path) as rec:
+        with pytest.raises(ValueError, match="holds another kind of run"):
+            hj.budget.run_planner(hj.AdaptiveTrainer(alpha=1e-5), _Flat, rounds=2, records=rec)
+    assert files() == before  # refused before anything was written
+    with RunRecords(tmp_path) as rec:
+        out = hj.budget.run_planner(hj.AdaptiveTrainer(alpha=1e-5), _Flat, rounds=2,
+                                    records=rec, on_mismatch="replace")
+    assert out["trials"] == 2
+    run = hj.records.read_run(tmp_path)
+    assert "planner" in run["meta"]
+    assert run["summaries"]["trial_000"]["observed"] == 0

@@ -191,3 +191,35 @@ BASE = {"space": {"lr": [1e-4, 1e-1]}, "tuner": {"strategy": "bayes"}}
 def test_invalid_input_names_the_key(patch, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         hj.from_config({**BASE, **patch})
+
+
+@pytest.mark.parametrize(
+    "spec, flag",
+    [
+        ({"low": 1e-4, "high": 1e-1, "log": "false"}, "log"),
+        ({"low": 1e-4, "high": 1e-1, "log": 0}, "log"),
+        ({"low": 1, "high": 4, "int": "no"}, "int"),
+        ({"low": 0.1, "high": 0.9, "dynamic": "false"}, "dynamic"),
+        ({"low": 1, "high": 4, "int": True, "dynamic": 1}, "dynamic"),
+        ({"choice": [1, 2], "dynamic": "yes please"}, "dynamic"),
+    ],
+)
+def test_range_flags_must_be_true_or_false(spec, flag):
+    with pytest.raises(ValueError, match=rf"space\.x\.{flag}: expected true or false"):
+        hj.from_config({"space": {"x": spec}, "tuner": {"strategy": "bayes"}})
+
+
+def test_range_flags_given_as_booleans_take_effect():
+    space = hj.from_config({
+        "space": {
+            "a": {"low": 1e-4, "high": 1e-1, "log": False},
+            "b": {"low": 1e-4, "high": 1e-1, "log": True, "dynamic": False},
+            "c": {"low": 1, "high": 4, "int": True, "dynamic": True},
+            "d": {"choice": [1, 2], "dynamic": False},
+        },
+        "tuner": {"strategy": "bayes"},
+    }).space
+    assert space["a"] == hj.Uniform(1e-4, 1e-1, dynamic=True)
+    assert space["b"] == hj.LogUniform(1e-4, 1e-1, dynamic=False)
+    assert space["c"] == hj.IntUniform(1, 4, dynamic=True)
+    assert space["d"] == hj.Choice([1, 2], dynamic=False)

@@ -13,7 +13,15 @@ import jax
 import pytest
 
 from hagfish_jax.shell.cli import main
-from hagfish_jax.shell.hpo import Executor, HpoConfig, TrialFailed, is_oom, run_hpo, task_family
+from hagfish_jax.shell.hpo import (
+    Executor,
+    HpoConfig,
+    TrialFailed,
+    is_oom,
+    rounds,
+    run_hpo,
+    task_family,
+)
 
 TINY = dict(task="breast_cancer", hidden=(8,), epochs=3, patience=2)
 TRIAL_FILES = ("proposal.json", "metrics_epoch.csv", "analysis.json", "summary.json")
@@ -220,3 +228,31 @@ def test_the_cli_says_when_advisors_fell_back_to_offline_advice(tmp_path, capsys
     err = capsys.readouterr().err
     assert "2 advisor call(s) failed and fell back to offline advice" in err
     assert "analyst: no connection to X" in err and "events.jsonl" in err
+
+
+def test_a_kill_while_the_council_advises_leaves_the_records_of_a_whole_run(
+    tmp_path, family, monkeypatch
+):
+    config = HpoConfig(rounds=2, **TINY)
+    run_hpo(config, tmp_path / "whole", family=family, plots=False)
+    killed, writes = tmp_path / "killed", []
+    real = rounds._append
+
+    def dying_append(path, text):  # killed halfway through trial 1's second advice line
+        if path.name == "advice.jsonl" and path.parent.name == "trial_001":
+            writes.append(text)
+            if len(writes) == 2:
+                with open(path, "a") as f:
+                    f.write(text[: len(text) // 2])
+                raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(rounds, "_append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        run_hpo(config, killed, family=family, plots=False)
+    assert not (killed / "trials" / "trial_001" / "proposal.json").exists()
+    monkeypatch.setattr(rounds, "_append", real)
+    run_hpo(config, killed, family=family, plots=False)  # the run again, to its end
+    advice = (killed / "trials" / "trial_001" / "advice.jsonl").read_text()
+    assert advice == (tmp_path / "whole" / "trials" / "trial_001" / "advice.jsonl").read_text()
+    assert _records(killed) == _records(tmp_path / "whole")

@@ -193,3 +193,18 @@ def test_another_run_in_the_same_directory_is_refused_or_replaced(tmp_path):
     assert again.log("trial_000", rows(3)) == 3
     with pytest.raises(ValueError, match="on_mismatch"):
         RunRecords(tmp_path, on_mismatch="merge")
+
+
+def test_a_trial_continues_in_the_metrics_file_it_was_recorded_in(tmp_path):
+    with RunRecords(tmp_path, metrics_name="metrics_epoch.csv") as rec:
+        rec.log("trial_000", [{"window": w, "val_accuracy": 0.5 + w / 10} for w in (0, 1)])
+    with RunRecords(tmp_path) as rec:  # opened with the other name, metrics.csv
+        assert rec.log("trial_000", [{"window": 2, "val_accuracy": 0.7}]) == 1
+        assert rec.log("trial_001", [{"window": 0, "val_accuracy": 0.1}]) == 1
+    trials = tmp_path / "trials"
+    assert sorted(p.name for p in (trials / "trial_000").iterdir()) == ["metrics_epoch.csv"]
+    assert sorted(p.name for p in (trials / "trial_001").iterdir()) == ["metrics.csv"]
+    rows = read_run(tmp_path)["rows"]
+    assert [r["window"] for r in rows["trial_000"]] == [0, 1, 2]
+    assert [r["val_accuracy"] for r in rows["trial_000"]] == [0.5, 0.6, 0.7]
+    assert rows["trial_001"] == [{"window": 0, "val_accuracy": 0.1}]

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from hagfish_jax.shell.lock import DirectoryLock, LockedError
-from hagfish_jax.shell.records import RunRecords, read_run
+from hagfish_jax.shell.records import DamagedRecordError, RunRecords, read_run
 
 WRITER = textwrap.dedent(
     """
@@ -150,3 +150,21 @@ def test_a_lock_acquired_or_released_twice_is_held_once(tmp_path):
     assert _locked(tmp_path)
     b.release()
     assert not _locked(tmp_path)
+
+
+def test_a_failed_open_leaves_the_directory_free(tmp_path):
+    RunRecords(tmp_path, meta={"task": "a"}).close()
+    with pytest.raises(ValueError, match="holds another run") as other_run:
+        RunRecords(tmp_path, meta={"task": "b"})
+    assert not _locked(tmp_path)
+    with open(tmp_path / "events.jsonl", "w") as f:
+        f.write('{"kind": "tick"\n{"kind": "tock"}\n')  # a damaged line before a whole one
+    with pytest.raises(DamagedRecordError) as damaged:
+        RunRecords(tmp_path, meta={"task": "a"})
+    assert other_run.value and damaged.value  # the errors (and what they refer to) are kept
+    assert not _locked(tmp_path)
+    os.unlink(tmp_path / "events.jsonl")
+    script = f"from hagfish_jax.shell.records import RunRecords; RunRecords({str(tmp_path)!r})"
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=60)
+    assert other.returncode == 0, other.stderr  # another process opens it

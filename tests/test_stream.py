@@ -81,6 +81,18 @@ def test_a_batch_of_another_shape_or_a_failing_source_raises_where_it_is_read():
         next(stream)
 
 
+def test_a_batch_of_another_dtype_is_refused_naming_the_dtypes():
+    def changing():
+        yield from numbered(2)
+        yield {"x": np.zeros(2, np.float64), "i": np.int32(2)}  # the same shapes
+
+    stream = hj.Stream(changing(), window=1, validation=1)
+    with pytest.raises(ValueError, match="batch 2 has") as err:
+        next(stream)
+        next(stream)
+    assert "float64" in str(err.value) and "float32" in str(err.value)
+
+
 def test_bad_stream_arguments_fail_before_reading():
     with pytest.raises(TypeError, match="iterable of batches"):
         hj.Stream(3, window=2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import re
 import shutil
 import struct
@@ -58,10 +59,11 @@ BOWL = hj.Task(init=init, train_window=train_window, evaluate=evaluate, space=SP
                default_hparams={"learning_rate": 0.1, "momentum": 0.5}, name="bowl")
 
 
-def read_tb(logdir) -> dict:
+def read_tb(logdir, cut_ok: bool = False) -> dict:
     """``{run: {tag: [(step, value or text), ...]}}`` from every event file under
     ``logdir``, in file order; each record's length and data CRCs are checked and each
-    file starts with its version record."""
+    file starts with its version record (with ``cut_ok``, a file may end in a record
+    cut short, which is left out)."""
     out: dict = {}
     for path in sorted(logdir.glob("*/*tfevents*")):
         data, pos = path.read_bytes(), 0
@@ -69,6 +71,8 @@ def read_tb(logdir) -> dict:
         while pos < len(data):
             header = data[pos : pos + 8]
             (length,) = struct.unpack("<Q", header)
+            if cut_ok and pos + 16 + length > len(data):
+                break
             (crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
             assert crc == masked_crc32c(header), path
             body = data[pos + 12 : pos + 12 + length]
@@ -194,6 +198,35 @@ def test_a_resumed_run_adds_no_duplicate_points(demo_dir, tmp_path):
         records.clear()  # and so does clearing an open directory
         records.log("run", [{"window": 0, "score": 2.0}])
     assert read_tb(out / "tensorboard") == {"run": {"metrics/score": [(0, 2.0)]}}
+
+
+def test_a_resume_writes_what_a_killed_job_recorded_but_never_flushed(tmp_path):
+    meta, tb_dir = {"hparams": ["lr"]}, tmp_path / "tensorboard"
+
+    def rows(windows):
+        return [{"window": w, "score": w / 10, "lr": 0.01} for w in windows]
+
+    with RunRecords(tmp_path, meta, tensorboard=True) as records:
+        records.log("member_00", rows(range(4)))
+        records.event("rollback", window=2, to_window=1)
+        records.log("member_00", rows([4]))
+    # killed before the next flush: window 4's point half in its file, windows 5-7 and
+    # a rollback in the CSV and events.jsonl only (recorded here without a writer)
+    (old,) = tb_dir.glob("member_00/*tfevents*")
+    os.truncate(old, old.stat().st_size - 10)
+    with RunRecords(tmp_path, meta) as records:
+        records.log("member_00", rows(range(5, 8)))
+        records.event("rollback", window=6, to_window=5)
+    with RunRecords(tmp_path, meta, tensorboard=True) as records:
+        assert records.log("member_00", rows(range(9))) == 1
+    tb = read_tb(tb_dir, cut_ok=True)
+    assert_no_duplicate_steps(tb)
+    assert [s for s, _ in tb["member_00"]["metrics/score"]] == list(range(9))
+    assert [s for s, _ in tb["member_00"]["hparams/lr"]] == list(range(9))
+    assert [s for s, _ in tb["member_00"]["events/rollback/text_summary"]] == [2, 6]
+    with RunRecords(tmp_path, meta, tensorboard=True):  # all there: nothing is added
+        pass
+    assert len(list(tb_dir.glob("member_00/*tfevents*"))) == 2
 
 
 def test_the_loops_record_run_puts_a_populations_hyperparameters_in_member_runs(tmp_path):

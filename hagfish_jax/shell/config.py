@@ -166,6 +166,15 @@ def _dimension(name: str, spec: Any) -> Dimension:
         raise ValueError(msg) from None
 
 
+def _flag(key: str, spec: Mapping[str, Any], name: str, default: bool) -> bool:
+    """``spec[name]``, a true or false (a text or a number is refused: "false" is no
+    false), or ``default`` when absent."""
+    value = spec.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}.{name}: expected true or false, got {value!r}")
+    return value
+
+
 def _build_dimension(key: str, spec: Any) -> Dimension:
     if isinstance(spec, (list, tuple)):
         if len(spec) != 2:
@@ -184,7 +193,7 @@ def _build_dimension(key: str, spec: Any) -> Dimension:
             values = spec["choice"]
             if not isinstance(values, (list, tuple)):
                 raise ValueError(f"{key}.choice: expected a list, got {values!r}")
-            return Choice(values, dynamic=bool(spec.get("dynamic", False)))
+            return Choice(values, dynamic=_flag(key, spec, "dynamic", False))
         unknown = set(spec) - _RANGE_KEYS
         if unknown:
             raise ValueError(
@@ -194,12 +203,13 @@ def _build_dimension(key: str, spec: Any) -> Dimension:
         if "low" not in spec or "high" not in spec:
             raise ValueError(f"{key}: a range needs both 'low' and 'high', got {dict(spec)!r}")
         low, high = _number(f"{key}.low", spec["low"]), _number(f"{key}.high", spec["high"])
-        if spec.get("int", False):
-            if spec.get("log", False):
+        log = _flag(key, spec, "log", False)
+        if _flag(key, spec, "int", False):
+            if log:
                 raise ValueError(f"{key}: 'int' and 'log' cannot be combined")
-            return IntUniform(low, high, dynamic=bool(spec.get("dynamic", False)))
-        cls = LogUniform if spec.get("log", False) else Uniform
-        return cls(low, high, dynamic=bool(spec.get("dynamic", True)))
+            return IntUniform(low, high, dynamic=_flag(key, spec, "dynamic", False))
+        cls = LogUniform if log else Uniform
+        return cls(low, high, dynamic=_flag(key, spec, "dynamic", True))
     raise ValueError(
         f"{key}: expected [low, high], {{low, high, log}} or {{choice: [...]}}, got {spec!r}"
     )

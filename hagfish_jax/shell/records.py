@@ -82,7 +82,8 @@ class RunRecords:
         as ``run.json``; merged into an existing ``run.json`` when continuing.
       select: the summary key that ranks finished trials for ``best_overall.json``
         (higher is better).
-      metrics_name: the per-trial metrics file, one of :data:`METRICS_NAMES`.
+      metrics_name: the per-trial metrics file, one of :data:`METRICS_NAMES`, of the
+        trials this object starts; a trial already recorded goes on in its own file.
       on_mismatch: what to do when the directory holds another run (a key of
         ``meta`` recorded there with a different value): ``"error"`` (default: a
         ``ValueError`` naming the keys, so two runs never mix) or ``"replace"``
@@ -97,7 +98,8 @@ class RunRecords:
     off when the directory is opened again. The directory is locked for the life of
     this object (:class:`~hagfish_jax.shell.lock.DirectoryLock`): another process
     opening it for writing gets a :class:`~hagfish_jax.shell.lock.LockedError` naming
-    the holder; :meth:`close` (or the end of a ``with`` block) releases it.
+    the holder; :meth:`close` (or the end of a ``with`` block) releases it, and an
+    open that fails (another run there, a damaged file) releases it before raising.
     """
 
     def __init__(
@@ -131,6 +133,15 @@ class RunRecords:
         self.path.mkdir(parents=True, exist_ok=True)
         self.select = str(select)
         self._lock = DirectoryLock(self.path, "run directory").acquire()
+        try:
+            self._open(meta, on_mismatch, tensorboard)
+        except BaseException:  # a directory this object failed to open stays free
+            if self._tb is not None:
+                self._tb.close()
+            self._lock.release()
+            raise
+
+    def _open(self, meta, on_mismatch: str, tensorboard) -> None:
         old_meta = _load(self.path)[0]
         new_meta = _plain(dict(meta or {}))
         differ = sorted(k for k in new_meta if k in old_meta and old_meta[k] != new_meta[k])
@@ -150,6 +161,8 @@ class RunRecords:
         for appended in appended_files:
             _repair_tail(appended)  # a row cut short by a kill is dropped
         self.meta, self._rows, self._fields, self._events = _load(self.path)
+        # a trial goes on in the file it was recorded in, whatever this object's name
+        self._names = {t: _metrics_file(self.path / "trials" / t).name for t in self._fields}
         self._seen = {t: {int(r["window"]) for r in rows} for t, rows in self._rows.items()}
         if meta:
             self.meta.update(_plain(dict(meta)))
@@ -201,7 +214,7 @@ class RunRecords:
                 (self.path / name).unlink()
         if hasattr(self, "_rows"):  # an open writer starts afresh
             (self.path / "trials").mkdir(exist_ok=True)
-            self._rows, self._fields, self._events = {}, {}, []
+            self._rows, self._fields, self._events, self._names = {}, {}, [], {}
             self._event_set, self._seen = set(), {}
             self.write_meta()
         if tb is not None:  # what is written from now on starts afresh
@@ -219,7 +232,8 @@ class RunRecords:
         return d
 
     def log(self, trial: str, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Append ``rows`` (each with a ``window``) to ``trial``'s ``metrics.csv``.
+        """Append ``rows`` (each with a ``window``) to ``trial``'s ``metrics.csv`` (the
+        :attr:`metrics_name` of a new trial; a recorded one goes on in its own file).
 
         Rows whose window is already recorded are skipped; the columns are fixed by
         the first row ever written for the trial (a row with another column raises
@@ -249,8 +263,9 @@ class RunRecords:
         text = _csv_text(fields, new)
         if trial not in self._fields:  # a new file appears whole, with its header
             write_atomic(d / self.metrics_name, text)
+            self._names[trial] = self.metrics_name
         else:
-            _append(d / self.metrics_name, text[text.index("\n") + 1 :])
+            _append(d / self._names[trial], text[text.index("\n") + 1 :])
         seen.update(int(r["window"]) for r in new)
         self._rows.setdefault(trial, []).extend(new)
         self._fields[trial] = fields
@@ -350,6 +365,11 @@ def _summaries(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _metrics_file(trial_dir: Path) -> Path | None:
+    """The metrics file of a trial, the first of :data:`METRICS_NAMES` there."""
+    return next((f for n in METRICS_NAMES if (f := trial_dir / n).exists()), None)
+
+
 def _load(path: Path):
     """``(meta, rows, fields, event lines)`` of a run directory, as recorded."""
     meta = _json_file(path / "run.json") or {}
@@ -357,11 +377,9 @@ def _load(path: Path):
     fields: dict[str, list[str]] = {}
     trials = path / "trials"
     for d in sorted(trials.iterdir()) if trials.is_dir() else []:
-        for name in METRICS_NAMES:
-            metrics = d / name
-            if metrics.exists():
-                fields[d.name], rows[d.name] = _read_csv(metrics)
-                break
+        metrics = _metrics_file(d)
+        if metrics is not None:
+            fields[d.name], rows[d.name] = _read_csv(metrics)
     events = path / "events.jsonl"
     lines = _whole_lines(events.read_text()).splitlines() if events.exists() else []
     for number, line in enumerate(lines, 1):

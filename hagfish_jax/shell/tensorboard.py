@@ -25,7 +25,8 @@ the file as they are recorded, and one background thread flushes the files every
 ``flush_secs`` (default 1 s), so TensorBoard shows a running job's points within
 about a second; :meth:`TensorBoardWriter.close` flushes everything. A writer never
 writes a window twice; opened on a log directory that already has a run's files
-(a resumed job), it leaves that run's recorded windows alone and adds new ones.
+(a resumed job), it reads them, leaves the windows and events found there alone and
+writes the rest (those a killed job recorded but never flushed included).
 
 >>> import tempfile, hagfish_jax as hj
 >>> run_dir = tempfile.mkdtemp()
@@ -42,6 +43,7 @@ import json
 import numbers
 import os
 import re
+import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -143,12 +145,12 @@ class TensorBoardWriter:
     ) -> int:
         """Write ``trial``'s rows (each with a ``window``) whose window it has not written;
         ``hparams``: the columns that are hyperparameters. Returns how many it wrote."""
-        return self._log(trial, rows, set(hparams), skip=False)
+        return self._log(trial, rows, set(hparams), None)
 
     def event(self, event: Mapping[str, Any], index: int) -> bool:
         """Write ``event`` (a ``kind`` and its fields), unless already written; ``index``:
         its place in ``events.jsonl`` (the step of an event without a window)."""
-        return self._event(dict(event), int(index), skip=False)
+        return self._event(dict(event), int(index), None)
 
     def sync(
         self,
@@ -161,17 +163,16 @@ class TensorBoardWriter:
         """Write whatever of a run's records is not written yet: ``rows`` by trial and
         ``events`` in their order in ``events.jsonl`` (as :func:`read_run` gives them).
 
-        With ``resume``, the runs that already had event files when this writer opened
-        are taken as written (an earlier job mirrored them): their rows and events are
-        marked, not written again. The files are flushed before it returns. Returns how
-        many rows and events were written.
+        With ``resume``, the event files already in the log directory (an earlier job's)
+        are read first: the rows and events found there are marked, not written again;
+        the others (a killed job's last points, never flushed) are written. The files
+        are flushed before it returns. Returns how many rows and events were written.
         """
         self._trials.update(rows)
         names = set(hparams)
-        n = sum(
-            self._log(t, r, names, skip=resume and t in self.existing) for t, r in rows.items()
-        )
-        n += sum(self._event(dict(e), i, skip=resume) for i, e in enumerate(events))
+        found = self._read_existing() if resume else None
+        n = sum(self._log(t, r, names, found) for t, r in rows.items())
+        n += sum(self._event(dict(e), i, found) for i, e in enumerate(events))
         self.flush()
         return n
 
@@ -203,16 +204,17 @@ class TensorBoardWriter:
 
     # -- rows and events -------------------------------------------------------------------
 
-    def _log(self, trial: str, rows, hparams: set[str], skip: bool) -> int:
+    def _log(self, trial: str, rows, hparams: set[str], found: _Found | None) -> int:
         seen = self._windows.setdefault(trial, set())
         self._trials.add(trial)
+        present = found.windows.get(trial, set()) if found is not None else set()
         written = 0
         for row in rows:
             window = int(row["window"])
             if window in seen:
                 continue
             seen.add(window)
-            if skip:
+            if window in present:  # an earlier job wrote it
                 continue
             values = []
             for column, v in row.items():
@@ -224,23 +226,23 @@ class TensorBoardWriter:
             written += 1
         return written
 
-    def _event(self, event: dict[str, Any], index: int, skip: bool) -> bool:
+    def _event(self, event: dict[str, Any], index: int, found: _Found | None) -> bool:
         key = _json(event)
         if key in self._events:
             return False
         self._events.add(key)
         window = _step(event.get("window"))
         step = window if window is not None else index
-        home = self._home(event)
         kind = str(event.get("kind", "event"))
-        parts: dict[str, list] = {home: []}
+        body = _markdown(event)
+        if found is not None and found.has_text(f"events/{kind}", step, body):
+            return False  # an earlier job wrote it (in whichever run was its home then)
+        home = self._home(event)
+        values = []
         if kind == "exploit" and _number(event.get("parent")) is not None:
-            parts[home].append(("pbt/parent", _number(event["parent"])))
-        for run, values in parts.items():
-            if not (skip and run in self.existing):
-                text = (f"events/{kind}", _markdown(event)) if run == home else None
-                self._write(run, step, values, text)
-        return not (skip and home in self.existing)
+            values.append(("pbt/parent", _number(event["parent"])))
+        self._write(home, step, values, (f"events/{kind}", body))
+        return True
 
     def _member_run(self, member: int, trial: Any = None) -> str | None:
         """The trial of a population's ``member``: ``<trial>_<member>`` when the event
@@ -260,6 +262,25 @@ class TensorBoardWriter:
         return next(iter(self._trials)) if len(self._trials) == 1 else EVENTS_RUN
 
     # -- files -------------------------------------------------------------------------------
+
+    def _read_existing(self) -> _Found:
+        """What the event files of the log directory hold (this writer's flushed first)."""
+        self.flush()
+        _, event_pb2, _, _ = self._api
+        found = _Found()
+        for path in sorted(self.logdir.glob("*/*tfevents*")):  # in the order written
+            run = path.parent.name
+            for event in _records(path, event_pb2):
+                for v in event.summary.value:
+                    if v.tag.startswith(("metrics/", "hparams/")):
+                        found.windows.setdefault(run, set()).add(int(event.step))
+                    elif v.tag.endswith(_TEXT) and v.HasField("tensor") and v.tensor.string_val:
+                        tag = v.tag[: -len(_TEXT)]
+                        body = v.tensor.string_val[0].decode("utf-8", "replace")
+                        found.texts.setdefault((tag, int(event.step)), []).append(body)
+                        # a later event of this kind at this step joins this entry
+                        self._texts[(run, tag)] = (int(event.step), body)
+        return found
 
     def _write(self, run: str, step: int, values: list, text: tuple[str, str] | None = None):
         _, event_pb2, summary_pb2, text_summary = self._api
@@ -300,6 +321,41 @@ class TensorBoardWriter:
             self.flush()
 
 
+#: what tensorboardX adds to the tag of a text entry
+_TEXT = "/text_summary"
+
+
+class _Found:
+    """The rows (windows by run) and the text entries (bodies by tag and step) that
+    event files already hold."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, set[int]] = {}
+        self.texts: dict[tuple[str, int], list[str]] = {}
+
+    def has_text(self, tag: str, step: int, body: str) -> bool:
+        """Whether an entry ``tag`` at ``step`` holds ``body`` (alone, or joined with
+        others of its kind at that step)."""
+        part = "\n\n" + body + "\n\n"
+        return any(part in "\n\n" + t + "\n\n" for t in self.texts.get((tag, step), ()))
+
+
+def _records(path: Path, event_pb2) -> list:
+    """The whole records of an event file, in order; a record cut short or damaged (a
+    job killed while writing) ends the file."""
+    data, pos, out = path.read_bytes(), 0, []
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        if pos + 16 + length > len(data):
+            break
+        try:
+            out.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length]))
+        except Exception:  # not a record: what follows cannot be trusted
+            break
+        pos += 16 + length
+    return out
+
+
 def to_tensorboard(
     run_dir: str | os.PathLike, logdir: str | os.PathLike | None = None
 ) -> Path:
@@ -307,9 +363,9 @@ def to_tensorboard(
 
     Args:
       run_dir: a run directory (see :mod:`hagfish_jax.shell.records`); only read.
-      logdir: where the event files go (default ``run_dir/tensorboard``). Runs that
-        already have event files there are left as they are, so exporting again
-        adds only the trials recorded since.
+      logdir: where the event files go (default ``run_dir/tensorboard``). What the
+        event files there already hold is left as it is, so exporting again adds
+        only what was recorded since.
 
     Returns:
       The log directory.

@@ -74,9 +74,10 @@ def run_planner(
 
     The records hold what defines the run (``trainer.config()``, ``halving``, ``eta``,
     ``context`` and your ``fingerprint``: the task and its options, say) under
-    ``run.json``'s ``"planner"``; a directory holding a run that differs is refused
-    with a ``ValueError`` naming what differs (``on_mismatch="error"``) or cleared
-    (``"replace"``), never replayed into another trainer.
+    ``run.json``'s ``"planner"``; a directory holding a run that differs, or trials
+    of another kind of run (no ``"planner"`` there), is refused with a ``ValueError``
+    before anything is written (``on_mismatch="error"``: it names what differs) or
+    cleared (``"replace"``), never replayed into another trainer.
 
     Stops early once ``trainer.done`` (if ``stop_when_done``).
     """
@@ -155,7 +156,14 @@ def _claim(records, trainer, halving, eta, context, fingerprint, on_mismatch) ->
 
     config = json.loads(json.dumps(config, default=plain))
     old = records.meta.get("planner")
-    if old is not None and old != config:
+    if old is None and records.trials():  # trials no planner recorded: another kind of run
+        if on_mismatch == "error":
+            raise ValueError(
+                f"run_planner: {records.path} holds another kind of run (trials, and no "
+                "'planner' in run.json); use another directory or on_mismatch='replace'"
+            )
+        records.clear()
+    elif old is not None and old != config:
         differ = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         if on_mismatch == "error":
             raise ValueError(

@@ -24,7 +24,8 @@ A trial is finished when its ``summary.json`` exists (written last). Killed and 
 again with the same configuration, :func:`run_hpo` continues: finished trials are
 read back, a trial that had its proposal but not its summary trains again with that
 same proposal (no new advice is asked; its ``advice.jsonl`` is cut back to what the
-proposal's advice wrote), and the records end as they would have without the kill.
+proposal's advice wrote), a trial without a proposal is advised again from an empty
+``advice.jsonl``, and the records end as they would have without the kill.
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ def run_hpo(
                 proposal = _read_json(tdir / "proposal.json")
                 advice_log = tdir / "advice.jsonl"
                 if proposal is None:
+                    # the advice starts afresh: a killed run of this trial may have
+                    # written part of it
+                    advice_log.unlink(missing_ok=True)
                     proposal = _propose(council, space, previous, done, r, config.rounds)
                     tdir.mkdir(parents=True, exist_ok=True)
                     # what the advice wrote; a rerun of the trial starts its log from here

@@ -46,6 +46,11 @@ class _Failed:
         self.err = err
 
 
+def _shown(shapes: list) -> list[str]:
+    """Each leaf's shape and dtype, as ``"(2,) float32"``."""
+    return [f"{shape} {dtype}" for shape, dtype in shapes]
+
+
 class Stream:
     """Windows of stacked batches from an iterable, prepared ahead on a thread.
 
@@ -113,8 +118,8 @@ class Stream:
         elif treedef != self._treedef or shapes != self._shapes:
             raise ValueError(
                 f"Stream: batch {self._pulled} has structure {treedef} and shapes "
-                f"{[s for s, _ in shapes]}, but the first had {self._treedef} and "
-                f"{[s for s, _ in self._shapes]}: every batch must have the same shapes"
+                f"{_shown(shapes)}, but the first had {self._treedef} and "
+                f"{_shown(self._shapes)}: every batch must have the same shapes and dtypes"
             )
         return leaves
 
