@@ -19,6 +19,20 @@ from typing import Any
 #: Held-out task names of :func:`hagfish_jax.control.suite.eval_task`.
 EVAL_TASKS = ("image", "text", "tabular", "wine", "digits", "synthetic")
 
+#: The family of :func:`hagfish_jax.control.data.training_splits` whose data each
+#: eval task uses (``None``: no family's). A controller meta-trained on that family
+#: has seen the task's rows, so ``hagfish controller eval`` refuses the task, and
+#: ``hagfish controller train`` holds these families out by default. (The
+#: ``synthetic`` eval task is a generated task of its own, not one of the bank's.)
+EVAL_FAMILIES = {
+    "image": "digits",
+    "text": None,
+    "tabular": "breast_cancer",
+    "wine": "wine",
+    "digits": "digits",
+    "synthetic": None,
+}
+
 _LAZY = {
     "ControlledTask": "tasks",
     "Controller": "controller",
@@ -37,7 +51,7 @@ _LAZY = {
     "space": "tasks",
 }
 
-__all__ = ["EVAL_TASKS", *sorted(_LAZY)]
+__all__ = ["EVAL_FAMILIES", "EVAL_TASKS", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,11 +1,17 @@
 """A trained controller: its policy network, its specification, and files on disk.
 
 A controller directory holds ``controller.json`` (the :class:`Spec`: the space it
-moves, its step, the run length it was trained on, its network width) and
+moves, its step, the run length it was trained on, its network width),
 ``checkpoints/``, orbax checkpoints of the policy and of PPO's optimizer state with a
 manifest (:class:`hagfish_jax.shell.loop.checkpoints.Checkpoints`: atomic writes, the
-last two kept plus the best). Meta-training resumes from the latest checkpoint, so a
-controller keeps learning from new runs.
+last two kept plus the best), and, for a meta-trained controller, ``training.json``
+(how it was trained: :func:`hagfish_jax.control.meta_train`). Meta-training resumes
+from the latest checkpoint, so a controller keeps learning from new runs.
+
+Saving a controller replaces whatever controller the directory held (its checkpoints
+and its training record go), so :func:`load` gives back the controller saved last.
+Each checkpoint also records its spec, and :func:`load` refuses a ``controller.json``
+that does not match the checkpoint it reads.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ from . import features as F
 __all__ = ["Controller", "Spec", "load", "space_from_json", "space_to_json"]
 
 SPEC_FILE = "controller.json"
+TRAINING_FILE = "training.json"
 _DIMS = {"Uniform": Uniform, "LogUniform": LogUniform, "IntUniform": IntUniform}
 
 
@@ -63,6 +71,10 @@ class Spec:
       cost_weight: the reward's compute weight it was trained with.
       window_steps: optimizer steps in a meta-training window (``None``: unknown);
         ``hagfish controller eval`` uses it as its default.
+
+    Raises:
+      ValueError: a dimension of ``space`` is not an interval (a ``Choice``): a
+        controller moves each dimension up or down.
     """
 
     space: Space
@@ -72,6 +84,9 @@ class Spec:
     hidden: int = 64
     cost_weight: float = 0.01
     window_steps: int | None = None
+
+    def __post_init__(self):
+        space_to_json(self.space)  # refuses what could not be saved, before any training
 
     @property
     def obs_dim(self) -> int:
@@ -115,11 +130,14 @@ class Controller:
       params: the actor-critic's parameters (:class:`hagfish_jax.rl.ppo.ActorCritic`).
       spec: the :class:`Spec`.
       iterations: meta-training iterations behind it.
+      training: how it was meta-trained (``training.json``: the task, the settings,
+        which families were held out), or ``None`` when that is unknown.
     """
 
     params: Any
     spec: Spec
     iterations: int = 0
+    training: dict | None = None
 
     @property
     def network(self) -> ActorCritic:
@@ -135,24 +153,78 @@ class Controller:
         logits = self.logits(obs)
         return jnp.argmax(logits, -1) if key is None else jax.random.categorical(key, logits)
 
-    def save(self, directory: str | os.PathLike, opt_state: Any = None, key=None) -> Path:
-        """Write the controller (and, for resuming, PPO's optimizer state and key)."""
+    def save(
+        self,
+        directory: str | os.PathLike,
+        opt_state: Any = None,
+        key=None,
+        *,
+        replace: bool = True,
+    ) -> Path:
+        """Write the controller (and, for resuming, PPO's optimizer state and key).
+
+        Args:
+          directory: the controller directory (created if missing).
+          opt_state, key: PPO's optimizer state and key, to resume meta-training.
+          replace: remove every checkpoint the directory held before, and its
+            ``training.json`` unless this controller carries its own record, so that
+            :func:`load` gives back this controller. ``False`` keeps the earlier
+            checkpoints as fallbacks: for a meta-training that continues the
+            controller saved there (:func:`hagfish_jax.control.meta_train`).
+
+        Raises:
+          ValueError: with ``replace=False``, the directory holds another spec or a
+            checkpoint with more iterations than this controller.
+        """
         from ..shell._files import write_atomic
         from ..shell.loop.checkpoints import Checkpoints
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_atomic(directory / SPEC_FILE, json.dumps(self.spec.to_json(), indent=2))
-        ckpt = Checkpoints(directory / "checkpoints")
+        spec_json = _plain_json(self.spec.to_json())
+        ckpt = Checkpoints(directory / "checkpoints")  # holds the directory's lock
         try:
+            if replace:
+                for old in ckpt.directory.glob("window_*"):
+                    shutil.rmtree(old, ignore_errors=True)
+                ckpt.entries = []  # the manifest is rewritten by the save below
+            else:
+                _check_continues(directory, spec_json, ckpt, self.iterations)
+            write_atomic(directory / SPEC_FILE, json.dumps(spec_json, indent=2))
+            if self.training is not None:
+                write_atomic(directory / TRAINING_FILE, json.dumps(self.training, indent=1))
+            elif replace:
+                (directory / TRAINING_FILE).unlink(missing_ok=True)
             tree = {"params": self.params}
             if opt_state is not None:
                 tree["opt_state"] = opt_state
                 tree["key"] = key
-            ckpt.save(self.iterations, tree, resumable=opt_state is not None)
+            ckpt.save(self.iterations, tree, resumable=opt_state is not None, spec=spec_json)
         finally:
             ckpt.close()
         return directory
+
+
+def _plain_json(data: Any) -> Any:
+    """``data`` as it reads back from JSON (tuples as lists, and so on)."""
+    return json.loads(json.dumps(data))
+
+
+def _check_continues(directory: Path, spec_json: dict, ckpt, iterations: int) -> None:
+    """Refuse to add a checkpoint that would not continue the controller saved there."""
+    spec_path = directory / SPEC_FILE
+    if spec_path.is_file() and json.loads(spec_path.read_text()) != spec_json:
+        raise ValueError(
+            f"Controller.save: {directory} holds a controller for another setting; "
+            "save with replace=True or to a new directory"
+        )
+    later = [e["window"] for e in ckpt.entries if e["window"] > iterations]
+    if later:
+        raise ValueError(
+            f"Controller.save: {directory} holds a checkpoint of {max(later)} iterations, "
+            f"more than this controller's {iterations}; save with replace=True or to a "
+            "new directory"
+        )
 
 
 def fresh_params(spec: Spec, key) -> Any:
@@ -165,6 +237,8 @@ def load(directory: str | os.PathLike, like_state: Any = None) -> Controller:
 
     Raises:
       FileNotFoundError: no ``controller.json`` or no readable checkpoint there.
+      ValueError: ``controller.json`` does not match the spec the checkpoint was
+        saved with.
     """
     controller, _ = load_state(directory, like_state)
     return controller
@@ -179,12 +253,14 @@ def load_state(directory: str | os.PathLike, like_state: Any = None):
     spec_path = directory / SPEC_FILE
     if not spec_path.is_file():
         raise FileNotFoundError(f"no controller at {directory} (missing {SPEC_FILE})")
-    spec = Spec.from_json(json.loads(spec_path.read_text()))
+    spec_json = json.loads(spec_path.read_text())
+    spec = Spec.from_json(spec_json)
     params = fresh_params(spec, jax.random.key(0))
     like = {"params": params}
     ckpt = Checkpoints(directory / "checkpoints")
     try:
         entry = ckpt.latest
+        _check_spec(spec_path, spec_json, entry)  # before a restore of the wrong shapes
         if entry is not None and entry.get("resumable"):
             if like_state is None:  # the structure PPO's optimizer state has
                 from ..rl.ppo import PPO
@@ -197,5 +273,19 @@ def load_state(directory: str | os.PathLike, like_state: Any = None):
     if got is None:
         raise FileNotFoundError(f"no readable controller checkpoint in {directory}")
     tree, entry = got  # fresh (uncommitted) arrays: a resume compiles nothing
-    controller = Controller(tree["params"], spec, int(entry["window"]))
+    _check_spec(spec_path, spec_json, entry)
+    training_path = directory / TRAINING_FILE
+    training = json.loads(training_path.read_text()) if training_path.is_file() else None
+    controller = Controller(tree["params"], spec, int(entry["window"]), training)
     return controller, (tree if "opt_state" in tree else None)
+
+
+def _check_spec(spec_path: Path, spec_json: dict, entry: dict | None) -> None:
+    """Refuse a checkpoint saved under another spec than ``controller.json``'s
+    (checkpoints written before specs were recorded carry none)."""
+    saved = None if entry is None else entry.get("spec")
+    if saved is not None and saved != spec_json:
+        raise ValueError(
+            f"controller: {spec_path} does not match the spec its checkpoint "
+            f"{entry['name']} was saved with; save the controller again"
+        )

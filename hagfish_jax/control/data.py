@@ -3,10 +3,12 @@
 :func:`synthetic_split` needs only numpy; the others need scikit-learn
 (``pip install 'hagfish-jax[tasks]'``). None downloads anything.
 
-:func:`training_splits` is the default meta-training distribution of ``hagfish
-controller train``: generated tasks of varied width, class count and noise, subsets
-of the digits' classes, breast cancer and wine. ``hold_out`` drops named families, so
-a benchmark can keep the tasks it reports out of meta-training.
+:func:`training_splits` is the meta-training distribution of ``hagfish controller
+train``: generated tasks of varied width, class count and noise, subsets of the
+digits' classes, breast cancer and wine. ``hold_out`` drops named families, so a
+benchmark can keep the tasks it reports out of meta-training; ``hagfish controller
+train`` holds out digits, breast cancer and wine by default, the data of ``hagfish
+controller eval``'s tasks (:data:`hagfish_jax.control.EVAL_FAMILIES`).
 """
 
 from __future__ import annotations

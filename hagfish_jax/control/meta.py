@@ -29,7 +29,7 @@ import numpy as np
 from ..core._checks import integer
 from ..core.space import Space
 from ..rl.ppo import PPO
-from .controller import SPEC_FILE, Controller, Spec, load_state
+from .controller import SPEC_FILE, TRAINING_FILE, Controller, Spec, load_state
 from .env import HParamEnv
 
 __all__ = ["MetaConfig", "MetaResult", "make_env", "make_ppo", "meta_train"]
@@ -144,9 +144,6 @@ def _ppo_hparams(config: MetaConfig) -> dict:
     }
 
 
-TRAINING_FILE = "training.json"
-
-
 def _training_record(task, config: MetaConfig, setting: dict | None) -> dict:
     """What defines a meta-training besides the controller's own spec, as JSON values."""
     record = {
@@ -212,7 +209,9 @@ def meta_train(
         families were held out), JSON values.
 
     Raises:
-      ValueError: ``directory`` holds a controller trained another way: another
+      ValueError: the space to control has a dimension that is not an interval (a
+        ``Choice``), refused before any training; or ``directory`` holds a controller
+        trained another way: another
         controller setting (space, step, horizon, width), another ``config`` (runs,
         windows, PPO's values), another task (its name and number of data sets) or
         another ``setting``. The training's record is ``training.json`` there.
@@ -220,15 +219,18 @@ def meta_train(
     integer("meta_train: iterations", iterations, 0)
     integer("meta_train: save_every", save_every, 1)
     env, ppo, step, init = _compiled(task, config, space)
-    spec = Spec(
-        space=env.space,
-        start={n: float(task.default_hparams[n]) for n in env.space.names},
-        step=config.step,
-        horizon=env.horizon,
-        hidden=config.hidden,
-        cost_weight=config.cost_weight,
-        window_steps=getattr(task, "steps_per_window", None),
-    )
+    try:
+        spec = Spec(
+            space=env.space,
+            start={n: float(task.default_hparams[n]) for n in env.space.names},
+            step=config.step,
+            horizon=env.horizon,
+            hidden=config.hidden,
+            cost_weight=config.cost_weight,
+            window_steps=getattr(task, "steps_per_window", None),
+        )
+    except ValueError as err:  # a space the controller could not be saved with
+        raise ValueError(f"meta_train: {err}") from None
     saved_spec = None if directory is None else Path(directory) / SPEC_FILE
     resume = saved_spec is not None and saved_spec.is_file()
     if resume and json.loads(saved_spec.read_text()) != json.loads(json.dumps(spec.to_json())):
@@ -254,9 +256,15 @@ def meta_train(
     timed, timed_seconds = 0, 0.0
     inner_steps = config.runs * env.horizon * getattr(task, "steps_per_window", 1)
 
+    continues = resume  # a fresh training's first save clears what the directory held
+
     def save(it: int):
+        nonlocal continues
         if directory is not None:
-            Controller(state.params, spec, it).save(directory, state.opt_state, key)
+            Controller(state.params, spec, it, record).save(
+                directory, state.opt_state, key, replace=not continues
+            )
+            continues = True
 
     for it in range(done, iterations):
         key, k = jax.random.split(key)
@@ -279,7 +287,7 @@ def meta_train(
         if (it + 1) % save_every == 0 or it + 1 == iterations:
             save(it + 1)
     rate = timed * inner_steps / timed_seconds if timed else None
-    controller = Controller(state.params, spec, max(done, iterations))
+    controller = Controller(state.params, spec, max(done, iterations), record)
     return MetaResult(controller, history, rate)
 
 

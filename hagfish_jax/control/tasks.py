@@ -149,12 +149,14 @@ def make_task(
         space).
       steps_per_window: Adam steps per window.
       image_shape: height, width, channels for the CNN.
-      vocab_size: embedding rows for text (default: the largest token id + 1).
+      vocab_size: embedding rows for text (default: the largest token id of any
+        split + 1; a smaller one is refused).
       name: for records (default ``"<trunk>"`` or ``"<trunk>-bank"``).
 
     Raises:
       ValueError, TypeError: an unknown trunk, a space without the five names or with
-        a structural one, empty or malformed splits.
+        a structural one, empty or malformed splits, text token ids below 0 or not
+        below ``vocab_size``.
     """
     if trunk not in TRUNKS:
         raise ValueError(f"make_task: trunk must be one of {TRUNKS}, got {trunk!r}")
@@ -174,8 +176,18 @@ def make_task(
     num_classes = max(max(classes), 2)
     text = trunk == "text"
     xdtype = np.int32 if text else np.float32
-    if text and vocab_size is None:
-        vocab_size = int(max(np.max(s.x_train) for s in splits)) + 1
+    if text:  # an id past the embedding's rows would read NaN: size it on every split
+        ids = [np.asarray(getattr(s, f"x_{p}")) for s in splits for p in ("train", "val", "test")]
+        low, high = min(int(a.min()) for a in ids), max(int(a.max()) for a in ids)
+        if low < 0:
+            raise ValueError(f"make_task: text token ids must be >= 0, got {low}")
+        if vocab_size is None:
+            vocab_size = high + 1
+        elif high >= vocab_size:
+            raise ValueError(
+                f"make_task: vocab_size {vocab_size} is too small for token id {high} "
+                "(ids of every split must be below it)"
+            )
     net = MaskedClassifier(
         Trunk(trunk, tuple(int(d) for d in image_shape), vocab_size=int(vocab_size or 2)),
         MaskedMLP(max_layers, max_units, num_classes),

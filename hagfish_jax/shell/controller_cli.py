@@ -3,9 +3,12 @@
 ``train`` meta-trains a controller (:func:`hagfish_jax.control.meta_train`) on the
 default distribution of tasks (:func:`hagfish_jax.control.data.training_splits`),
 with a progress bar and orbax checkpoints in ``--out``; run again with more
-``--iterations``, it resumes from the latest checkpoint. ``eval`` runs a saved
-controller as a tuner on a held-out task beside the fixed default and prints
-accuracy, F1, validation loss, windows to a plateau and wall time.
+``--iterations``, it resumes from the latest checkpoint. By default it holds out the
+families whose data ``eval``'s tasks use (digits, breast cancer, wine), so it trains
+on generated tasks. ``eval`` runs a saved controller as a tuner on a held-out task
+beside the fixed default and prints accuracy, F1, validation loss, windows to a
+plateau and wall time; it refuses a task whose family the controller was meta-trained
+on (its ``training.json`` says which were held out).
 """
 
 from __future__ import annotations
@@ -98,6 +101,56 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_hold_out() -> str:
+    """The families whose data an eval task uses (:data:`EVAL_FAMILIES`)."""
+    from ..control import EVAL_FAMILIES
+
+    return ",".join(sorted({f for f in EVAL_FAMILIES.values() if f}))
+
+
+def _trained_families(training: dict | None) -> list[str] | None:
+    """The families of ``controller train``'s bank a controller was meta-trained on, from
+    its ``training.json``; ``None`` when it was not trained on that bank or the record
+    is missing."""
+    from ..control.data import FAMILIES
+
+    setting = (training or {}).get("setting") or {}
+    if (training or {}).get("task") != "bank" or "hold_out" not in setting:
+        return None
+    held = set(setting["hold_out"])
+    if setting.get("synthetic") == 0:
+        held.add("synthetic")
+    return [f for f in FAMILIES if f not in held]
+
+
+def _check_held_out(args: argparse.Namespace, training: dict | None) -> str | None:
+    """An error when ``--task``'s data was in the controller's meta-training, else
+    ``None`` (with a note on stderr when that cannot be told)."""
+    from ..control import EVAL_FAMILIES
+
+    family = EVAL_FAMILIES[args.task]
+    trained = _trained_families(training)
+    if trained is None:
+        if family is not None:
+            print(
+                f"hagfish controller eval: note: {args.controller} does not record a "
+                "meta-training on `hagfish controller train`'s bank (training.json with "
+                f"its --hold-out), so whether --task {args.task}'s data ({family}) was "
+                "held out is not checked",
+                file=sys.stderr,
+            )
+        return None
+    if family in trained:
+        return (
+            f"--task {args.task} uses the {family} data, and the controller in "
+            f"{args.controller} was meta-trained on it (families {', '.join(trained)}); "
+            "its numbers would not be those of a held-out task. Evaluate another task, or "
+            f"meta-train a controller with --hold-out naming {family} (the default, "
+            f"--hold-out {_default_hold_out()}, holds out every eval task's data)"
+        )
+    return None
+
+
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -110,6 +163,10 @@ def _eval(args: argparse.Namespace) -> int:
         controller = ctrl_lib.load(args.controller)
     except (FileNotFoundError, ValueError) as err:
         print(f"hagfish controller eval: {err}", file=sys.stderr)
+        return 2
+    problem = _check_held_out(args, controller.training)
+    if problem is not None:
+        print(f"hagfish controller eval: {problem}", file=sys.stderr)
         return 2
     if _cache(args) is not None:
         return 2
@@ -175,8 +232,10 @@ def add_parser(sub) -> None:
     train.add_argument("--steps-per-window", type=int, default=10, help="inner Adam steps")
     train.add_argument(
         "--hold-out",
-        default="",
-        help="families to leave out, comma separated (synthetic, digits, breast_cancer, wine)",
+        default=_default_hold_out(),
+        help="families to leave out, comma separated (synthetic, digits, breast_cancer, "
+        "wine); the default leaves out those whose data eval's tasks use, \"\" trains on all "
+        "(eval then refuses the tasks on that data)",
     )
     train.add_argument("--synthetic", type=int, default=6, help="generated tasks in the bank")
     train.add_argument("--cost-weight", type=float, default=0.01, help="reward's compute weight")
@@ -188,7 +247,9 @@ def add_parser(sub) -> None:
         "eval",
         help="the controller against the fixed default",
         description="Run a saved controller as a tuner on a held-out task beside the fixed "
-        "default; print test accuracy, F1, validation loss, windows to a plateau and time.",
+        "default; print test accuracy, F1, validation loss, windows to a plateau and time. "
+        "A task whose data family (image and digits: digits, tabular: breast_cancer, wine: "
+        "wine) the controller was meta-trained on is refused.",
         formatter_class=defaults,
     )
     ev.add_argument("--controller", default="runs/controller", help="controller directory")
