@@ -43,6 +43,8 @@ def test_corpus_is_deterministic_deduplicated_and_sorted():
     assert items == sorted(items, key=lambda p: (p[1], p[0]))
     texts = [t for t, _ in items]
     assert len(set(texts)) == len(texts)
+    # nor two texts of the same words (they would encode alike, in two splits)
+    assert len({" ".join(text.tokenize(t)) for t in texts}) == len(texts)
     assert all(len(text.tokenize(t)) >= 4 and "\n" not in t for t in texts)
     counts = np.bincount([label for _, label in items], minlength=NUM_CLASSES)
     assert counts.min() >= 50, counts  # about 150-360 a class on Python 3.11

@@ -134,6 +134,9 @@ def restore_only(*fields: str) -> Callable[[Any, Any], Any]:
     >>> out = restore(now, best)
     >>> out["params"].tolist(), int(out["clock"])
     ([1.0, 1.0], 7)
+    >>> from flax.core import FrozenDict
+    >>> type(restore(FrozenDict(now), FrozenDict(best))).__name__
+    'FrozenDict'
     """
     if not fields or not all(isinstance(f, str) and f for f in fields):
         raise ValueError(f"restore_only: give one or more field names, got {fields!r}")
@@ -143,7 +146,10 @@ def restore_only(*fields: str) -> Callable[[Any, Any], Any]:
             missing = [f for f in fields if f not in current]
             if missing:
                 raise KeyError(f"restore_only: the state has no field {missing}")
-            return {**current, **{f: snapshot[f] for f in fields}}
+            merged = {**current, **{f: snapshot[f] for f in fields}}
+            # the state's own mapping type (a FrozenDict, an OrderedDict): the program's
+            # branches must give back the pytree they were given
+            return merged if type(current) is dict else type(current)(merged)
         missing = [f for f in fields if not hasattr(current, f)]
         if missing:
             raise AttributeError(f"restore_only: the state has no field {missing}")

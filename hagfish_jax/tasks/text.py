@@ -112,11 +112,17 @@ def _module_texts(name: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _collect() -> tuple[tuple[str, int], ...]:
+    # one text per sequence of words: texts that differ only in digits or punctuation
+    # ("base 2 logarithm", "base 10 logarithm") encode alike, and would otherwise land
+    # in two splits as the same example
     labels: dict[str, set[int]] = {}
+    shown: dict[str, str] = {}
     for label, modules in enumerate(FAMILIES.values()):
         for text in {t for name in modules for t in _module_texts(name)}:
-            labels.setdefault(text, set()).add(label)
-    items = sorted((min(ls), t) for t, ls in labels.items() if len(ls) == 1)
+            words = " ".join(tokenize(text))
+            labels.setdefault(words, set()).add(label)
+            shown[words] = min(shown.get(words, text), text)
+    items = sorted((min(ls), shown[w]) for w, ls in labels.items() if len(ls) == 1)
     if missing := sorted(set(CLASS_NAMES) - {CLASS_NAMES[label] for label, _ in items}):
         raise RuntimeError(f"text corpus: no docstrings for {missing}; modules missing?")
     return tuple((text, label) for label, text in items)
