@@ -75,14 +75,18 @@ def meta_training(a):
         ) if r["iteration"] % 10 == 0 or r["iteration"] == 1 else None,
     )
     minutes = (time.perf_counter() - t0) / 60
-    one = meta.meta_train(
-        bank, 4, meta.MetaConfig(runs=1, windows=a.windows, num_minibatches=2), key=1
-    )
     h = result.history
+    if not h:  # --controller named a finished training: its controller is reused
+        print(f"\nmeta-training: reused {a.controller} ({result.controller.iterations} "
+              "iterations); no throughput measured\n")
+        return result.controller
     print(f"\nmeta-training: {result.controller.iterations} iterations x {a.runs} runs "
           f"in {minutes:.1f} min (this call); first 10 mean return "
           f"{np.mean([r['mean_return'] for r in h[:10]]):.3f}, last 10 "
           f"{np.mean([r['mean_return'] for r in h[-10:]]):.3f}")
+    one = meta.meta_train(
+        bank, 4, meta.MetaConfig(runs=1, windows=a.windows, num_minibatches=2), key=1
+    )
     n_rate, one_rate = result.inner_steps_per_second, one.inner_steps_per_second
     print(f"throughput: {a.runs} vmapped inner runs {n_rate:.0f} inner steps/s, one inner run "
           f"{one_rate:.0f} inner steps/s, ratio {n_rate / one_rate:.1f}x\n")
