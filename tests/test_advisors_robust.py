@@ -231,3 +231,21 @@ def test_run_json_keeps_no_credentials_of_the_llm_url():
     record = HpoConfig(task="breast_cancer", advisor="llm", llm_base_url=url).record()
     assert "s3cr3t" not in json.dumps(record)
     assert record["llm_base_url"] == "http://***@127.0.0.1:9/v1"
+
+
+def test_a_value_exactly_on_a_bound_is_taken_as_is():
+    space = hj.Space(x=hj.Uniform(0.0, 1.0), lr=hj.LogUniform(1e-4, 1e-1))
+    for proposal in ({"x": 0.0}, {"x": 1.0}, {"lr": 1e-4}, {"lr": 1e-1}):
+        checked = validate(proposal, space)
+        assert checked.hparams == proposal
+        assert checked.adjustments == []
+
+
+def test_a_long_proposed_string_is_recorded_cut_to_200_characters():
+    space = hj.Space(optimizer=hj.Choice(["adam", "sgd"]))
+    checked = validate({"optimizer": "x" * 5000}, space)
+    assert checked.hparams == {}
+    (adj,) = checked.adjustments
+    assert adj["proposed"] == "x" * 200
+    (adj,) = validate({"unknown": "y" * 300}, space).adjustments
+    assert adj["proposed"] == "y" * 200

@@ -162,3 +162,46 @@ def test_spawn_noise_is_finite_whatever_the_history():
         assert 0.02 <= spawn_noise(*args) <= 0.5
     history = [{"score": 0.5, "train_score": t} for t in (0.6, 0.6, nan)]
     assert 0.02 <= noise_scale(history) <= 0.5  # a diverged training score
+
+
+def _fed(scores, **kw):
+    b = Backoff(**kw)
+    for w, s in enumerate(scores):
+        b.observe(w, s)
+    return b
+
+
+def test_the_noise_floor_starts_at_three_scores():
+    assert _fed([1.0, 3.0]).noise_floor() == 0.0
+    # diffs 2, -1: sample std sqrt(4.5), over sqrt(2) -> 1.5
+    assert _fed([1.0, 3.0, 2.0]).noise_floor() == pytest.approx(1.5)
+
+
+def test_the_noise_floor_from_five_differences_is_the_scaled_mad():
+    # diffs 1..5: median 3, absolute deviations' median 1
+    b = _fed([0.0, 1.0, 3.0, 6.0, 10.0, 15.0])
+    assert b.noise_floor() == pytest.approx(1.4826 / math.sqrt(2.0))
+
+
+def test_a_drop_within_the_noise_floor_is_not_bad():
+    b = Backoff(degradation=1.0, patience=1)  # margin is the noise floor alone
+    for w, s in enumerate([1.0, 0.5, 1.0]):
+        b.observe(w, s)
+    d = b.observe(3, 0.9)  # floor 0.5 from (1.0, 0.5, 1.0): 0.9 is within it
+    assert d.noise_floor == pytest.approx(0.5)
+    assert not d.degraded
+
+
+def test_the_bad_count_starts_again_after_a_degradation():
+    b = Backoff(noise=0.0, patience=2)
+    assert [b.observe(w, s).degraded for w, s in enumerate([10.0, 1.0, 1.0, 1.0, 1.0])] == [
+        False, False, True, False, True]
+
+
+def test_the_next_window_rounds_the_interval():
+    b = Backoff(backoff=1.5, noise=0.0)
+    assert b.observe(0, 1.0).next_window == 1
+    d = b.observe(1, 1.0)  # no improvement: interval 1.5 -> 2 windows
+    assert b.interval == 1.5 and d.next_window == 3
+    d = b.observe(3, 1.0)  # 2.25 -> 2
+    assert d.next_window == 5

@@ -275,3 +275,34 @@ def test_the_planner_refuses_a_directory_of_another_kind_of_run(tmp_path):
     run = hj.records.read_run(tmp_path)
     assert "planner" in run["meta"]
     assert run["summaries"]["trial_000"]["observed"] == 0
+
+
+def test_patience_counts_rounds_of_successive_halving_not_their_trials():
+    # a flat metric at zero cost weight: the first round sets the elite, then nothing
+    # improves; every round of 4 trials (halving 2) counts once against patience 3
+    for halving in (0, 2):
+        trainer = hj.AdaptiveTrainer(seed=0, patience=3, alpha=0.0)
+        out = hj.budget.run_planner(trainer, _Flat, rounds=10, halving=halving)
+        assert out["trials"] == 4 * 2**halving, halving  # 1 + patience rounds
+        assert trainer.done
+
+
+def test_a_budget_that_failed_is_not_planned_again():
+    trainer = hj.AdaptiveTrainer(seed=0, patience=20)
+    failed = []
+    for _ in range(5):  # every run fails, the start budget first
+        p = trainer.plan()
+        assert p not in failed
+        failed.append(p)
+        trainer.observe(-math.inf, p["batch_size"] * p["epochs"])
+    trainer = hj.AdaptiveTrainer(seed=0, patience=50)
+    failed = []
+    for _ in range(15):  # long and wide runs fail; the rest follow the curve
+        p = trainer.plan()
+        assert p not in failed
+        if p["epochs"] > 20 and p["width"] > 30:
+            failed.append(p)
+            trainer.observe(-math.inf, p["batch_size"] * p["epochs"])
+        else:
+            trainer.observe(curve(p), p["batch_size"] * p["epochs"])
+    assert trainer.best() is not None

@@ -223,3 +223,10 @@ def test_range_flags_given_as_booleans_take_effect():
     assert space["b"] == hj.LogUniform(1e-4, 1e-1, dynamic=False)
     assert space["c"] == hj.IntUniform(1, 4, dynamic=True)
     assert space["d"] == hj.Choice([1, 2], dynamic=False)
+
+
+def test_a_range_of_exactly_two_decades_is_logarithmic():
+    config = hj.from_config({"space": {"lr": [1e-3, 1e-1], "x": [1.0, 99.0]},
+                             "tuner": {"strategy": "fixed"}})
+    assert type(config.space["lr"]).__name__ == "LogUniform"
+    assert type(config.space["x"]).__name__ == "Uniform"

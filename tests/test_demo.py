@@ -70,6 +70,9 @@ def test_pbt_demo_end_to_end(tmp_path):
     exploits = run["events"]
     assert len(exploits) == summary["exploits"] and exploits[0]["kind"] == "exploit"
     assert run["best"]["best_val_score"] == pytest.approx(best)
+    # best_overall.json names the member the summary does, with its test score
+    assert run["best"]["trial"] == f"member_{summary['best_member']:02d}"
+    assert run["best"]["test_score"] == summary["test_score"]
     assert len(run["summaries"]) == 4 and run["meta"]["hparams"] == list(digits.space.names)
     if importlib.util.find_spec("matplotlib"):
         assert (out / "lineage.png").stat().st_size > 0 and (out / "curves.png").exists()
@@ -166,6 +169,9 @@ def test_cli_without_arguments_prints_help(capsys):
         (["demo", "--halving", "4"], "halving"),  # 16 members halve 3 times at most
         (["demo", "--tuner", "guard", "--halving", "1"], "--halving"),
         (["demo", "--task", "breast_cancer", "--model", "cnn"], "breast_cancer"),
+        # options a task does not take are refused, not recorded and ignored
+        (["demo", "--task", "cartpole", "--hidden", "4"], "takes no --hidden"),
+        (["demo", "--task", "cartpole", "--steps-per-window", "3"], "--steps-per-window"),
     ],
 )
 def test_cli_rejects_bad_options_before_any_work(argv, word, capsys):
@@ -219,7 +225,10 @@ def test_a_user_task_of_a_few_lines_runs_like_a_built_in_one(tmp_path):
         run = hj.demo.run(task, tuner=tuner, population=4, windows=6)
         assert run.summary.task == "bowl" and run.summary.best_score > -1.0
         out = hj.demo.write_run(tmp_path / tuner, run)
-        assert hj.records.read_run(out)["summary"]["best_score"] == run.summary.best_score
+        recorded = hj.records.read_run(out)
+        assert recorded["summary"]["best_score"] == run.summary.best_score
+        member = "run" if tuner == "guard" else f"member_{run.summary.best_member:02d}"
+        assert recorded["best"]["trial"] == member
 
 
 @pytest.mark.parametrize(
@@ -235,3 +244,39 @@ def test_a_user_task_of_a_few_lines_runs_like_a_built_in_one(tmp_path):
 def test_run_refuses_bad_numbers_before_any_work(kwargs, words):
     with pytest.raises(ValueError, match=words):
         hj.demo.run("digits", **{"windows": 2, **kwargs})
+
+
+def test_run_refuses_build_options_for_a_task_object():
+    task = hj.tasks.make("breast_cancer", hidden=(8,))
+    with pytest.raises(ValueError, match="a task object is built already"):
+        hj.demo.run(task, windows=2, model="cnn", hidden=(512,))
+
+
+@pytest.mark.timeout(240)
+def test_ctrl_c_stops_the_demo_after_its_window_and_writes_the_run(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hagfish_jax.shell.cli", "demo", "--task", "breast_cancer",
+           "--population", "4", "--windows", "100000", "--hidden", "8", "--quiet",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "trials" / "member_00" / "metrics.csv"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "stopping after this window" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reason"] == "stopped" and 2 <= summary["windows"] < 100000
+    best = json.loads((out / "best_overall.json").read_text())
+    assert best["trial"] == f"member_{summary['best_member']:02d}"
+    assert "best member" in stdout  # the summary was printed

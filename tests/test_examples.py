@@ -39,7 +39,9 @@ def test_quickstart_runs(capsys):
     assert result["best_val_accuracy"] == pytest.approx(float(np.nanmax(rows["val_acc"])))
     assert result["best_val_accuracy"] > 0.3  # chance is 0.1
     assert 0.0 <= result["test_accuracy"] <= 1.0
-    assert "best window" in capsys.readouterr().out
+    # the window it returns is the one it prints, and holds the best score
+    assert f"best window {result['best_window']}:" in capsys.readouterr().out
+    assert rows["val_acc"][result["best_window"]] == pytest.approx(result["best_val_accuracy"])
 
 
 def test_pbt_example_runs(capsys):

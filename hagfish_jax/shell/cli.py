@@ -63,6 +63,8 @@ def _demo(args: argparse.Namespace) -> int:
     if isinstance(cache, int):
         return cache
     skip = ("func", "quiet", "compile_cache", "no_compile_cache", "tensorboard")
+    # the build options the task takes, and none it does not
+    skip += tuple(k for k in ("model", "hidden", "steps_per_window") if k not in entry.options)
     config = {k: getattr(args, k) for k in sorted(vars(args)) if k not in skip}
     options = {}
     if "model" in entry.options:
@@ -105,6 +107,7 @@ def _demo(args: argparse.Namespace) -> int:
                 halving=args.halving,
                 progress=progress,
                 records=records,
+                stop_on_interrupt=True,
                 **options,
             )
     out = demo.write_run(args.out, run, records)
@@ -121,7 +124,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"compile cache {cache[0]}: {done.requested} XLA programs, {done.from_cache} "
             f"loaded from the cache, {done.compiled} compiled"
         )
-    return 0
+    return 130 if run.summary.reason == "stopped" else 0  # 130: stopped by Ctrl-C
 
 
 def _compile_cache(args: argparse.Namespace):
@@ -235,7 +238,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="optimizer steps per window (default: one epoch)",
     )
-    demo.add_argument("--hidden", default="64", help="hidden widths, comma separated (default 64)")
+    demo.add_argument(
+        "--hidden", default=None, help="hidden widths, comma separated (default 64)"
+    )
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument(
         "--compile-cache",
@@ -283,13 +288,19 @@ def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--windows must be >= 1, got {args.windows}")
     if not 0 <= args.seed < 2**32:
         parser.error(f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}")
-    try:
-        widths = tuple(int(h) for h in args.hidden.split(","))
-    except ValueError:
-        widths = ()
-    if not widths or min(widths) < 1:
-        parser.error(f"--hidden must be positive integers separated by commas, got {args.hidden!r}")
-    args.hidden = widths
+    # a build option the task does not take is refused, not recorded and dropped
+    for flag, name in (("--hidden", "hidden"), ("--steps-per-window", "steps_per_window")):
+        if getattr(args, name) is not None and name not in entry.options:
+            parser.error(f"--task {args.task} takes no {flag}")
+    if "hidden" in entry.options:
+        hidden = "64" if args.hidden is None else args.hidden
+        try:
+            widths = tuple(int(h) for h in hidden.split(","))
+        except ValueError:
+            widths = ()
+        if not widths or min(widths) < 1:
+            parser.error(f"--hidden must be positive integers separated by commas, got {hidden!r}")
+        args.hidden = widths
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out} is a file; give a directory")

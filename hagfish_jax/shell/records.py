@@ -328,6 +328,18 @@ class RunRecords:
             best = {"trial": name, **summaries[name]}
             write_atomic(self.path / "best_overall.json", json.dumps(best, indent=2) + "\n")
 
+    def write_best(self, trial: str) -> None:
+        """Make ``best_overall.json`` name the finished ``trial``: for a caller whose own
+        rule chose the best (a population's best member, ties broken by its validation
+        loss) rather than the highest ``select`` score (ties to the last name)."""
+        summary = self.summaries().get(trial)
+        if summary is None:
+            raise ValueError(f"records: no finished trial {trial!r} in {self.path}")
+        write_atomic(
+            self.path / "best_overall.json",
+            json.dumps({"trial": trial, **summary}, indent=2, allow_nan=True) + "\n",
+        )
+
     def summaries(self) -> dict[str, dict[str, Any]]:
         """``{trial: summary}`` for every finished trial."""
         return _summaries(self.path)

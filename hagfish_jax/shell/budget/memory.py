@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -99,6 +100,7 @@ class Memory:
         self.escalation_paid = False
         self.escalations = 0
         self.rounds_since_elite = 0
+        self._round: list[bool] | None = None
 
     @property
     def elite(self) -> Outcome | None:
@@ -121,7 +123,9 @@ class Memory:
                 self.escalations += 1
                 if outcome.label == "improvement":
                     self.escalation_paid = True
-        if outcome.label == "saturation":
+        if outcome.label == "saturation" or not math.isfinite(outcome.metric):
+            # a saturated budget, or one that failed (-inf): not planned again, nor
+            # its neighbours
             self.penalised.append(dict(outcome.params))
         before = self.elite
         self.outcomes.append(outcome)
@@ -129,7 +133,24 @@ class Memory:
         improved = before is None and after is not None
         if before is not None and after is not before:
             improved = after.reward > before.reward + tol
-        self.rounds_since_elite = 0 if improved else self.rounds_since_elite + 1
+        if self._round is not None:  # one round of several outcomes: counted at its end
+            self._round.append(improved)
+        else:
+            self.rounds_since_elite = 0 if improved else self.rounds_since_elite + 1
+
+    @contextlib.contextmanager
+    def one_round(self) -> Iterator[None]:
+        """The outcomes added inside count as one round for ``rounds_since_elite`` (a
+        round of successive halving observes every trial of its rungs)."""
+        if self._round is not None:
+            raise RuntimeError("Memory.one_round: a round is already open")
+        self._round = []
+        try:
+            yield
+        finally:
+            flags, self._round = self._round, None
+            if flags:
+                self.rounds_since_elite = 0 if any(flags) else self.rounds_since_elite + 1
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -97,6 +98,12 @@ class AdaptiveTrainer:
         """True once the elite's reward has not improved for ``patience`` rounds."""
         return self.memory.rounds_since_elite >= self.patience
 
+    def one_round(self) -> contextlib.AbstractContextManager[None]:
+        """A context whose observations count as one round for :attr:`done`:
+        :func:`~hagfish_jax.shell.budget.trials.run_planner` opens one per round, so a
+        round of successive halving (several trials) counts once against ``patience``."""
+        return self.memory.one_round()
+
     def best(self) -> Outcome | None:
         """The elite: the outcome with the highest reward so far."""
         return self.memory.elite
@@ -108,7 +115,8 @@ class AdaptiveTrainer:
     def plan(self, context: Mapping[str, Any] | None = None) -> dict[str, int]:
         """The next budget: a dict of integers within the bounds.
 
-        ``context`` may carry ``dataset_size`` (the batch size never exceeds it).
+        ``context`` may carry ``dataset_size``: the batch size stays at or below it,
+        unless every batch size level is above it (then the smallest level is planned).
         """
         grid = self._candidates(context)
         self.last_plan = self._choose(grid)[0]
@@ -220,6 +228,15 @@ class AdaptiveTrainer:
             grid = capped
         return grid
 
+    def _near_penalised(self, grid: np.ndarray) -> np.ndarray:
+        """Whether each budget of ``grid`` is a neighbour of a penalised one."""
+        if not self.memory.penalised:
+            return np.zeros(len(grid), bool)
+        bad = np.log([[p[k] for k in self.keys] for p in self.memory.penalised])
+        gap = np.abs(np.log(grid)[:, None, :] - bad[None, :, :])
+        near = math.log(self.memory.neighbourhood) + 1e-9
+        return np.any(np.all(gap <= near, axis=-1), axis=1)
+
     def _unit(self, budgets: np.ndarray) -> np.ndarray:
         """Budgets as points of [0, 1]^d on each key's log range."""
         lo = np.array([self.bounds[k][0] for k in self.keys], float)
@@ -234,9 +251,11 @@ class AdaptiveTrainer:
         outcomes = [o for o in self.memory.outcomes if math.isfinite(o.metric)]
         # Draw the considered subset first, the same way whatever the history or alpha.
         keep = self.rng.random(len(grid)) < self.sample
-        if not outcomes:  # the budgets nearest the start point, cheaper first on a tie
+        if not outcomes:  # the budgets nearest the start point, cheaper first on a tie,
+            # those near a budget that failed last
             dist = np.abs(self._unit(grid) - self.start).sum(axis=1)
-            order = np.lexsort((np.arange(len(grid)), self._model_cost(grid), dist))
+            failed = self._near_penalised(grid)
+            order = np.lexsort((np.arange(len(grid)), self._model_cost(grid), dist, failed))
             return [dict(zip(self.keys, map(int, grid[i]))) for i in order[:k]]
         if not keep.any():
             keep[:] = True
@@ -263,12 +282,8 @@ class AdaptiveTrainer:
         if last.label == "stagnation" and may_escalate and last_model > 0:
             doublings = np.log2(np.maximum(model, 1e-12) / last_model)
             score = score + unit * np.clip(doublings, 0.0, 1.0)
-        if self.memory.penalised:  # neighbours of a saturated budget on every key
-            bad = np.log([[p[k] for k in self.keys] for p in self.memory.penalised])
-            gap = np.abs(np.log(grid)[:, None, :] - bad[None, :, :])
-            near = math.log(self.memory.neighbourhood) + 1e-9
-            hit = np.any(np.all(gap <= near, axis=-1), axis=1)
-            score = score - 2.0 * unit * hit
+        # neighbours on every key of a saturated budget, or of one that failed
+        score = score - 2.0 * unit * self._near_penalised(grid)
         value = score - self.alpha * cost
         # Best value; ties go to the cheaper budget, then the first in grid order.
         order = np.lexsort((np.arange(len(grid)), cost, -value))

@@ -3,6 +3,7 @@ trials on the built-in tasks (:class:`TaskTrial`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from collections.abc import Callable, Mapping
@@ -104,33 +105,9 @@ def run_planner(
         plans = trainer.plan_many(eta**halving, context) if halving else [trainer.plan(context)]
         names = [f"trial_{number + i:03d}" for i in range(len(plans))]
         number += len(plans)
-        if all(n in finished for n in names):  # a round that already ran: replay it
-            for name in sorted(names, key=lambda n: finished[n]["observed"]):
-                s = finished[name]
-                trainer.observe(s["metric"], s["cost"], params=s["params"])
-                outcomes.append({"trial": name, **s})
-            continue
-        planned = dict(zip(names, plans))
-        trials = {n: start_trial(dict(p)) for n, p in planned.items()}
-        ran = {n: 0 for n in names}
-        alive = list(names)
-        for rung in range(halving + 1):
-            for n in alive:
-                target = halving_epochs(planned[n]["epochs"], halving, eta)[rung]
-                if target > ran[n]:
-                    rows = trials[n].advance(target - ran[n])
-                    ran[n] = target
-                    if records is not None:
-                        records.log(n, rows)
-            if rung < halving:
-                ranked = sorted(alive, key=lambda n: -_finite(trials[n].metric))
-                keep = ranked[: max(1, len(alive) // eta)]
-                for n in alive:
-                    if n not in keep:
-                        _finish(trainer, records, outcomes, n, trials[n], planned[n], ran[n], True)
-                alive = keep
-        for n in alive:
-            _finish(trainer, records, outcomes, n, trials[n], planned[n], ran[n], False)
+        # the round's observations count once against the trainer's patience
+        with getattr(trainer, "one_round", contextlib.nullcontext)():
+            _round(trainer, start_trial, records, outcomes, finished, names, plans, halving, eta)
     best = max(outcomes, key=lambda o: (o["reward"], -o["cost"]), default=None)
     return {
         "outcomes": outcomes,
@@ -138,6 +115,40 @@ def run_planner(
         "total_cost": float(sum(o["cost"] for o in outcomes)),
         "trials": len(outcomes),
     }
+
+
+def _round(
+    trainer, start_trial, records, outcomes, finished, names, plans, halving, eta
+) -> None:
+    """One round: its trials trained (through the rungs of successive halving) and
+    observed, or replayed from the records when it already ran."""
+    if all(n in finished for n in names):  # a round that already ran: replay it
+        for name in sorted(names, key=lambda n: finished[n]["observed"]):
+            s = finished[name]
+            trainer.observe(s["metric"], s["cost"], params=s["params"])
+            outcomes.append({"trial": name, **s})
+        return
+    planned = dict(zip(names, plans))
+    trials = {n: start_trial(dict(p)) for n, p in planned.items()}
+    ran = {n: 0 for n in names}
+    alive = list(names)
+    for rung in range(halving + 1):
+        for n in alive:
+            target = halving_epochs(planned[n]["epochs"], halving, eta)[rung]
+            if target > ran[n]:
+                rows = trials[n].advance(target - ran[n])
+                ran[n] = target
+                if records is not None:
+                    records.log(n, rows)
+        if rung < halving:
+            ranked = sorted(alive, key=lambda n: -_finite(trials[n].metric))
+            keep = ranked[: max(1, len(alive) // eta)]
+            for n in alive:
+                if n not in keep:
+                    _finish(trainer, records, outcomes, n, trials[n], planned[n], ran[n], True)
+            alive = keep
+    for n in alive:
+        _finish(trainer, records, outcomes, n, trials[n], planned[n], ran[n], False)
 
 
 def _claim(records, trainer, halving, eta, context, fingerprint, on_mismatch) -> None:

@@ -10,8 +10,12 @@ Successive halving masks the worse half of the members at the end of each stage
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -181,6 +185,7 @@ def run(
     progress: Progress | None = None,
     records: Any = None,
     checkpoint_dir: str | None = None,
+    stop_on_interrupt: bool = False,
     **options: Any,
 ) -> DemoRun:
     """Tune ``task`` (a registry name or a :class:`hagfish_jax.Task`) through the Loop.
@@ -200,8 +205,12 @@ def run(
       progress: called after each window (see :data:`Progress`).
       records: a :class:`~hagfish_jax.shell.records.RunRecords` written as rows come.
       checkpoint_dir: the Loop's checkpoints (resumable).
+      stop_on_interrupt: a first Ctrl-C (SIGINT, in the main thread) stops the run
+        after the window in training, which is then summarised as usual (its
+        ``reason`` is ``"stopped"``); a second one interrupts at once.
       **options: the registry task's build options (``model``, ``hidden``,
-        ``steps_per_window``, ``batch_size``, ``data``).
+        ``steps_per_window``, ``batch_size``, ``data``); a task object is built
+        already, and takes none.
 
     Returns:
       A :class:`DemoRun`.
@@ -224,6 +233,11 @@ def run(
         default_population = entry.population
         task = registry.make(task, seed=seed, **options)
     else:
+        if options:
+            raise ValueError(
+                f"run: {sorted(options)} build a registry task; a task object is built "
+                "already"
+            )
         default_population = 16
     space = task.space
     key_hp, key_run = jax.random.split(jax.random.key(seed))
@@ -251,7 +265,8 @@ def run(
         backoff=Backoff(backoff=1.0, plateau=5, dormant=max(20, int(windows))),
         checkpoint_dir=checkpoint_dir,
     )
-    result = loop.run(None, key_run, int(windows), hparams=hparams)
+    with _stops_on_interrupt(loop) if stop_on_interrupt else contextlib.nullcontext():
+        result = loop.run(None, key_run, int(windows), hparams=hparams)
     summary = _summarise(
         task, label, model, n, int(windows), seed, halving, stages, loop, result, collect
     )
@@ -263,6 +278,33 @@ def run(
         "score": record_names(task)["score"],
     }
     return DemoRun(summary, collect.rows, collect.events, meta, result)
+
+
+@contextlib.contextmanager
+def _stops_on_interrupt(loop: Loop) -> Iterator[None]:
+    """A first SIGINT asks ``loop`` to stop after its window; the next one raises
+    ``KeyboardInterrupt`` as usual. Only in the main thread (where Python delivers
+    signals); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+
+    def first(signum, frame):
+        loop.stop()
+        signal.signal(signal.SIGINT, before)  # a second Ctrl-C interrupts at once
+        print(
+            "\nstopping after this window (Ctrl-C again to abort); the run is summarised "
+            "and written",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _summarise(task, label, model, n, windows, seed, halving, stages, loop, result, collect):

@@ -57,6 +57,9 @@ def write_run(out: str | os.PathLike, run: DemoRun, records: Any = None) -> Path
         if trial == "run" or member == summary.best_member:
             trial_summary["test_score"] = summary.test_score
         records.finish_trial(trial, trial_summary)
+    if summary.best_window >= 0:  # the Loop's best (ties to the lower validation loss)
+        one = summary.population is None
+        records.write_best("run" if one else f"member_{int(summary.best_member):02d}")
     records.write_summary(summary.to_dict())
     try:
         plots.plot_run(records.path)
