@@ -200,6 +200,11 @@ def run_protocol(protocol, seeds, quick):
     print(f"\n[{protocol}] seeds={seeds} alpha={ALPHA}")
     table = {}
     for name in ROWS:
+        # every budget of width and batch size is its own compiled program, and jax keeps
+        # them all: each strategy starts from empty caches (its wall time counts its own
+        # compilations), which bounds the process's memory maps (the whole table once
+        # failed with "LLVM compilation error: Cannot allocate memory" past 65,530 maps)
+        jax.clear_caches()
         per_seed = []
         for seed in seeds:
             t0 = time.perf_counter()
