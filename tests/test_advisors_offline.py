@@ -19,29 +19,22 @@ from hagfish_jax.shell.advisors.research import BM25, SearchResearcher, _snippet
 
 
 # ------------------------------------------------------------------ stemmer
-def test_words_of_three_characters_are_left_as_they_are():
-    assert _stem("abs") == "abs"
-    assert _stem("gas") == "gas"
-
-
-def test_a_four_letter_ies_word_loses_only_its_s():
-    assert _stem("ties") == "tie"
-    assert _stem("tries") == "try"
-
-
-def test_an_ending_is_stripped_when_exactly_three_characters_remain():
-    assert _stem("coding") == "cod"
-    assert _stem("coded") == "cod"
-
-
-def test_a_doubled_l_is_not_undoubled():
-    assert _stem("modelling") == "modell"
-    assert _stem("overfitting") == "overfit"
-
-
-def test_a_final_y_or_e_stays_when_only_three_characters_remain():
-    assert _stem("payed") == "pay"
-    assert _stem("tries") == "try"
+@pytest.mark.parametrize(
+    "word, stem",
+    [
+        ("abs", "abs"),  # three characters: left as they are
+        ("gas", "gas"),
+        ("ties", "tie"),  # a four-letter -ies word loses only its s
+        ("tries", "try"),  # a final y stays when only three characters remain
+        ("coding", "cod"),  # an ending goes when exactly three characters remain
+        ("coded", "cod"),
+        ("modelling", "modell"),  # a doubled l is not undoubled
+        ("overfitting", "overfit"),
+        ("payed", "pay"),
+    ],
+)
+def test_the_stemmer_at_its_boundaries(word, stem):
+    assert _stem(word) == stem
 
 
 # ------------------------------------------------------------------ BM25
