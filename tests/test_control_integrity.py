@@ -126,3 +126,48 @@ def test_text_vocab_size_too_small_for_the_ids_is_refused():
         tasks.make_task(_text_split(60), "text", vocab_size=50)
     with pytest.raises(ValueError, match="token ids"):
         tasks.make_task(_text_split(-3), "text")
+
+
+def test_a_save_cut_short_never_loads_one_controller_under_the_others_spec(
+    tmp_path, monkeypatch
+):
+    from hagfish_jax.shell import _files
+
+    old = C.Controller(C.fresh_params(SPEC_A, jax.random.key(1)), SPEC_A, iterations=100)
+    old.save(tmp_path)
+    real = _files.write_atomic
+
+    def killed(path, text):  # the process dies as it would write controller.json
+        if path.name == C.SPEC_FILE:
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(_files, "write_atomic", killed)
+    new = C.Controller(C.fresh_params(SPEC_B, jax.random.key(2)), SPEC_B, iterations=20)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="does not match"):
+        C.load(tmp_path)  # the old spec beside the new weights: refused, not mixed
+    new.save(tmp_path)  # saved again, whole
+    assert _same(C.load(tmp_path), new)
+
+
+def test_a_save_killed_while_writing_its_checkpoint_leaves_the_old_controller(
+    tmp_path, monkeypatch
+):
+    from hagfish_jax.shell.loop.checkpoints import Checkpoints
+
+    old = C.Controller(C.fresh_params(SPEC_A, jax.random.key(1)), SPEC_A, iterations=100)
+    old.save(tmp_path)
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", killed)
+    new = C.Controller(C.fresh_params(SPEC_B, jax.random.key(2)), SPEC_B, iterations=20)
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path)
+    monkeypatch.undo()
+    back = C.load(tmp_path)
+    assert back.spec == SPEC_A and back.iterations == 100 and _same(back, old)

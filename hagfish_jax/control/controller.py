@@ -184,22 +184,29 @@ class Controller:
         spec_json = _plain_json(self.spec.to_json())
         ckpt = Checkpoints(directory / "checkpoints")  # holds the directory's lock
         try:
-            if replace:
-                for old in ckpt.directory.glob("window_*"):
-                    shutil.rmtree(old, ignore_errors=True)
-                ckpt.entries = []  # the manifest is rewritten by the save below
+            earlier = []
+            if replace:  # the new checkpoint first, alone in the manifest; the old go last
+                earlier = list(ckpt.directory.glob("window_*"))
+                ckpt.entries = []
             else:
                 _check_continues(directory, spec_json, ckpt, self.iterations)
-            write_atomic(directory / SPEC_FILE, json.dumps(spec_json, indent=2))
-            if self.training is not None:
-                write_atomic(directory / TRAINING_FILE, json.dumps(self.training, indent=1))
-            elif replace:
-                (directory / TRAINING_FILE).unlink(missing_ok=True)
             tree = {"params": self.params}
             if opt_state is not None:
                 tree["opt_state"] = opt_state
                 tree["key"] = key
             ckpt.save(self.iterations, tree, resumable=opt_state is not None, spec=spec_json)
+            # a kill before this line leaves the old controller.json beside the new
+            # checkpoint, which records its own spec: load refuses the pair, never
+            # reads one controller's weights under the other's spec
+            write_atomic(directory / SPEC_FILE, json.dumps(spec_json, indent=2))
+            if self.training is not None:
+                write_atomic(directory / TRAINING_FILE, json.dumps(self.training, indent=1))
+            elif replace:
+                (directory / TRAINING_FILE).unlink(missing_ok=True)
+            kept = f"window_{int(self.iterations):08d}"
+            for old in earlier:
+                if old.name != kept:
+                    shutil.rmtree(old, ignore_errors=True)
         finally:
             ckpt.close()
         return directory
