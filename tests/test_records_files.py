@@ -104,3 +104,15 @@ def test_a_garbled_lock_file_names_no_holder(tmp_path):
     assert lock.holder() == {}
     with lock:  # and it is taken over
         assert "pid" in lock.holder()
+
+
+def test_write_best_names_the_trial_the_caller_chose_over_a_tie(tmp_path):
+    with hj.records.RunRecords(tmp_path) as rec:
+        rec.finish_trial("member_02", {"best_val_score": 0.98, "test_score": 0.97})
+        rec.finish_trial("member_14", {"best_val_score": 0.98})
+        assert hj.records.read_run(tmp_path)["best"]["trial"] == "member_14"  # by name
+        rec.write_best("member_02")  # the Loop's choice (ties to the lower val loss)
+        with pytest.raises(ValueError, match="no finished trial"):
+            rec.write_best("member_99")
+    best = hj.records.read_run(tmp_path)["best"]
+    assert best["trial"] == "member_02" and best["test_score"] == 0.97
