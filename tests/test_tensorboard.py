@@ -334,3 +334,18 @@ def test_without_the_extra_the_error_names_it(tmp_path, monkeypatch, capsys):
         assert cli.main([*argv, "--out", str(tmp_path / "cli"), "--quiet"]) == 1
         assert 'pip install "hagfish-jax[tensorboard]"' in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
+
+
+def test_a_damaged_record_ends_what_a_resume_reads_of_an_event_file(tmp_path):
+    from tensorboardX.proto import event_pb2
+
+    from hagfish_jax.shell.tensorboard import _records
+
+    with RunRecords(tmp_path / "run", tensorboard=True) as rec:
+        rec.log("t", [{"window": w, "val_accuracy": 0.1 * w} for w in range(5)])
+    (path,) = (tmp_path / "run" / "tensorboard").glob("t/*tfevents*")
+    whole = _records(path, event_pb2)
+    data = bytearray(path.read_bytes())
+    data[-6] ^= 0xFF  # a flipped byte inside the last record's body, nothing cut
+    path.write_bytes(bytes(data))
+    assert len(_records(path, event_pb2)) == len(whole) - 1

@@ -29,7 +29,7 @@ import numpy as np
 from ..core._checks import integer
 from ..core.space import Space
 from ..rl.ppo import PPO
-from .controller import SPEC_FILE, TRAINING_FILE, Controller, Spec, load_state
+from .controller import SPEC_FILE, TRAINING_FILE, Controller, Spec, _plain_json, load_state
 from .env import HParamEnv
 
 __all__ = ["MetaConfig", "MetaResult", "make_env", "make_ppo", "meta_train"]
@@ -152,13 +152,12 @@ def _training_record(task, config: MetaConfig, setting: dict | None) -> dict:
         "datasets": getattr(task, "datasets", None),
         "setting": dict(setting or {}),
     }
-    return json.loads(json.dumps(record))
+    return _plain_json(record)
 
 
 def _check_training(directory: Path, record: dict, resume: bool) -> None:
-    """Refuse to resume a directory trained another way; record a new one's training."""
-    from ..shell._files import write_atomic
-
+    """Refuse to resume a directory trained another way (the record itself is written
+    with every checkpoint, by :meth:`Controller.save`)."""
     path = directory / TRAINING_FILE
     if resume and path.is_file():
         saved = json.loads(path.read_text())
@@ -175,9 +174,6 @@ def _check_training(directory: Path, record: dict, resume: bool) -> None:
                 f"({'; '.join(changed)}); resume it with the same options, or use a new "
                 "directory"
             )
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(record, indent=1))
 
 
 def meta_train(
@@ -233,7 +229,7 @@ def meta_train(
         raise ValueError(f"meta_train: {err}") from None
     saved_spec = None if directory is None else Path(directory) / SPEC_FILE
     resume = saved_spec is not None and saved_spec.is_file()
-    if resume and json.loads(saved_spec.read_text()) != json.loads(json.dumps(spec.to_json())):
+    if resume and json.loads(saved_spec.read_text()) != _plain_json(spec.to_json()):
         raise ValueError(
             f"meta_train: {directory} holds a controller for another setting "
             f"({saved_spec.read_text()}); use a new directory"

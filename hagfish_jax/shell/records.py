@@ -324,9 +324,8 @@ class RunRecords:
             if isinstance(s.get(self.select), (int, float)) and math.isfinite(s[self.select])
         ]
         if ranked:
-            score, name = max(ranked)
-            best = {"trial": name, **summaries[name]}
-            write_atomic(self.path / "best_overall.json", json.dumps(best, indent=2) + "\n")
+            name = max(ranked)[1]
+            self._write_best(name, summaries[name])
 
     def write_best(self, trial: str) -> None:
         """Make ``best_overall.json`` name the finished ``trial``: for a caller whose own
@@ -335,10 +334,11 @@ class RunRecords:
         summary = self.summaries().get(trial)
         if summary is None:
             raise ValueError(f"records: no finished trial {trial!r} in {self.path}")
-        write_atomic(
-            self.path / "best_overall.json",
-            json.dumps({"trial": trial, **summary}, indent=2, allow_nan=True) + "\n",
-        )
+        self._write_best(trial, summary)
+
+    def _write_best(self, trial: str, summary: Mapping[str, Any]) -> None:
+        best = {"trial": trial, **summary}
+        write_atomic(self.path / "best_overall.json", json.dumps(best, indent=2) + "\n")
 
     def summaries(self) -> dict[str, dict[str, Any]]:
         """``{trial: summary}`` for every finished trial."""

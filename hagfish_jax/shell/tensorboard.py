@@ -343,13 +343,21 @@ class _Found:
 def _records(path: Path, event_pb2) -> list:
     """The whole records of an event file, in order; a record cut short or damaged (a
     job killed while writing) ends the file."""
+    from tensorboardX.record_writer import masked_crc32c  # the checksum the writer uses
+
     data, pos, out = path.read_bytes(), 0, []
     while pos + 12 <= len(data):
-        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        header = data[pos : pos + 8]
+        (length,) = struct.unpack("<Q", header)
         if pos + 16 + length > len(data):
             break
+        body = data[pos + 12 : pos + 12 + length]
+        (head_crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
+        (body_crc,) = struct.unpack("<I", data[pos + 12 + length : pos + 16 + length])
+        if head_crc != masked_crc32c(header) or body_crc != masked_crc32c(body):
+            break  # damaged: what follows cannot be trusted
         try:
-            out.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length]))
+            out.append(event_pb2.Event.FromString(body))
         except Exception:  # not a record: what follows cannot be trusted
             break
         pos += 16 + length

@@ -58,15 +58,15 @@ class TrialResult(NamedTuple):
     state: Any
 
 
-def _f(x: Any) -> float | None:
-    v = float(np.asarray(x).reshape(()))
-    return v if math.isfinite(v) else None
-
-
 def _loss(x: Any) -> float:
     """A loss as a float, non-finite kept: NaN or infinity in a row is the record of a
     divergence (what the advisors' diagnosis reads as one), not a missing value."""
     return float(np.asarray(x).reshape(()))
+
+
+def _f(x: Any) -> float | None:
+    v = _loss(x)
+    return v if math.isfinite(v) else None
 
 
 class Executor:
